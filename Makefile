@@ -1,0 +1,37 @@
+# userprofile-service: `make run` serves, `make test` tests. Both start from a
+# fresh clone: they make the virtual environment and install what they need.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip --disable-pip-version-check --quiet
+
+.PHONY: run test lint bench loadtest soak clean
+
+$(VENV)/.runtime: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PIP) install -r requirements-dev.txt
+	touch $@
+
+# Serve on SERVICE_PORT (8080). On the embedded store, seed it first when empty.
+run: $(VENV)/.runtime
+ifndef COUCHBASE_HOST
+	$(PY) loaddata.py --count 10000 --if-empty --show-token
+endif
+	exec $(PY) userprofile_service.py
+
+test: $(VENV)/.dev
+	bash tools/install_caves.sh
+	bash tools/install_jmeter.sh
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+lint: $(VENV)/.dev
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf $(VENV) .tools data .pytest_cache .ruff_cache

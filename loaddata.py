@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""Generate realistic random user profiles with images and load them, with the
+service token, into the store the environment selects (embedded SQLite, or
+Couchbase when COUCHBASE_HOST is set).
+
+Deterministic for a given --seed: the same ids get the same documents, so a
+second run rewrites the same data (upserts) and changes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import os
+import random
+import secrets
+import struct
+import sys
+import time
+import zlib
+
+from store import AUTH, IMAGES, PROFILES, TOKEN_KEY, StoreUnavailable, open_store
+
+BATCH = 500
+
+FIRST = ("James Mary Robert Patricia John Jennifer Michael Linda David Elizabeth William Barbara Richard Susan "
+         "Joseph Jessica Thomas Sarah Charles Karen Christopher Lisa Daniel Nancy Matthew Betty Anthony Margaret "
+         "Mark Sandra Donald Ashley Steven Kimberly Paul Emily Andrew Donna Joshua Michelle Kenneth Carol Kevin "
+         "Amanda Brian Dorothy George Melissa Timothy Deborah Ana Wei Priya Hiroshi Fatima Olga Mateo Aisha Lars "
+         "Chloé Zoë José").split()
+LAST = ("Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez Hernandez Lopez Gonzalez "
+        "Wilson Anderson Thomas Taylor Moore Jackson Martin Lee Perez Thompson White Harris Sanchez Clark "
+        "Ramirez Lewis Robinson Walker Young Allen King Wright Scott Torres Nguyen Hill Flores Green Adams "
+        "Nelson Baker Hall Rivera Campbell Mitchell Carter Roberts Kowalski Müller O'Brien Yamamoto Patel").split()
+ADJECTIVES = ("swift brave quiet lucky clever mighty happy sunny stormy silver golden crimson shadow frosty wild "
+              "cosmic rusty jolly sleepy fuzzy electric lunar solar atomic mellow noble rapid tiny giant lazy").split()
+ANIMALS = ("fox owl wolf bear hawk otter lynx raven tiger panda koala falcon badger moose bison heron "
+           "gecko cobra eagle shark whale squid crane viper yak llama puma mole newt").split()
+STREETS = ("Main Oak Pine Maple Cedar Elm Washington Lake Hill Park Sunset Ridge River Church Spring Highland "
+           "Forest Meadow Willow Jackson Lincoln Madison Franklin Chestnut Walnut").split()
+SUFFIXES = ("St", "Ave", "Rd", "Blvd", "Ln", "Dr", "Ct", "Way")
+CITIES = (("Austin", "TX", "787"), ("Denver", "CO", "802"), ("Portland", "OR", "972"), ("Boston", "MA", "021"),
+          ("Atlanta", "GA", "303"), ("Chicago", "IL", "606"), ("Seattle", "WA", "981"), ("Phoenix", "AZ", "850"),
+          ("Raleigh", "NC", "276"), ("Madison", "WI", "537"), ("Columbus", "OH", "432"), ("Nashville", "TN", "372"),
+          ("San Diego", "CA", "921"), ("Miami", "FL", "331"), ("Omaha", "NE", "681"), ("Boise", "ID", "837"))
+DOMAINS = ("example.com", "example.net", "example.org", "mail.example.com")
+
+
+def png(width: int, height: int, rows: list[bytes]) -> bytes:
+    """A truecolour PNG, made with the standard library, from rows of RGB bytes."""
+    assert len(rows) == height and all(len(row) == 3 * width for row in rows)
+    pixels = b"".join(b"\x00" + row for row in rows)  # filter type 0 before each row
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    idat = zlib.compress(pixels, 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def avatar(rng: random.Random) -> bytes:
+    """A 40x40 identicon: a mirrored 5x5 grid of 8-pixel cells in one colour."""
+    colour = bytes((rng.randrange(40, 200), rng.randrange(40, 200), rng.randrange(40, 200))) * 8
+    background = bytes((240, 240, 240)) * 8
+    rows = []
+    for _ in range(5):
+        cells = [rng.random() < 0.5 for _ in range(3)]
+        row = b"".join(colour if on else background for on in cells + cells[1::-1])  # columns 0 1 2 1 0
+        rows += [row] * 8
+    return png(40, 40, rows)
+
+
+def nickname_pool(rng: random.Random, count: int) -> list[str]:
+    """Fewer nicknames than people, so a nickname lookup often finds several."""
+    pool = [a + b.capitalize() for a in ADJECTIVES for b in ANIMALS]
+    rng.shuffle(pool)
+    return pool[: max(8, min(len(pool), count // 3))]
+
+
+def profile(rng: random.Random, record_id: int, nicknames: list[str]) -> dict:
+    first, last = rng.choice(FIRST), rng.choice(LAST)
+    city, state, zip_prefix = rng.choice(CITIES)
+    born = datetime.date(1950, 1, 1) + datetime.timedelta(days=rng.randrange(365 * 55))
+    plain_last = "".join(c for c in last.lower() if c.isalpha() and c.isascii())
+    plain_first = "".join(c for c in first.lower() if c.isalpha() and c.isascii())
+    return {
+        "record_id": record_id,
+        "name": f"{first} {last}",
+        "nickname": rng.choice(nicknames),
+        "picture": record_id,
+        "user_id": f"{plain_first[:1]}{plain_last}{record_id}",  # the id suffix keeps it unique
+        "email": f"{plain_first}.{plain_last}{record_id}@{rng.choice(DOMAINS)}",
+        "email_verified": rng.random() < 0.8,
+        "first_name": first,
+        "last_name": last,
+        "address": f"{rng.randrange(1, 9999)} {rng.choice(STREETS)} {rng.choice(SUFFIXES)}",
+        "city": city,
+        "state": state,
+        "zip_code": f"{zip_prefix}{rng.randrange(100):02d}",
+        "phone": f"({rng.randrange(201, 989)}) 555-{rng.randrange(10000):04d}",
+        "date_of_birth": born.isoformat(),
+    }
+
+
+def image(rng: random.Random, record_id: int) -> dict:
+    return {"record_id": record_id, "type": "png", "image": base64.b64encode(avatar(rng)).decode()}
+
+
+def generate(count: int, seed: int):
+    """(profile, image) for ids 1..count; the same for the same seed and count."""
+    rng = random.Random(seed)
+    nicknames = nickname_pool(rng, count)
+    for record_id in range(1, count + 1):
+        # One generator per record: record N does not depend on how many came before it.
+        record_rng = random.Random(f"{seed}:{record_id}")
+        yield profile(record_rng, record_id, nicknames), image(record_rng, record_id)
+
+
+class Progress:
+    """A progress bar on a terminal; nothing when output is not a terminal."""
+
+    def __init__(self, total: int, stream=sys.stderr):
+        self.total, self.stream = total, stream
+        self.enabled = stream.isatty()
+
+    def update(self, done: int) -> None:
+        if self.enabled:
+            filled = 30 * done // max(self.total, 1)
+            self.stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total} profiles")
+            self.stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+
+
+def load(store, count: int, seed: int) -> float:
+    """Write the profiles and images; return documents written per second."""
+    progress = Progress(count)
+    started = time.monotonic()
+    profiles, images = [], []
+    done = 0
+    for prof, img in generate(count, seed):
+        profiles.append((f"{PROFILES}:{prof['record_id']}", prof))
+        images.append((f"{IMAGES}:{img['record_id']}", img))
+        if len(profiles) == BATCH:
+            store.upsert(PROFILES, profiles)
+            store.upsert(IMAGES, images)
+            done += len(profiles)
+            profiles, images = [], []
+            progress.update(done)
+    if profiles:
+        store.upsert(PROFILES, profiles)
+        store.upsert(IMAGES, images)
+        done += len(profiles)
+        progress.update(done)
+    progress.finish()
+    return 2 * count / max(time.monotonic() - started, 1e-9)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="Generate and load user profiles (see README.md).")
+    p.add_argument("--count", type=int, default=10000, help="profiles to generate, ids 1..N (default 10000)")
+    p.add_argument("--token", help="the service token to store (default: keep the stored one, or generate one)")
+    p.add_argument("--seed", type=int, default=1, help="random seed: the same seed gives the same data")
+    p.add_argument("--if-empty", action="store_true", help="load only when the store holds no profiles")
+    p.add_argument("--show-token", action="store_true",
+                   help="print the token in force and a curl line to try it, even when not generated")
+    args = p.parse_args(argv)
+    if args.count < 0:
+        p.error("--count must be 0 or more")
+
+    store = open_store(os.environ)
+    try:
+        store.create_schema()
+        existing = store.count(PROFILES)
+        if args.if_empty and existing:
+            print(f"the store already holds {existing} profiles; not loading")
+        else:
+            rate = load(store, args.count, args.seed)
+            print(f"loaded {args.count} profiles and {args.count} images ({rate:,.0f} documents/s)")
+        token, generated = args.token, False
+        if token is None:
+            token = store.read_token()
+        if token is None:
+            token, generated = secrets.token_urlsafe(24), True
+        if token != store.read_token():
+            store.upsert(AUTH, [(TOKEN_KEY, {"token": token})])
+        if generated or args.show_token:
+            print(f"token: {token}")
+        if args.show_token:
+            port = os.environ.get("SERVICE_PORT", "8080")
+            print(f'try:   curl -H "Authorization: Bearer {token}" http://localhost:{port}/api/v1/id/1')
+    except StoreUnavailable as exc:
+        print(f"loaddata: the store is not answering: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

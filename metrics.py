@@ -1,0 +1,83 @@
+"""Prometheus text exposition for the service, without a client library.
+
+One lock guards the counters: it is taken once per request, for a few
+dictionary updates, and keeps the counts exact (a lost increment would make
+the metrics disagree with what a load generator sent).
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+
+# Request latency bucket bounds, in seconds.
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._requests: dict[tuple[str, int], int] = {}
+        # route -> [count in each bucket..., count above the last bound, sum]
+        self._latency: dict[str, list] = {}
+        self._store_errors: dict[str, int] = {"timeout": 0, "unavailable": 0}
+        self._rejected = 0
+
+    def observe(self, route: str, status: int, seconds: float) -> None:
+        with self._lock:
+            key = (route, status)
+            self._requests[key] = self._requests.get(key, 0) + 1
+            hist = self._latency.get(route)
+            if hist is None:
+                hist = self._latency[route] = [0] * (len(BUCKETS) + 1) + [0.0]
+            hist[bisect.bisect_left(BUCKETS, seconds)] += 1
+            hist[-1] += seconds
+
+    def store_error(self, kind: str) -> None:
+        with self._lock:
+            self._store_errors[kind] = self._store_errors.get(kind, 0) + 1
+
+    def connection_rejected(self) -> None:
+        with self._lock:
+            self._rejected += 1
+
+    def render(self, connections_open: int, in_flight: int) -> bytes:
+        with self._lock:
+            requests = sorted(self._requests.items())
+            latency = {route: list(hist) for route, hist in self._latency.items()}
+            store_errors = sorted(self._store_errors.items())
+            rejected = self._rejected
+        out = [
+            "# HELP userprofile_requests_total HTTP requests answered, by route and status.",
+            "# TYPE userprofile_requests_total counter",
+        ]
+        out += [f'userprofile_requests_total{{route="{r}",status="{s}"}} {n}' for (r, s), n in requests]
+        out += [
+            "# HELP userprofile_request_duration_seconds Time from request line to answer written.",
+            "# TYPE userprofile_request_duration_seconds histogram",
+        ]
+        for route in sorted(latency):
+            hist = latency[route]
+            cumulative = 0
+            for bound, n in zip(BUCKETS, hist, strict=False):
+                cumulative += n
+                out.append(f'userprofile_request_duration_seconds_bucket{{route="{route}",le="{bound}"}} {cumulative}')
+            cumulative += hist[len(BUCKETS)]
+            out.append(f'userprofile_request_duration_seconds_bucket{{route="{route}",le="+Inf"}} {cumulative}')
+            out.append(f'userprofile_request_duration_seconds_sum{{route="{route}"}} {hist[-1]:.6f}')
+            out.append(f'userprofile_request_duration_seconds_count{{route="{route}"}} {cumulative}')
+        out += [
+            "# HELP userprofile_requests_in_flight Requests being answered now.",
+            "# TYPE userprofile_requests_in_flight gauge",
+            f"userprofile_requests_in_flight {in_flight}",
+            "# HELP userprofile_connections_open Client connections open now.",
+            "# TYPE userprofile_connections_open gauge",
+            f"userprofile_connections_open {connections_open}",
+            "# HELP userprofile_connections_rejected_total Connections refused with 503 at the connection cap.",
+            "# TYPE userprofile_connections_rejected_total counter",
+            f"userprofile_connections_rejected_total {rejected}",
+            "# HELP userprofile_store_errors_total Store calls that failed, by kind (unavailable, timeout).",
+            "# TYPE userprofile_store_errors_total counter",
+        ]
+        out += [f'userprofile_store_errors_total{{kind="{k}"}} {n}' for k, n in store_errors]
+        return ("\n".join(out) + "\n").encode()

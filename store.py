@@ -1,0 +1,95 @@
+"""The store interface the request handler calls, and how one is chosen.
+
+Every read returns stored JSON documents as ``bytes``, exactly as they were
+written, so the handler can put them on the wire without decoding them.
+Two implementations: ``sqlitestore.SQLiteStore`` (the embedded default) and
+``cbconn.CouchbaseStore`` (when ``COUCHBASE_HOST`` is set).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+# Collections of the data model (SPEC): the same names in both stores.
+PROFILES = "user_data"
+IMAGES = "user_images"
+AUTH = "service_auth"
+COLLECTIONS = (PROFILES, IMAGES, AUTH)
+TOKEN_KEY = AUTH + ":1"
+
+# Couchbase refuses keys over 250 bytes, so no such key can exist in either store.
+MAX_KEY_BYTES = 250
+
+
+class StoreUnavailable(Exception):
+    """The store did not answer (down, unreachable, overloaded): HTTP 503."""
+
+
+class StoreTimeout(StoreUnavailable):
+    """The store did not answer within the operation timeout: HTTP 504."""
+
+
+def encode_doc(doc: dict) -> bytes:
+    """The one JSON serialisation both stores write, so their bytes agree."""
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class Store:
+    """What the service and the loader need of a store.
+
+    Lookups raise ``StoreUnavailable`` (or ``StoreTimeout``) on a store fault
+    and never block past the store's operation timeout.
+    """
+
+    # -- read side: the request path -----------------------------------------
+    def get_profile(self, record_id: str) -> bytes | None:
+        """The ``user_data:<id>`` document, or None."""
+        raise NotImplementedError
+
+    def find_by_nickname(self, nickname: str) -> list[bytes]:
+        """Every profile whose ``nickname`` is this, ordered by record id."""
+        raise NotImplementedError
+
+    def find_by_username(self, username: str) -> list[bytes]:
+        """The profile whose ``user_id`` is this (a list of zero or one)."""
+        raise NotImplementedError
+
+    def get_image(self, record_id: str) -> bytes | None:
+        """The ``user_images:<id>`` document, or None."""
+        raise NotImplementedError
+
+    def read_token(self) -> str | None:
+        """The ``token`` field of ``service_auth:1``, or None when absent."""
+        raise NotImplementedError
+
+    def ping(self) -> None:
+        """Return when the store answers; raise ``StoreUnavailable`` if not."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    # -- write side: loaddata.py --------------------------------------------
+    def create_schema(self) -> None:
+        """Create the collections and indexes when missing (idempotent)."""
+        raise NotImplementedError
+
+    def upsert(self, collection: str, docs: list[tuple[str, dict]]) -> None:
+        """Write ``(key, document)`` pairs to a collection, replacing any."""
+        raise NotImplementedError
+
+    def count(self, collection: str) -> int:
+        """How many documents a collection holds."""
+        raise NotImplementedError
+
+
+def open_store(environ=os.environ) -> Store:
+    """The store the environment selects: Couchbase when COUCHBASE_HOST is set."""
+    if environ.get("COUCHBASE_HOST"):
+        import cbconn  # the SDK is only imported when it is used
+
+        return cbconn.CouchbaseStore.from_environ(environ)
+    import sqlitestore
+
+    return sqlitestore.SQLiteStore(environ.get("USERPROFILE_DB", "data/userprofile.db"))
