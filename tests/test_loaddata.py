@@ -8,8 +8,9 @@ import sqlite3
 import struct
 import zlib
 
-import loaddata
 from conftest import run_loaddata
+
+import loaddata
 
 
 def dump(db) -> dict:
