@@ -175,8 +175,8 @@ def main(argv=None) -> int:
     store = open_store(os.environ)
     try:
         store.create_schema()
-        existing = store.count(PROFILES)
-        if args.if_empty and existing:
+        existing = store.count(PROFILES) if args.if_empty else 0
+        if existing:
             print(f"the store already holds {existing} profiles; not loading")
         else:
             rate = load(store, args.count, args.seed)

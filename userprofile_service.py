@@ -453,10 +453,12 @@ class TokenKeeper:
         threading.Thread(target=self._run, name="token-refresh", daemon=True).start()
 
     def _run(self) -> None:
+        # Without a token the API is down, so retry soon (backing off to 5 s), not
+        # at the refresh interval: the store may come up at any moment.
         retry = 0.5
         while not self._stop.wait(self.refresh if self.token else retry):
             self.read()
-            retry = min(retry * 2, self.refresh) if self.token is None else 0.5
+            retry = min(retry * 2, 5.0, self.refresh) if self.token is None else 0.5
 
     def stop(self) -> None:
         self._stop.set()

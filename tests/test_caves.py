@@ -1,0 +1,222 @@
+"""The service on Couchbase over the SDK's real wire protocol, against CAVES.
+
+CAVES emulates the key-value and management services (collections, sub-document
+lookups) but has no SQL++ engine: the query path is covered in test_cbconn.py
+and, against a real cluster, in test_real_cluster.py.
+
+Everything here is real processes: the emulator, ``loaddata.py`` and the service.
+The key-value routes are compared byte for byte with the embedded-store
+service of conftest.py, loaded with the same --count/--seed/--token.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from caves import Caves
+from conftest import COUNT, SEED, TOKEN, ServiceProcess, run_loaddata
+
+KV_TIMEOUT = 1.0
+REFRESH = 1.0  # seconds between token re-reads of the service under test
+NOT_FOUND = {"status": "failure", "message": {"error": "Not Found"}}
+
+
+def couchbase_env(caves: Caves) -> dict:
+    # The CAVES cluster has the default credentials; the bucket is the SPEC's
+    # default one, added over the control socket (CAVES only makes `default`).
+    return {"COUCHBASE_HOST": caves.connstr, "COUCHBASE_KV_TIMEOUT": str(KV_TIMEOUT),
+            "COUCHBASE_CONNECT_TIMEOUT": "3", "COUCHBASE_QUERY_TIMEOUT": "2"}
+
+
+def start_caves(tmp_path) -> Caves:
+    caves = Caves(log_path=tmp_path / "caves.log").start()
+    caves.add_bucket("sample_app")
+    return caves
+
+
+def start_service(env: dict, tmp_path, wait_for: str = "/readyz") -> ServiceProcess:
+    svc = ServiceProcess(env, "--token-refresh", str(REFRESH), log_path=tmp_path / "service.log")
+    return svc.start(wait_for=wait_for)
+
+
+def check_log(svc: ServiceProcess, *secrets: str) -> None:
+    log = svc.log()
+    assert "Traceback" not in log
+    for secret in (TOKEN, "password", *secrets):  # CAVES's password is `password`
+        assert secret not in log
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := predicate():
+            return result
+        time.sleep(interval)
+    return predicate()
+
+
+def timed_get(svc: ServiceProcess, path: str, token: str | None = TOKEN):
+    started = time.monotonic()
+    status, headers, body = svc.get(path, token)
+    return status, time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    caves = start_caves(tmp_path_factory.mktemp("caves"))
+    yield caves
+    caves.stop()
+
+
+@pytest.fixture(scope="module")
+def loaded(cluster):
+    """CAVES loaded by loaddata.py with the data of conftest's embedded store."""
+    return run_loaddata(couchbase_env(cluster), "--count", str(COUNT), "--seed", str(SEED), "--token", TOKEN)
+
+
+@pytest.fixture(scope="module")
+def cb_server(cluster, loaded, tmp_path_factory):
+    svc = start_service(couchbase_env(cluster), tmp_path_factory.mktemp("cbservice"))
+    yield svc
+    svc.stop()
+    check_log(svc)
+
+
+# -- loading ------------------------------------------------------------------------
+def test_loaddata_writes_to_couchbase_and_reports_its_rate(loaded):
+    assert f"loaded {COUNT} profiles" in loaded.stdout
+    assert "documents/s" in loaded.stdout
+    # No query service in CAVES: said clearly, and the load went on.
+    assert "could not create the indexes" in loaded.stderr
+    assert TOKEN not in loaded.stdout + loaded.stderr
+
+
+def test_loaddata_again_is_idempotent(cluster, loaded, cb_server):
+    before = cb_server.get("/api/v1/id/1", TOKEN)[2]
+    run_loaddata(couchbase_env(cluster), "--count", str(COUNT), "--seed", str(SEED), "--token", TOKEN)
+    assert cb_server.get("/api/v1/id/1", TOKEN)[2] == before
+
+
+# -- the key-value routes, byte for byte as on the embedded store --------------------------
+KV_PATHS = [
+    f"/api/v1/{route}/{record_id}"
+    for route in ("id", "picture/record", "picture/raw")
+    for record_id in ("1", "2", str(COUNT // 2), str(COUNT), str(COUNT + 1), "0", "-1", "abc",
+                      "%C3%A9t%C3%A9", "1%20", "9" * 300)
+]
+
+
+@pytest.mark.parametrize("path", KV_PATHS)
+def test_key_value_routes_answer_as_on_the_embedded_store(cb_server, server, path):
+    cb_status, cb_headers, cb_body = cb_server.get(path, TOKEN)
+    ref_status, ref_headers, ref_body = server.get(path, TOKEN)
+    assert cb_status == ref_status
+    assert cb_headers["Content-Type"] == ref_headers["Content-Type"]
+    assert cb_body == ref_body
+
+
+def test_found_and_not_found(cb_server):
+    status, headers, body = cb_server.get(f"/api/v1/id/{COUNT}", TOKEN)
+    assert status == 200 and json.loads(body)[0]["record_id"] == COUNT
+    status, headers, body = cb_server.get("/api/v1/picture/raw/1", TOKEN)
+    assert status == 200 and headers["Content-Type"] == "image/png" and body.startswith(b"\x89PNG")
+    for path in (f"/api/v1/id/{COUNT + 1}", f"/api/v1/picture/record/{COUNT + 1}", "/api/v1/nothing/1"):
+        status, _, body = cb_server.get(path, TOKEN)
+        assert (status, json.loads(body)) == (404, NOT_FOUND)
+
+
+def test_auth(cb_server):
+    status, headers, body = cb_server.get("/api/v1/id/1")
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+    assert cb_server.get("/api/v1/id/1", "wrong-" + TOKEN)[0] == 401
+    assert cb_server.get("/api/v1/id/1", headers={"x-access-token": TOKEN})[0] == 200
+    assert cb_server.get("/healthz")[0] == 200
+    assert cb_server.get("/readyz")[0] == 200
+
+
+def test_query_routes_are_503_without_a_query_service(cb_server):
+    """CAVES has no SQL++ engine: the lookup fails, quickly, as a store fault."""
+    for path in ("/api/v1/nickname/swiftFox", "/api/v1/username/jsmith1"):
+        status, seconds = timed_get(cb_server, path)
+        assert status == 503 and seconds < KV_TIMEOUT + 1
+
+
+def test_token_rotation_takes_effect_without_a_restart(cluster, cb_server):
+    rotated = "rotated-token-1c9d0a4b"
+    env = couchbase_env(cluster)
+    run_loaddata(env, "--count", "0", "--token", rotated)
+    try:
+        assert wait_until(lambda: cb_server.get("/api/v1/id/1", rotated)[0] == 200, REFRESH + 3)
+        assert cb_server.get("/api/v1/id/1", TOKEN)[0] == 401
+    finally:
+        run_loaddata(env, "--count", "0", "--token", TOKEN)
+    assert wait_until(lambda: cb_server.get("/api/v1/id/1", TOKEN)[0] == 200, REFRESH + 3)
+    check_log(cb_server, rotated)
+
+
+# -- faults: each test has its own emulator, since it breaks it ---------------------------
+def test_freeze_thaw_and_kill(tmp_path):
+    caves = start_caves(tmp_path)
+    svc = None
+    try:
+        env = couchbase_env(caves)
+        run_loaddata(env, "--count", "20", "--seed", str(SEED), "--token", TOKEN)
+        svc = start_service(env, tmp_path)
+        status, _, good = svc.get("/api/v1/id/7", TOKEN)
+        assert status == 200
+
+        # Frozen: every answer within the timeout plus a second; liveness unaffected.
+        caves.freeze()
+        for _ in range(4):
+            status, seconds = timed_get(svc, "/api/v1/id/7")
+            assert status in (503, 504) and seconds < KV_TIMEOUT + 1
+            status, seconds = timed_get(svc, "/healthz", None)
+            assert status == 200 and seconds < 0.5
+        assert wait_until(lambda: svc.get("/readyz")[0] == 503, 5)
+
+        # Thawed: the same process serves again.
+        caves.thaw()
+        assert wait_until(lambda: svc.get("/api/v1/id/7", TOKEN)[2] == good, 10)
+        assert svc.get("/readyz")[0] == 200
+
+        # Killed: after the health ping notices, 503s come at once.
+        caves.kill()
+        for _ in range(3):
+            status, seconds = timed_get(svc, "/api/v1/id/7")
+            assert status in (503, 504) and seconds < KV_TIMEOUT + 1
+        time.sleep(KV_TIMEOUT + 1)
+        for _ in range(5):
+            status, seconds = timed_get(svc, "/api/v1/picture/record/7")
+            assert status == 503 and seconds < 0.5  # no wait for a timeout
+        assert svc.get("/healthz")[0] == 200
+        assert svc.get("/readyz")[0] == 503
+    finally:
+        if svc:
+            svc.stop()
+        caves.stop()
+    check_log(svc)
+
+
+def test_start_up_before_the_cluster_answers(tmp_path):
+    """Started against a frozen cluster: alive, not ready, 503s; ready after the thaw."""
+    caves = start_caves(tmp_path)
+    svc = None
+    try:
+        env = couchbase_env(caves)
+        run_loaddata(env, "--count", "5", "--seed", str(SEED), "--token", TOKEN)
+        caves.freeze()
+        svc = start_service(env, tmp_path, wait_for="/healthz")
+        assert svc.get("/readyz")[0] == 503
+        status, seconds = timed_get(svc, "/api/v1/id/1")
+        assert status == 503 and seconds < 0.5
+        caves.thaw()
+        assert wait_until(lambda: svc.get("/api/v1/id/1", TOKEN)[0] == 200, 15)
+        assert svc.get("/readyz")[0] == 200
+        assert "couchbase: connected" in svc.log()
+    finally:
+        if svc:
+            svc.stop()
+        caves.stop()
+    check_log(svc)
