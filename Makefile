@@ -30,8 +30,16 @@ test: $(VENV)/.dev
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
+DURATION ?= 30
+THREADS  ?= 8
+
+# Start the service on the embedded store, load it with the JMeter plan, and report.
+loadtest: $(VENV)/.runtime
+	bash tools/install_jmeter.sh >/dev/null
+	$(PY) jmeter/loadtest.py --duration $(DURATION) --threads $(THREADS)
+
 lint: $(VENV)/.dev
 	$(PY) -m ruff check .
 
 clean:
-	rm -rf $(VENV) .tools data .pytest_cache .ruff_cache
+	rm -rf $(VENV) .tools data jmeter/results .pytest_cache .ruff_cache

@@ -76,7 +76,7 @@ class Metrics:
             "# HELP userprofile_connections_rejected_total Connections refused with 503 at the connection cap.",
             "# TYPE userprofile_connections_rejected_total counter",
             f"userprofile_connections_rejected_total {rejected}",
-            "# HELP userprofile_store_errors_total Store calls that failed, by kind (unavailable, timeout).",
+            "# HELP userprofile_store_errors_total Requests answered 503 or 504 because the store failed, by kind.",
             "# TYPE userprofile_store_errors_total counter",
         ]
         out += [f'userprofile_store_errors_total{{kind="{k}"}} {n}' for k, n in store_errors]

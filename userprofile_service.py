@@ -357,13 +357,15 @@ class Handler(BaseHTTPRequestHandler):
     def do_other(self):
         """Any method but GET and HEAD: 405 on a route, 404 elsewhere."""
         parts = self.path.split("/")
-        if self.path in PLAIN_ROUTES or (
-            parts[1:3] == ["api", "v1"]
-            and ((len(parts) == 5 and parts[3] in API_ROUTES)
-                 or (len(parts) == 6 and parts[3] == "picture" and parts[4] in PICTURE_ROUTES))
-        ):
-            raise HTTPError(405, extra=ALLOW)
-        raise HTTPError(404)
+        if self.path in PLAIN_ROUTES:
+            self.route = self.path
+        elif parts[1:3] == ["api", "v1"] and len(parts) == 5 and parts[3] in API_ROUTES:
+            self.route = API_ROUTES[parts[3]]
+        elif parts[1:4] == ["api", "v1", "picture"] and len(parts) == 6 and parts[4] in PICTURE_ROUTES:
+            self.route = PICTURE_ROUTES[parts[4]]
+        else:
+            raise HTTPError(404)
+        raise HTTPError(405, extra=ALLOW)
 
     def authorize(self):
         token = self.server.tokens.token

@@ -1,0 +1,299 @@
+#!/usr/bin/env python3
+"""Run the blog's JMeter plan (jmeter/userprofile.jmx) headless and summarise it.
+
+Without --target it starts the service itself on the embedded store (seeding the
+database with loaddata.py when it is empty), on a free loopback port, with the
+access log off. With --target it loads an already-running service or a load
+balancer instead (then --token is needed).
+
+It prints throughput, mean, p50, p95, p99 latency and the error count read from
+the .jtl, and compares JMeter's sample count with the service's own count of
+/api/v1/id requests (the delta of userprofile_requests_total on /metrics).
+Exit status: 0 when there were samples, no errors and the counts agree; 1 otherwise.
+
+    python3 jmeter/loadtest.py --duration 30 --threads 8
+    python3 jmeter/loadtest.py --target http://LB:8080 --token "$TOKEN" --maxid 10000 \\
+        --duration 180 --threads 64 --no-metrics-check     # several pods: /metrics is per pod
+
+The token is handed to JMeter in a private properties file (-q), never on the
+command line (where ps shows it) nor as -J (which JMeter writes to its log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PLAN = ROOT / "jmeter" / "userprofile.jmx"
+RESULTS = ROOT / "jmeter" / "results"          # git-ignored
+INSTALL = ROOT / "tools" / "install_jmeter.sh"
+ROUTE = "/api/v1/id"
+
+# userprofile_requests_total{route="/api/v1/id",status="200"} 123  (labels in any order)
+COUNTER_LINE = re.compile(r'^userprofile_requests_total\{([^}]*)\}\s+([0-9.eE+-]+)')
+
+
+def log(msg: str) -> None:
+    print(f"loadtest: {msg}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url: str, timeout: float = 5) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def id_requests(base: str) -> int:
+    """Requests the service has answered on /api/v1/id, all statuses (from /metrics)."""
+    status, body = http_get(base + "/metrics")
+    if status != 200:
+        raise RuntimeError(f"GET /metrics answered {status}")
+    total = 0.0
+    for line in body.decode().splitlines():
+        m = COUNTER_LINE.match(line)
+        if m and f'route="{ROUTE}"' in m.group(1):
+            total += float(m.group(2))
+    return int(total)
+
+
+def jmeter_jar() -> Path:
+    """The JMeter launcher, installed from Maven Central on first use (tools/install_jmeter.sh)."""
+    out = subprocess.run(["bash", str(INSTALL)], check=True, capture_output=True, text=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+# -- the service ---------------------------------------------------------------
+def seed(db: Path, maxid: int) -> str:
+    """Make sure the embedded store at db holds ids 1..maxid; return its token."""
+    env = {**os.environ, "USERPROFILE_DB": str(db)}
+    env.pop("COUCHBASE_HOST", None)  # this mode is the embedded store, whatever the shell has
+    db.parent.mkdir(parents=True, exist_ok=True)
+    # --if-empty: an existing store is reused as it is (seeding is idempotent but not free).
+    subprocess.run([sys.executable, str(ROOT / "loaddata.py"), "--count", str(maxid), "--seed", "1",
+                    "--if-empty"], env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    sys.path.insert(0, str(ROOT))
+    from store import PROFILES, open_store  # the project's own store API
+
+    store = open_store({"USERPROFILE_DB": str(db)})
+    try:
+        count, token = store.count(PROFILES), store.read_token()
+    finally:
+        store.close()
+    if count < maxid:
+        raise SystemExit(f"loadtest: {db} holds {count} profiles, fewer than --maxid {maxid}: "
+                         f"lower --maxid or use another --db")
+    if not token:
+        raise SystemExit(f"loadtest: {db} holds no service token")
+    return token
+
+
+def start_service(db: Path, workers: int, log_path: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "USERPROFILE_DB": str(db), "ACCESS_LOG": "false"}
+    env.pop("COUCHBASE_HOST", None)
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "userprofile_service.py"), "--host", "127.0.0.1", "--port", str(port),
+             "--workers", str(workers), "--no-access-log"],
+            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"loadtest: the service exited with {proc.returncode}; see {log_path}")
+        try:
+            if http_get(base + "/readyz", timeout=1)[0] == 200:
+                return proc, base
+        except OSError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit(f"loadtest: the service was not ready in 30 s; see {log_path}")
+
+
+def stop_service(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGTERM)  # the service drains and exits 0
+    try:
+        return proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+# -- JMeter ---------------------------------------------------------------------
+def run_jmeter(jar: Path, host: str, port: int, token: str, args, jtl: Path, jmeter_log: Path) -> None:
+    # The plan's six properties; the token goes through a private file (see the module docstring).
+    props = {"threads": args.threads, "duration": args.duration, "maxid": args.maxid,
+             "token": token, "host": host, "port": port}
+    fd, props_path = tempfile.mkstemp(prefix="userprofile-jmeter-", suffix=".properties")  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            for key, value in props.items():
+                f.write(f"{key}={value}\n")
+        jtl.unlink(missing_ok=True)  # JMeter appends to an existing file
+        cmd = ["java", "-Xms256m", "-Xmx1g", "-jar", str(jar), "-n", "-t", str(PLAN),
+               "-l", str(jtl), "-j", str(jmeter_log), "-q", props_path,
+               # CSV with a header row, whatever a local jmeter.properties says.
+               "-Jjmeter.save.saveservice.output_format=csv",
+               "-Jjmeter.save.saveservice.print_field_names=true",
+               # No UDP shutdown listener: other JMeter runs on the machine may hold port 4445.
+               "-Jjmeterengine.nongui.port=0"]
+        log(f"JMeter: {args.threads} threads, {args.duration} s, {host}:{port}, ids 1..{args.maxid}")
+        # Its console summary goes to stderr, so stdout stays the report alone.
+        subprocess.run(cmd, check=True, cwd=RESULTS, stdout=sys.stderr, stderr=subprocess.STDOUT,
+                       timeout=args.duration + 120)
+    finally:
+        os.unlink(props_path)
+
+
+def percentile(sorted_values: list[int], p: float) -> float:
+    """Nearest-rank percentile, as JMeter's aggregate report computes it."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
+    return float(sorted_values[rank - 1])
+
+
+def summarise(jtl: Path) -> dict:
+    """Read JMeter's CSV results (header row required) into the report's numbers."""
+    with open(jtl, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if rows and "elapsed" not in rows[0]:
+        raise SystemExit(f"loadtest: {jtl} has no CSV header row")
+    elapsed = sorted(int(r["elapsed"]) for r in rows)
+    errors = [r for r in rows if r["success"] != "true"]
+    codes: dict[str, int] = {}
+    for r in rows:
+        codes[r["responseCode"]] = codes.get(r["responseCode"], 0) + 1
+    if rows:
+        start = min(int(r["timeStamp"]) for r in rows)
+        end = max(int(r["timeStamp"]) + int(r["elapsed"]) for r in rows)
+        span = max(end - start, 1) / 1000
+    else:
+        span = 0.0
+    return {
+        "samples": len(rows),
+        "errors": len(errors),
+        # A few distinct causes, one short line each (assertion messages run over several lines).
+        "error_messages": sorted({f'{r["responseCode"]} {r["responseMessage"]}'.splitlines()[0][:120]
+                                  for r in errors})[:5],
+        "response_codes": codes,
+        "seconds": round(span, 3),
+        "throughput_per_s": round(len(rows) / span, 1) if span else 0.0,
+        "mean_ms": round(sum(elapsed) / len(elapsed), 2) if elapsed else math.nan,
+        "p50_ms": percentile(elapsed, 50),
+        "p95_ms": percentile(elapsed, 95),
+        "p99_ms": percentile(elapsed, 99),
+        "max_ms": float(elapsed[-1]) if elapsed else math.nan,
+    }
+
+
+def report(s: dict) -> str:
+    lines = [
+        f"samples       {s['samples']} in {s['seconds']:.1f} s",
+        f"throughput    {s['throughput_per_s']:.1f} requests/s",
+        f"latency ms    mean {s['mean_ms']:.2f}  p50 {s['p50_ms']:.0f}  p95 {s['p95_ms']:.0f}  "
+        f"p99 {s['p99_ms']:.0f}  max {s['max_ms']:.0f}",
+        f"errors        {s['errors']}" + (f"  {s['error_messages']}" if s["errors"] else ""),
+        f"status codes  {s['response_codes']}",
+    ]
+    if "metrics_delta" in s:
+        agree = "agrees" if s["metrics_delta"] == s["samples"] else "DISAGREES"
+        lines.append(f"/metrics      {s['metrics_delta']} {ROUTE} requests counted by the service: {agree}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--duration", type=int, default=30, help="seconds of load (default 30; the blog ran 180)")
+    p.add_argument("--threads", type=int, default=8, help="JMeter threads, all started at once (default 8)")
+    p.add_argument("--maxid", type=int, default=10000, help="ids drawn from 1..maxid (default 10000)")
+    p.add_argument("--db", type=Path, default=ROOT / "data" / "loadtest.db",
+                   help="embedded store to serve, seeded with ids 1..maxid when empty (data/loadtest.db)")
+    p.add_argument("--workers", type=int, default=1, help="service processes (default 1)")
+    p.add_argument("--target", help="load this running service instead, e.g. http://10.0.0.5:8080")
+    p.add_argument("--token", default=os.environ.get("USERPROFILE_TOKEN"),
+                   help="bearer token for --target (default $USERPROFILE_TOKEN)")
+    p.add_argument("--no-metrics-check", action="store_true",
+                   help="do not compare with /metrics (behind a load balancer each pod counts only its own)")
+    p.add_argument("--jtl", type=Path, help="CSV results file (default jmeter/results/<time>.jtl)")
+    p.add_argument("--json", type=Path, help="also write the summary as JSON here")
+    args = p.parse_args(argv)
+    for name in ("duration", "threads", "maxid", "workers"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1")
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    jtl = (args.jtl or RESULTS / f"userprofile-{stamp}.jtl").resolve()
+    jtl.parent.mkdir(parents=True, exist_ok=True)
+    jmeter_log = jtl.with_suffix(".log")
+    jar = jmeter_jar()
+
+    proc = None
+    check_metrics = not args.no_metrics_check
+    if args.target:
+        if not args.token:
+            p.error("--target needs --token (or $USERPROFILE_TOKEN)")
+        base, token = args.target.rstrip("/"), args.token
+    else:
+        token = seed(args.db.resolve(), args.maxid)
+        proc, base = start_service(args.db.resolve(), args.workers, jtl.with_suffix(".service.log"))
+        if args.workers > 1 and check_metrics:
+            log("--workers > 1: each process keeps its own /metrics, so the counts are not compared")
+            check_metrics = False
+    url = urllib.parse.urlsplit(base)
+    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+
+    try:
+        before = id_requests(base) if check_metrics else 0
+        try:
+            run_jmeter(jar, host, port, token, args, jtl, jmeter_log)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            log(f"JMeter failed ({exc}); see {jmeter_log}")
+            return 1
+        summary = summarise(jtl)
+        if check_metrics:
+            summary["metrics_delta"] = id_requests(base) - before
+    finally:
+        if proc is not None:
+            code = stop_service(proc)
+            if code != 0:
+                log(f"the service exited with {code} on SIGTERM")
+    summary.update({"threads": args.threads, "duration": args.duration, "maxid": args.maxid, "jtl": str(jtl)})
+    print(report(summary))
+    print(f"results       {jtl}")
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+
+    ok = summary["samples"] > 0 and summary["errors"] == 0
+    if check_metrics and summary["metrics_delta"] != summary["samples"]:
+        ok = False
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
