@@ -38,6 +38,11 @@ loadtest: $(VENV)/.runtime
 	bash tools/install_jmeter.sh >/dev/null
 	$(PY) jmeter/loadtest.py --duration $(DURATION) --threads $(THREADS)
 
+# A minute of load on the Couchbase emulator with the store frozen for 5 s in the middle.
+soak: $(VENV)/.dev
+	bash tools/install_caves.sh
+	$(PY) tools/soak.py
+
 lint: $(VENV)/.dev
 	$(PY) -m ruff check .
 

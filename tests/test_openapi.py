@@ -1,0 +1,93 @@
+"""The OpenAPI description: valid, the same in YAML and JSON, served as it is,
+and true of the live service (schemathesis, every check, against the real server)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, TOKEN, ServiceProcess
+from openapi_spec_validator import validate
+
+YAML = ROOT / "openapi.yaml"
+JSON = ROOT / "openapi.json"
+SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
+REGENERATE = ("regenerate it: python -c \"import json, yaml; print(json.dumps(yaml.safe_load(open('openapi.yaml')), "
+              "indent=2, ensure_ascii=False))\" > openapi.json")
+API_ROUTES = ["/api/v1/id/{id}", "/api/v1/nickname/{nickname}", "/api/v1/username/{username}",
+              "/api/v1/picture/record/{id}", "/api/v1/picture/raw/{id}"]
+OPEN_ROUTES = ["/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"]
+
+
+@pytest.fixture(scope="module")
+def spec() -> dict:
+    return yaml.safe_load(YAML.read_text())
+
+
+def test_openapi_json_is_the_yaml_document(spec):
+    with open(JSON) as f:
+        assert json.load(f) == spec, f"openapi.json differs from openapi.yaml: {REGENERATE}"
+
+
+def test_the_document_is_valid_openapi_3(spec):
+    assert spec["openapi"].startswith("3.")
+    validate(spec)  # raises on any violation of the OpenAPI 3 schema
+    with open(JSON) as f:
+        validate(json.load(f))
+
+
+def test_the_document_describes_every_route_of_spec(spec):
+    assert sorted(spec["paths"]) == sorted(API_ROUTES + OPEN_ROUTES)
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["bearerAuth"] == {**schemes["bearerAuth"], "type": "http", "scheme": "bearer"}
+    assert schemes["accessToken"] == {**schemes["accessToken"], "type": "apiKey", "in": "header",
+                                      "name": "x-access-token"}
+    assert spec["security"] == [{"bearerAuth": []}, {"accessToken": []}]  # either one
+    for path in API_ROUTES:
+        operation = spec["paths"][path]["get"]
+        assert "security" not in operation  # the global requirement: a token
+        assert {"200", "400", "401", "404", "503", "504"} <= set(operation["responses"]), path
+        assert list(spec["paths"][path]) == ["get"]
+    for path in OPEN_ROUTES:
+        assert spec["paths"][path]["get"]["security"] == [], f"{path} needs no token"
+    error = spec["components"]["schemas"]["Error"]
+    assert error["required"] == ["status", "message"] and error["properties"]["status"]["enum"] == ["failure"]
+    assert "WWW-Authenticate" in spec["components"]["responses"]["Unauthorized"]["headers"]
+
+
+def test_the_service_serves_openapi_json_as_it_is_without_a_token(server):
+    status, headers, body = server.get("/api/v1/openapi.json")
+    assert status == 200
+    assert headers["Content-Type"] == "application/json"
+    assert body == JSON.read_bytes()
+
+
+def test_schemathesis_finds_no_5xx_and_every_answer_conforms(seeded_db, tmp_path):
+    """Every schemathesis check (status codes, content types, headers, response schemas,
+    405 on other methods, negative data rejected, auth not ignored) over all phases."""
+    svc = ServiceProcess({"USERPROFILE_DB": str(seeded_db)}, log_path=tmp_path / "service.log")
+    svc.start(wait_for="/readyz")
+    try:
+        result = subprocess.run(
+            [str(SCHEMATHESIS), "run", str(YAML), "--url", f"http://{svc.host}:{svc.port}",
+             "--header", f"Authorization: Bearer {TOKEN}", "--checks", "all", "--max-examples", "40",
+             "--seed", "6", "--workers", "2", "--generation-database", "none",
+             "--request-timeout", "5", "--no-color"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )
+        assert svc.proc.poll() is None, "the service died under schemathesis"
+        assert svc.get("/healthz")[0] == 200
+    finally:
+        svc.stop()
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-6000:]
+    assert "Tested: 9" in out, out[-3000:]
+    assert " passed" in out and "failure" not in out.lower().split("summary")[-1], out[-3000:]
+    assert TOKEN not in out  # schemathesis filters it from its report
+    log = svc.log()
+    assert "Traceback" not in log and TOKEN not in log
+    assert "status=5" not in log, [line for line in log.splitlines() if "status=5" in line][:5]

@@ -1,0 +1,271 @@
+"""Slow and greedy clients: slowloris, idle keep-alive, the connection cap, and
+thousands of idle connections, against the real service with short timeouts."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import resource
+import selectors
+import socket
+import threading
+import time
+
+import pytest
+from conftest import TOKEN, ServiceProcess
+
+HEADER_TIMEOUT = 1.0
+IDLE_TIMEOUT = 2.0
+TICK = 0.25  # the watchdog's period: a timeout is enforced within it
+SLACK = 0.75  # scheduling on a busy 2-core machine
+
+
+def open_files_limit(pid: int) -> tuple[int, int]:
+    """The soft and hard RLIMIT_NOFILE of a process, from /proc/<pid>/limits."""
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                soft, hard = line.split()[3:5]
+                return int(soft), int(hard)
+    raise AssertionError("no 'Max open files' line")
+
+
+def threads_of(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(r"^Threads:\s+(\d+)", f.read(), re.M).group(1))
+
+
+def get_when_admitted(svc: ServiceProcess, path: str, timeout: float = 5) -> bytes:
+    """GET a path, polling while the connection cap answers 503 (a place frees when a close is processed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, _, body = svc.get(path)
+        if status == 200:
+            return body
+        assert status == 503 and time.monotonic() < deadline, (status, body[:200])
+        time.sleep(0.05)
+
+
+def metric(svc: ServiceProcess, name: str) -> float:
+    text = get_when_admitted(svc, "/metrics").decode()
+    return float(re.search(rf"^{name} (\S+)$", text, re.M).group(1))
+
+
+def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
+@contextlib.contextmanager
+def fd_soft_limit(soft: int):
+    """Set this test process's soft open-file limit; a child started inside inherits it."""
+    old = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, old[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, old)
+
+
+@pytest.fixture(scope="module")
+def short_timeouts(seeded_db, tmp_path_factory):
+    log = tmp_path_factory.mktemp("slow") / "service.log"
+    svc = ServiceProcess({"USERPROFILE_DB": str(seeded_db)}, "--header-timeout", str(HEADER_TIMEOUT),
+                         "--idle-timeout", str(IDLE_TIMEOUT), log_path=log).start(wait_for="/readyz")
+    yield svc
+    svc.stop()
+    assert "Traceback" not in svc.log() and TOKEN not in svc.log()
+
+
+def test_slowloris_is_cut_off_after_the_header_timeout_while_others_are_served(short_timeouts):
+    svc = short_timeouts
+    trickle = b"GET /api/v1/id/1 HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: a\r\n" * 1000
+    slow = [socket.create_connection((svc.host, svc.port), timeout=5) for _ in range(20)]
+    started = time.monotonic()
+    cut_at: dict[int, float] = {}
+    answers: dict[int, bytes] = {}
+    sel = selectors.DefaultSelector()
+    for i, s in enumerate(slow):
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ, i)
+
+    def attack():
+        sent = 0
+        while len(cut_at) < len(slow) and time.monotonic() - started < HEADER_TIMEOUT + 5:
+            for i, s in enumerate(slow):
+                if i not in cut_at:
+                    with contextlib.suppress(OSError):
+                        s.send(trickle[sent:sent + 3])  # 3 bytes each 50 ms: always progressing, never done
+            sent += 3
+            for key, _ in sel.select(timeout=0.05):
+                i = key.data
+                try:
+                    chunk = key.fileobj.recv(65536)
+                except BlockingIOError:
+                    continue
+                except ConnectionResetError:
+                    chunk = b""
+                answers[i] = answers.get(i, b"") + chunk
+                if not chunk:
+                    cut_at[i] = time.monotonic() - started
+                    sel.unregister(key.fileobj)
+
+    attacker = threading.Thread(target=attack)
+    attacker.start()
+    # Meanwhile a normal client is served at full speed on a keep-alive connection.
+    conn = svc.connection(timeout=5)
+    latencies = []
+    while attacker.is_alive() and len(latencies) < 2000:
+        t = time.monotonic()
+        conn.request("GET", f"/api/v1/id/{len(latencies) % 300 + 1}", headers={"Authorization": f"Bearer {TOKEN}"})
+        resp = conn.getresponse()
+        assert resp.status == 200
+        resp.read()
+        latencies.append(time.monotonic() - t)
+    attacker.join()
+    conn.close()
+    for s in slow:
+        s.close()
+
+    assert len(cut_at) == len(slow), f"{len(slow) - len(cut_at)} slowloris connections were never cut off"
+    assert HEADER_TIMEOUT - 0.05 <= min(cut_at.values())
+    assert max(cut_at.values()) <= HEADER_TIMEOUT + TICK + SLACK, sorted(cut_at.values())
+    for data in answers.values():  # when the answer arrived before the reset, it is a 408 in JSON
+        if data:
+            head, _, body = data.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 408 "), data[:200]
+            assert json.loads(body)["status"] == "failure"
+    assert len(latencies) >= 20, "the normal client was starved"
+    assert max(latencies) < 0.5, f"slowest normal request took {max(latencies):.3f}s"
+    latencies.sort()
+    assert latencies[len(latencies) // 2] < 0.05
+
+
+def test_idle_keep_alive_connections_are_closed_after_the_idle_timeout(short_timeouts):
+    svc = short_timeouts
+    silent = socket.create_connection((svc.host, svc.port), timeout=10)  # never sends a byte
+    silent_opened = time.monotonic()
+    idle = socket.create_connection((svc.host, svc.port), timeout=10)
+    idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert idle.recv(65536).startswith(b"HTTP/1.1 200 ")
+    answered = time.monotonic()
+
+    # Meanwhile a connection in use is not idle: a request every half timeout keeps it open past it.
+    busy = svc.connection(timeout=5)
+    busy_statuses = []
+
+    def keep_busy():
+        for _ in range(3):
+            busy.request("GET", "/healthz")
+            resp = busy.getresponse()
+            resp.read()
+            busy_statuses.append(resp.status)
+            time.sleep(IDLE_TIMEOUT / 2)  # pacing, the point of this client
+
+    busy_thread = threading.Thread(target=keep_busy)
+    busy_thread.start()
+    assert read_until_closed(idle, timeout=IDLE_TIMEOUT + 5) == b""  # closed cleanly, no stray answer
+    closed_after = time.monotonic() - answered
+    # A connection that never sent a byte was closed after the idle timeout too.
+    assert read_until_closed(silent, timeout=IDLE_TIMEOUT + 5) == b""
+    silent_closed_after = time.monotonic() - silent_opened
+    busy_thread.join()
+    assert silent_closed_after <= IDLE_TIMEOUT + TICK + SLACK, silent_closed_after
+    assert IDLE_TIMEOUT - 0.05 <= closed_after <= IDLE_TIMEOUT + TICK + SLACK, closed_after
+    sock = busy.sock
+    busy.request("GET", "/healthz")
+    assert busy.getresponse().read() == b'{"status":"ok"}' and busy.sock is sock, "the busy connection was closed"
+    assert busy_statuses == [200] * 3
+    busy.close()
+
+
+
+def test_connections_beyond_the_cap_get_503_and_no_thread(seeded_db, tmp_path):
+    cap = 50
+    svc = ServiceProcess({"USERPROFILE_DB": str(seeded_db)}, "--max-connections", str(cap),
+                         log_path=tmp_path / "log").start(wait_for="/readyz")
+    held: list[socket.socket] = []
+    try:
+        for _ in range(cap):
+            s = socket.create_connection((svc.host, svc.port), timeout=5)
+            held.append(s)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # admitted: answered, and kept open
+            assert s.recv(4096).startswith(b"HTTP/1.1 200 "), f"connection {len(held)} was not admitted"
+        # Now every place is taken by an idle connection: the next ones are refused with a 503.
+        threads_at_cap = threads_of(svc.proc.pid)
+        for _ in range(30):
+            with socket.create_connection((svc.host, svc.port), timeout=5) as extra:
+                answer = read_until_closed(extra, timeout=5)
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 503 "), answer[:200]
+            assert b"Connection: close" in head
+            assert json.loads(body) == {"status": "failure",
+                                        "message": {"error": "Service Unavailable: too many connections"}}
+        assert threads_of(svc.proc.pid) <= threads_at_cap + 2, "a refused connection got a thread"
+        # One place freed: a new client is served again.
+        held.pop().close()
+        assert get_when_admitted(svc, "/healthz") == b'{"status":"ok"}'
+        assert metric(svc, "userprofile_connections_rejected_total") >= 30
+    finally:
+        for s in held:
+            s.close()
+        assert svc.stop() == 0
+    assert "Traceback" not in svc.log()
+
+
+@pytest.fixture(scope="module")
+def low_fd_start(seeded_db, tmp_path_factory):
+    """A service started with a soft open-file limit far below its hard limit."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    low = min(1024, hard // 2)
+    log = tmp_path_factory.mktemp("fds") / "service.log"
+    with fd_soft_limit(low):
+        svc = ServiceProcess({"USERPROFILE_DB": str(seeded_db)}, log_path=log)
+        svc.start(wait_for="/readyz")
+    yield svc, low, hard
+    svc.stop()
+    assert "Traceback" not in svc.log() and TOKEN not in svc.log()
+
+
+def test_the_open_file_soft_limit_is_raised_to_the_hard_limit(low_fd_start):
+    svc, low, hard = low_fd_start
+    assert open_files_limit(svc.proc.pid) == (hard, hard), f"started with a soft limit of {low}"
+
+
+def test_two_thousand_idle_connections_do_not_stop_a_normal_client(low_fd_start):
+    svc, low, hard = low_fd_start
+    count = 2000
+    if hard < count + 200:
+        pytest.fail(f"the hard open-file limit ({hard}) is below {count + 200}: raise it (ulimit -Hn)")
+    idle: list[socket.socket] = []
+    with fd_soft_limit(hard):  # this test process needs 2,000 sockets too
+        try:
+            for _ in range(count):
+                s = socket.create_connection((svc.host, svc.port), timeout=10)
+                idle.append(s)
+            deadline = time.monotonic() + 30
+            while metric(svc, "userprofile_connections_open") < count:
+                assert time.monotonic() < deadline, "the idle connections were not all accepted"
+                time.sleep(0.1)
+            # The 2,000 are open and idle (past the service's own start limit of 1024 files):
+            # a normal client is still served within a second, on a new connection each time.
+            for i in range(1, 21):
+                t = time.monotonic()
+                status, _, body = svc.get(f"/api/v1/id/{i}", TOKEN)
+                assert status == 200 and json.loads(body)[0]["record_id"] == i
+                assert time.monotonic() - t < 1.0
+            # The idle ones are still open and usable: no one was dropped to make room.
+            for s in idle[:: count // 10]:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert s.recv(4096).startswith(b"HTTP/1.1 200 ")
+        finally:
+            for s in idle:
+                s.close()
+    assert svc.proc.poll() is None
