@@ -46,6 +46,8 @@ class SQLiteStore(Store):
     connection, and opening SQLite for each would cost more than the lookup.
     """
 
+    serial = True  # a lookup is a few microseconds of CPU in this process
+
     def __init__(self, path: str, busy_timeout: float = 2.0):
         self.path = path
         self.busy_timeout = busy_timeout

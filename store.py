@@ -42,6 +42,11 @@ class Store:
     and never block past the store's operation timeout.
     """
 
+    # True when a lookup is work done in this process (an embedded database)
+    # rather than a wait on the network; the server then answers requests one
+    # at a time, which keeps its threads from contending for the interpreter lock.
+    serial = False
+
     # -- read side: the request path -----------------------------------------
     def get_profile(self, record_id: str) -> bytes | None:
         """The ``user_data:<id>`` document, or None."""
