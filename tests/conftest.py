@@ -35,6 +35,16 @@ def run_loaddata(env: dict, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def wait_until(predicate, timeout: float, interval: float = 0.1):
+    """Poll until predicate() is truthy or timeout passes; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := predicate():
+            return result
+        time.sleep(interval)
+    return predicate()
+
+
 class ServiceProcess:
     """The service started as users start it: ``python3 userprofile_service.py``."""
 

@@ -16,7 +16,7 @@ import time
 
 import pytest
 from caves import Caves
-from conftest import COUNT, SEED, TOKEN, ServiceProcess, run_loaddata
+from conftest import COUNT, SEED, TOKEN, ServiceProcess, run_loaddata, wait_until
 
 KV_TIMEOUT = 1.0
 REFRESH = 1.0  # seconds between token re-reads of the service under test
@@ -46,15 +46,6 @@ def check_log(svc: ServiceProcess, *secrets: str) -> None:
     assert "Traceback" not in log
     for secret in (TOKEN, "password", *secrets):  # CAVES's password is `password`
         assert secret not in log
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := predicate():
-            return result
-        time.sleep(interval)
-    return predicate()
 
 
 def timed_get(svc: ServiceProcess, path: str, token: str | None = TOKEN):

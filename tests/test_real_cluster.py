@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import time
 
 import pytest
-from conftest import COUNT, SEED, TOKEN, ServiceProcess, run_loaddata
+from conftest import COUNT, SEED, TOKEN, ServiceProcess, run_loaddata, wait_until
 from test_caves import KV_PATHS
 
 CONNSTR = os.environ.get("COUCHBASE_TEST_CONNSTR", "")
@@ -30,15 +29,6 @@ ENV = {
     "COUCHBASE_SCOPE": os.environ.get("COUCHBASE_TEST_SCOPE", "userprofile_test"),
 }
 INDEX_CATCH_UP = 30  # seconds for the indexes to see freshly loaded documents
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := predicate():
-            return result
-        time.sleep(interval)
-    return predicate()
 
 
 @pytest.fixture(scope="module")
