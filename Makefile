@@ -38,6 +38,20 @@ loadtest: $(VENV)/.runtime
 	bash tools/install_jmeter.sh >/dev/null
 	$(PY) jmeter/loadtest.py --duration $(DURATION) --threads $(THREADS)
 
+# The three-way benchmark (bench/run.py --help): our service, FastAPI and Express,
+# each on one core, driven by wrk on the other; writes bench/results/.
+# BENCH_ARGS=--quick for a smoke run, e.g. BENCH_ARGS="--only ours --conns 32".
+$(VENV)/.bench: $(VENV)/.runtime bench/requirements.txt
+	$(PIP) install -r bench/requirements.txt
+	touch $@
+
+bench/express/node_modules/.package-lock.json: bench/express/package-lock.json
+	cd bench/express && npm ci --no-audit --no-fund
+
+bench: $(VENV)/.bench bench/express/node_modules/.package-lock.json
+	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+	$(PY) bench/run.py $(BENCH_ARGS)
+
 # A minute of load on the Couchbase emulator with the store frozen for 5 s in the middle.
 soak: $(VENV)/.dev
 	bash tools/install_caves.sh

@@ -1,0 +1,552 @@
+"""The three-way benchmark (make bench): our service, FastAPI and Express on one core each.
+
+Each implementation serves the same embedded SQLite store (10,000 profiles),
+pinned to core 0 with taskset; wrk, pinned to core 1, asks for random ids
+with the bearer token at 1, 8, 32, 128 and 512 connections. Our service is
+also run with --workers 2, unpinned, to show how it scales onto both cores.
+
+For every run it records wrk's requests/s, p50/p99 latency, socket errors and
+non-2xx answers, the kernel's listen-queue overflows (nstat) during the run,
+and the CPU that wrk and the server used: wrk at ~100% of its core means the
+load generator, not the server, was the limit.
+
+    .venv/bin/python bench/run.py                      # full run: writes bench/results/
+    .venv/bin/python bench/run.py --quick              # smoke: 2 s runs at 1 and 32 connections
+    .venv/bin/python bench/run.py --only ours --conns 32 --duration 5
+    .venv/bin/python bench/run.py --couchbase          # ours on SQLite vs ours on a CAVES cluster
+
+Before each run it waits (up to --settle seconds) for the shared machine to go
+idle, and it flags runs during which other processes still used the CPU.
+A run of a subset (--only, --conns, --quick) prints its table and keeps its
+numbers in bench/results/raw/, leaving the committed results alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+IMPLS = {
+    "ours": "ours (1 process, core 0)",
+    "fastapi": "FastAPI + uvicorn (core 0)",
+    "express": "Express 5 (core 0)",
+    "ours-2w": "ours --workers 2 (both cores)",
+    "ours-cb": "ours on CAVES (core 0)",
+}
+CONNS = (1, 8, 32, 128, 512)
+SERVER_CORE, WRK_CORE = "0", "1"
+GENERATOR_BOUND = 0.90  # wrk busier than this share of its core: the generator was the limit
+NOISY = 0.25  # other processes used more than this share of a core during a run: flag it
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=float, default=10, help="seconds per run (default 10)")
+    p.add_argument("--warmup", type=float, default=3, help="seconds of discarded load first (default 3)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="measure each point this many times and keep the median by req/s (default 1)")
+    p.add_argument("--quick", action="store_true", help="smoke test: 2 s runs at 1 and 32 connections")
+    p.add_argument("--only", help=f"comma-separated subset of {','.join(IMPLS)}")
+    p.add_argument("--conns", help="comma-separated connection counts (default 1,8,32,128,512)")
+    p.add_argument("--db", default=str(ROOT / "data" / "bench.db"), help="SQLite store, seeded if missing")
+    p.add_argument("--count", type=int, default=10000, help="profiles in the store (default 10000)")
+    p.add_argument("--token", default="bench-token", help="token stored when seeding")
+    p.add_argument("--out", default=str(BENCH / "results"), help="results folder")
+    p.add_argument("--settle", type=float, default=30,
+                   help="wait up to this many seconds before each run for an idle machine (default 30)")
+    p.add_argument("--couchbase", action="store_true",
+                   help="ours on the embedded store vs ours on a CAVES cluster (needs .tools/bin/gocaves)")
+    args = p.parse_args(argv)
+    default_impls = ["ours", "ours-cb"] if args.couchbase else [i for i in IMPLS if i != "ours-cb"]
+    args.impls = args.only.split(",") if args.only else default_impls
+    unknown = set(args.impls) - set(IMPLS)
+    if unknown:
+        p.error(f"unknown implementation(s): {', '.join(sorted(unknown))}")
+    if args.quick:
+        args.duration, args.warmup, args.settle = 2, 1, 0
+    default_conns = "1,32" if args.quick else ",".join(map(str, CONNS))
+    args.conns_list = [int(c) for c in (args.conns or default_conns).split(",")]
+    args.full = not (args.only or args.conns or args.quick)
+    return args
+
+
+# -- the store -----------------------------------------------------------------
+def stored_profiles(db: str) -> int:
+    if not os.path.exists(db):
+        return 0
+    try:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT count(*) FROM user_data").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def seed(db: str, count: int, token: str) -> str:
+    """Fill the store with loaddata.py when it holds too few profiles; return the stored token."""
+    if stored_profiles(db) < count:
+        print(f"seeding {db} with {count} profiles", flush=True)
+        loader = [sys.executable, str(ROOT / "loaddata.py"), "--count", str(count), "--seed", "1"]
+        subprocess.run(
+            loader + ["--token", token],
+            env={**os.environ, "USERPROFILE_DB": db}, cwd=ROOT, check=True,
+        )
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT doc FROM service_auth WHERE key = 'service_auth:1'").fetchone()
+    return json.loads(row[0])["token"]
+
+
+# -- the servers ---------------------------------------------------------------
+def service_sha() -> str:
+    return hashlib.sha256((ROOT / "userprofile_service.py").read_bytes()).hexdigest()[:12]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_command(impl: str, port: int) -> tuple[list[str], dict, Path]:
+    """argv, extra environment and working directory of one implementation."""
+    pin = ["taskset", "-c", SERVER_CORE]
+    if impl in ("ours", "ours-2w", "ours-cb"):
+        argv = [sys.executable, str(ROOT / "userprofile_service.py"),
+                "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+        if impl == "ours-2w":
+            return argv + ["--workers", "2"], {}, ROOT
+        return pin + argv, {}, ROOT
+    if impl == "fastapi":
+        return pin + [sys.executable, "-m", "uvicorn", "fastapi_app:app", "--app-dir", str(BENCH),
+                      "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop", "--http", "httptools",
+                      "--no-access-log", "--log-level", "warning"], {}, ROOT
+    if impl == "express":
+        return pin + ["node", "app.js"], {"PORT": str(port), "HOST": "127.0.0.1",
+                                          "NODE_ENV": "production"}, BENCH / "express"
+    raise ValueError(impl)
+
+
+class Server:
+    def __init__(self, impl: str, env: dict, log_dir: Path):
+        self.impl = impl
+        self.port = free_port()
+        argv, extra, cwd = server_command(impl, self.port)
+        self.sha = service_sha() if impl.startswith("ours") else None  # the lead may edit it between runs
+        self.log = open(log_dir / f"{impl}.log", "wb")
+        # Its own session, so stop() ends exactly this server and the processes it started.
+        self.proc = subprocess.Popen(argv, env={**os.environ, **extra, **env}, cwd=cwd,
+                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, token: str, timeout: float = 60) -> None:
+        """Until /healthz answers, then until an authorized lookup does (store and token loaded)."""
+        deadline = time.monotonic() + timeout
+        for path, headers in (("/healthz", {}), ("/api/v1/id/1", {"Authorization": f"Bearer {token}"})):
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.impl} exited with {self.proc.returncode}; see {self.log.name}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{self.impl}: no 200 on {path} in {timeout}s; see {self.log.name}")
+                request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=headers)
+                try:
+                    with urllib.request.urlopen(request, timeout=2) as r:  # nosec B310  # the URL is http://127.0.0.1 built here, never input
+                        if r.status == 200:
+                            break
+                except OSError:
+                    time.sleep(0.2)
+
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by every live process of the server's process group."""
+        total = 0
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == self.proc.pid:  # pgrp
+                total += int(fields[11]) + int(fields[12])  # utime + stime
+        return total / CLK_TCK
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        except ProcessLookupError:
+            pass
+        self.log.close()
+
+
+# -- one measured run ------------------------------------------------------------
+def listen_overflows() -> int:
+    """The kernel's TcpExtListenOverflows counter (absolute, without touching nstat's history)."""
+    try:
+        out = subprocess.run(["nstat", "-asz", "TcpExtListenOverflows"],
+                             capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.startswith("TcpExtListenOverflows"):
+                return int(line.split()[1])
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    with open("/proc/net/netstat") as f:  # nstat reads the same file
+        lines = f.read().splitlines()
+    names, values = lines[0].split(), lines[1].split()
+    return int(values[names.index("ListenOverflows")])
+
+
+def busy_cpu() -> float:
+    """CPU seconds all cores spent running processes (user, nice, system) or stolen by the hypervisor."""
+    with open("/proc/stat") as f:
+        user, nice, system, idle, iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+    return (user + nice + system + steal) / CLK_TCK
+
+
+def wait_quiet(max_wait: float, limit: float = 0.15) -> None:
+    """Wait up to max_wait seconds for a second in which the cores are busy less than `limit` in all."""
+    deadline = time.monotonic() + max_wait
+    while max_wait > 0:
+        before = busy_cpu()
+        time.sleep(1)
+        load = busy_cpu() - before
+        if load < limit:
+            return
+        if time.monotonic() > deadline:
+            print(f"  the machine is still busy ({load:.0%} of a core in use by others); measuring anyway")
+            return
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu(pid: int | None) -> float:
+    """CPU seconds used so far by one process (all its threads), 0 without one."""
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def wrk(server: Server, conns: int, duration: float, token: str, count: int, store_pid: int | None) -> dict:
+    argv = ["taskset", "-c", WRK_CORE, "wrk", "-t1", f"-c{conns}", f"-d{duration:g}s", "--latency",
+            "-s", str(BENCH / "random_id.lua"), f"http://127.0.0.1:{server.port}", "--", token, str(count)]
+    overflows, server_cpu, wrk_cpu = listen_overflows(), server.cpu_seconds(), children_cpu()
+    busy, store_cpu = busy_cpu(), process_cpu(store_pid)
+    start = time.monotonic()
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+    wall = time.monotonic() - start
+    # wrk is the only child reaped in between, so the children's CPU delta is wrk's own.
+    wrk_cpu = (children_cpu() - wrk_cpu) / wall
+    server_cpu = (server.cpu_seconds() - server_cpu) / wall
+    store_cpu = (process_cpu(store_pid) - store_cpu) / wall
+    other_cpu = max(0.0, (busy_cpu() - busy) / wall - wrk_cpu - server_cpu - store_cpu)
+    overflows = listen_overflows() - overflows
+    lines = [line for line in out.stdout.splitlines() if line.startswith("JSON ")]
+    if out.returncode or not lines:
+        raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr or out.stdout}")
+    raw = json.loads(lines[-1][5:])
+    socket_errors = raw["connect"] + raw["read"] + raw["write"] + raw["timeout"]
+    return {
+        "impl": server.impl, "service_sha256": server.sha, "conns": conns,
+        "duration_s": raw["duration_us"] / 1e6,
+        "requests": raw["requests"], "rps": raw["requests"] / (raw["duration_us"] / 1e6),
+        "p50_ms": raw["p50_us"] / 1000, "p90_ms": raw["p90_us"] / 1000, "p99_ms": raw["p99_us"] / 1000,
+        "max_ms": raw["max_us"] / 1000, "mean_ms": raw["mean_us"] / 1000,
+        "socket_errors": {k: raw[k] for k in ("connect", "read", "write", "timeout")},
+        "errors": socket_errors + raw["status"], "non_2xx": raw["status"],
+        "listen_overflows": overflows, "wrk_cpu": round(wrk_cpu, 3), "server_cpu": round(server_cpu, 3),
+        "store_cpu": round(store_cpu, 3), "other_cpu": round(other_cpu, 3), "noisy": other_cpu > NOISY,
+        "server_us_per_request": round(server_cpu * wall / max(raw["requests"], 1) * 1e6, 1),
+        "generator_bound": wrk_cpu >= GENERATOR_BOUND, "wrk_output": out.stdout,
+    }
+
+
+def bench_impl(impl: str, args, env: dict, token: str, log_dir: Path, store_pid: int | None) -> list[dict]:
+    """Start one implementation, warm it up, measure it at each connection count, stop it."""
+    server = Server(impl, env, log_dir)
+    runs = []
+    try:
+        server.wait_ready(token)
+        if args.warmup > 0:
+            wrk(server, 32, args.warmup, token, args.count, store_pid)
+        for conns in args.conns_list:
+            tries = []
+            for _ in range(args.repeat):
+                wait_quiet(args.settle)
+                tries.append(wrk(server, conns, args.duration, token, args.count, store_pid))
+                if server.proc.poll() is not None:
+                    raise RuntimeError(f"{impl} died during the run at c={conns}; see {server.log.name}")
+                time.sleep(1)  # let the closed connections drain
+            tries.sort(key=lambda r: r["rps"])
+            run = tries[len(tries) // 2]
+            run["rps_all"] = [round(r["rps"]) for r in tries]
+            print(f"  {impl:8} c={conns:<4} {run['rps']:9,.0f} req/s  p50 {run['p50_ms']:7.2f} ms"
+                  f"  p99 {run['p99_ms']:8.2f} ms  errors {run['errors']}"
+                  f"  overflows {run['listen_overflows']}"
+                  f"  wrk cpu {run['wrk_cpu']:.0%}  server cpu {run['server_cpu']:.0%}"
+                  f"  other cpu {run['other_cpu']:.0%}  {run['server_us_per_request']:.0f} us/req",
+                  flush=True)
+            runs.append(run)
+    finally:
+        server.stop()
+    return runs
+
+
+# -- the report ------------------------------------------------------------------
+def command_output(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        return (out.stdout or out.stderr).strip()
+    except OSError:
+        return "missing"
+
+
+def npm_version(name: str) -> str:
+    try:
+        return json.loads((BENCH / "express" / "node_modules" / name / "package.json").read_text())["version"]
+    except OSError:
+        return "missing"
+
+
+def machine_info() -> dict:
+    model = next((line.split(":", 1)[1].strip() for line in command_output(["lscpu"]).splitlines()
+                  if line.startswith("Model name")), platform.processor())
+    versions = {"python": platform.python_version(), "node": command_output(["node", "--version"]),
+                "wrk": command_output(["wrk", "-v"]).split(" Copyright")[0],
+                "express": npm_version("express"), "better-sqlite3": npm_version("better-sqlite3")}
+    for pkg in ("fastapi", "uvicorn", "pydantic", "starlette", "uvloop", "httptools"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = "missing"
+    return {"cpu": model, "cores": os.cpu_count(), "kernel": platform.release(),
+            "loadavg_before": [round(x, 2) for x in os.getloadavg()], "versions": versions}
+
+
+def ratio(runs: list[dict], a: str, b: str, conns: int = 32) -> float | None:
+    by = {(r["impl"], r["conns"]): r for r in runs}
+    if (a, conns) in by and (b, conns) in by and by[(b, conns)]["rps"]:
+        return by[(a, conns)]["rps"] / by[(b, conns)]["rps"]
+    return None
+
+
+def markdown(result: dict) -> str:
+    meta, runs = result["meta"], result["runs"]
+    m, v = meta["machine"], meta["machine"]["versions"]
+    repeat = (f" (the median by req/s of {meta['repeat']} runs, their range in brackets)"
+              if meta.get("repeat", 1) > 1 else "")
+    couchbase = any(r["impl"] == "ours-cb" for r in runs)
+    lines = [
+        "# Benchmark: our service on the embedded store vs on Couchbase (CAVES)" if couchbase
+        else "# Benchmark: our service vs FastAPI vs Express",
+        "",
+        f"Run {meta['date']} with `{meta['command']}`: {meta['duration_s']:g} s per run{repeat} after "
+        f"{meta['warmup_s']:g} s of warm-up, GET /api/v1/id/<random 1..{meta['count']}>"
+        " with the bearer token.",
+        f"Our service: `userprofile_service.py` with sha256 {meta['service_sha256']}…."
+        f" Machine: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}"
+        f" (load average before the run: {', '.join(map(str, m['loadavg_before']))}).",
+        f"Versions: Python {v['python']}, FastAPI {v['fastapi']}, uvicorn {v['uvicorn']}"
+        f" (uvloop {v['uvloop']}, httptools {v['httptools']}), pydantic {v['pydantic']};"
+        f" Node.js {v['node']}, Express {v['express']}, better-sqlite3 {v['better-sqlite3']}; {v['wrk']}.",
+        "",
+        "Servers pinned to core 0 (`taskset -c 0`), wrk `-t1` to core 1"
+        + (". `ours --workers 2` runs unpinned, so its processes share core 1 with wrk."
+           if any(r["impl"] == "ours-2w" for r in runs) else "."),
+        "",
+        "| implementation | connections | req/s | p50 ms | p99 ms | errors | listen overflows"
+        " | wrk CPU | server CPU | server CPU µs/request | others' CPU |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in runs:
+        flag = (" *" if r["generator_bound"] else "") + (" †" if r["noisy"] else "")
+        if len(r.get("rps_all", [])) > 1:
+            flag += f" ({min(r['rps_all']):,}–{max(r['rps_all']):,})"
+        lines.append(f"| {IMPLS[r['impl']]} | {r['conns']} | {r['rps']:,.0f}{flag} | {r['p50_ms']:.2f} |"
+                     f" {r['p99_ms']:.2f} | {r['errors']} | {r['listen_overflows']} | {r['wrk_cpu']:.0%} |"
+                     f" {r['server_cpu']:.0%} | {r['server_us_per_request']:.0f} | {r['other_cpu']:.0%} |")
+    lines.append("")
+    parts = []
+    for other in ("fastapi", "express"):
+        x = ratio(runs, "ours", other)
+        if x is not None:
+            parts.append(f"{x:.2f}× {IMPLS[other].split(' (')[0]}")
+    if parts:
+        lines += [f"**At 32 connections, ours serves {' and '.join(parts)} requests per second.**", ""]
+    by = {(r["impl"], r["conns"]): r for r in runs}
+    if ("ours", 32) in by and ("ours-cb", 32) in by:
+        db, cb = by[("ours", 32)], by[("ours-cb", 32)]
+        extra = cb["server_us_per_request"] - db["server_us_per_request"]
+        lines += [f"**At 32 connections, ours on CAVES through the Couchbase SDK serves {cb['rps']:,.0f}"
+                  f" req/s (p50 {cb['p50_ms']:.2f} ms, p99 {cb['p99_ms']:.2f} ms) against {db['rps']:,.0f} on"
+                  f" the embedded store: the SDK path costs {extra:.0f} µs more of the server's CPU per"
+                  " request.** CAVES (an emulator, not a real cluster) runs on core 1 beside wrk, so the"
+                  f" generator and the store share that core (CAVES used {cb['store_cpu']:.0%} of a core"
+                  " at 32 connections, not counted in others' CPU).", ""]
+    x = ratio(runs, "ours-2w", "ours")
+    if x is not None:
+        lines += [f"1 → 2 workers at 32 connections: {x:.2f}× (the second worker shares a core with wrk).",
+                  ""]
+    shas = {r["service_sha256"] for r in runs if r.get("service_sha256")}
+    if len(shas) > 1:
+        lines += [f"**Warning: `userprofile_service.py` changed during this run ({', '.join(sorted(shas))}):"
+                  " its rows do not all measure the same code.**", ""]
+    lines += [
+        "Errors are wrk's socket errors (connect, read, write, timeout after 2 s) plus non-2xx answers."
+        " Listen overflows are the kernel's `TcpExtListenOverflows` delta over the run (machine-wide)."
+        " CPU is the share of one core used during the run; wrk and server CPU near 100% of their core"
+        " are both expected at saturation. Others' CPU is the machine's busy time not used by the server"
+        " or wrk: other processes on this shared machine, or time the hypervisor took (steal).",
+    ]
+    if any(r["noisy"] for r in runs):
+        lines.append(f"`†`: others used more than {NOISY:.0%} of a core during that run: the machine was"
+                     " shared, so that figure is likely low.")
+    if any(r["generator_bound"] for r in runs):
+        lines.append(f"`*`: wrk used ≥{GENERATOR_BOUND:.0%} of its core: the load generator, not the server,"
+                     " was the limit, so that figure is a lower bound on what the server can do.")
+    lines += ["", "![requests per second](throughput.png)", "", "![latency](latency.png)", ""]
+    return "\n".join(lines)
+
+
+def charts(runs: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def flagged(ax, rs, key, color, marker):
+        """Hollow markers over the points measured on a busy machine or with wrk at its limit."""
+        rs = [r for r in rs if r["noisy"] or r["generator_bound"]]
+        ax.scatter([r["conns"] for r in rs], [r[key] for r in rs], s=90, marker=marker,
+                   facecolors="white", edgecolors=color, zorder=3)
+
+    impls = [i for i in IMPLS if any(r["impl"] == i for r in runs)]
+    note = "hollow markers: machine busy with other work, or wrk at its limit"
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for n, impl in enumerate(impls):
+        rs = [r for r in runs if r["impl"] == impl]
+        ax.plot([r["conns"] for r in rs], [r["rps"] for r in rs], marker="o", color=f"C{n}",
+                label=IMPLS[impl])
+        flagged(ax, rs, "rps", f"C{n}", "o")
+    ax.set(xscale="log", xlabel=f"connections ({note})", ylabel="requests per second",
+           title="Throughput: GET /api/v1/id/<random id>, bearer token, wrk on core 1")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "throughput.png", dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for n, impl in enumerate(impls):
+        rs = [r for r in runs if r["impl"] == impl]
+        color = f"C{n}"
+        ax.plot([r["conns"] for r in rs], [r["p50_ms"] for r in rs], marker="o", color=color,
+                label=f"{IMPLS[impl]} p50")
+        ax.plot([r["conns"] for r in rs], [r["p99_ms"] for r in rs], marker="^", linestyle="--", color=color,
+                label=f"{IMPLS[impl]} p99")
+        flagged(ax, rs, "p50_ms", color, "o")
+        flagged(ax, rs, "p99_ms", color, "^")
+    ax.set(xscale="log", yscale="log", xlabel=f"connections ({note})", ylabel="latency (ms)",
+           title="Latency p50 (solid) and p99 (dashed)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(out / "latency.png", dpi=100)
+    plt.close(fig)
+
+
+def start_caves(args, envs: dict):
+    """A CAVES cluster on core 1 (beside wrk), loaded by loaddata.py like the embedded store."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from caves import Caves  # the test suite's driver of gocaves
+
+    cores = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {int(WRK_CORE)})  # gocaves inherits it
+    try:
+        caves = Caves(log_path=Path(args.out) / "raw" / "caves.log").start()
+    finally:
+        os.sched_setaffinity(0, cores)
+    caves.add_bucket("sample_app")
+    envs["ours-cb"] = {"COUCHBASE_HOST": caves.connstr}
+    print(f"loading {args.count} profiles into CAVES", flush=True)
+    subprocess.run([sys.executable, str(ROOT / "loaddata.py"), "--count", str(args.count), "--seed", "1",
+                    "--token", args.token], env={**os.environ, **envs["ours-cb"]}, cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)
+    return caves
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out)
+    raw = out / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for tool, package in (("wrk", "wrk"), ("taskset", "util-linux")):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing: apt-get install -y {package}")
+    if "ours-cb" in args.impls and not os.access(ROOT / ".tools" / "bin" / "gocaves", os.X_OK):
+        sys.exit("--couchbase skipped: .tools/bin/gocaves is missing (bash tools/install_caves.sh builds it)")
+    token = seed(args.db, args.count, args.token)
+    meta = {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": " ".join([".venv/bin/python bench/run.py", *(sys.argv[1:] if argv is None else argv)]),
+        "service_sha256": service_sha(),
+        "duration_s": args.duration, "warmup_s": args.warmup, "repeat": args.repeat,
+        "count": args.count, "conns": args.conns_list,
+        "machine": machine_info(),
+    }
+    envs = {impl: {"USERPROFILE_DB": args.db} for impl in args.impls}
+    caves = start_caves(args, envs) if "ours-cb" in args.impls else None
+    runs = []
+    try:
+        for impl in args.impls:
+            print(f"{IMPLS[impl]}:", flush=True)
+            if impl == "ours-cb":
+                runs += bench_impl(impl, args, envs[impl], args.token, raw, caves.proc.pid)
+            else:
+                runs += bench_impl(impl, args, envs[impl], token, raw, None)
+    finally:
+        if caves:
+            caves.stop()
+    result = {"meta": meta, "runs": runs}
+    report = markdown(result)
+    print("\n" + report)
+    name = "couchbase" if args.couchbase else "results"
+    if args.full:
+        (out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+        (out / f"{name}.md").write_text(report)
+        if not args.couchbase:
+            charts(runs, out)
+        charts_note = "" if args.couchbase else ", throughput.png, latency.png"
+        print(f"wrote {out}/{name}.md, {name}.json{charts_note}")
+    else:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        (raw / f"partial-{stamp}.json").write_text(json.dumps(result, indent=1) + "\n")
+        print(f"a partial run: numbers kept in {raw}/partial-{stamp}.json, committed results untouched")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
