@@ -254,6 +254,9 @@ def summarize(results, args, fault_window, store_description) -> list[str]:
     return failures
 
 
+CHECKS = 9
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=float, default=60, help="seconds of load")
@@ -314,6 +317,9 @@ def main(argv=None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     else:
         print(f"soak: logs kept in {workdir}")
+    # The checks: summarize()'s five, then alive, clean stop, no traceback, no token.
+    # Each failed check adds one line to failures.
+    print(f"soak: {max(CHECKS - len(failures), 0)} passed, {len(failures)} failed")
     return 1 if failures else 0
 
 
