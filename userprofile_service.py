@@ -12,10 +12,12 @@ The data access is behind ``store.Store`` (``sqlitestore.py``, ``cbconn.py``).
 Stored documents arrive as bytes and leave as bytes; nothing on the request
 path decodes and re-encodes a profile.
 
-The server is a ``ThreadingHTTPServer``: a thread per client connection. A
+The server is a ``ThreadingHTTPServer``: a thread per client connection. On
+the embedded store requests take turns (``Turn``) from routing to the first
+write of the answer, so threads do not fight over the interpreter lock. A
 watchdog thread enforces the header and idle timeouts (so sockets stay in
 blocking mode, with no timeout bookkeeping per read) and refreshes the Date
-header once a second.
+header.
 """
 
 from __future__ import annotations
@@ -546,7 +548,7 @@ class UserProfileServer(ThreadingHTTPServer):
         self.max_connections = options.max_connections
         self.request_queue_size = options.backlog  # the stdlib's 5 drops connections under load
         self.allow_reuse_port = reuse_port
-        self.openapi = (HERE / "openapi.json").read_bytes() if (HERE / "openapi.json").exists() else b"{}"
+        self.openapi = (HERE / "openapi.json").read_bytes()  # openapi.yaml as JSON, served as it is
         self.connections: dict[socket.socket, Handler | None] = {}  # dict ops are atomic under the GIL
         self.draining = False
         # An embedded store's lookup is a few microseconds of this process's
