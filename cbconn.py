@@ -60,7 +60,12 @@ TIMEOUTS = (cbe.TimeoutException, cbe.AmbiguousTimeoutException, cbe.UnAmbiguous
 # as the embedded store does.
 BY_NICKNAME = f"SELECT RAW META().id FROM {PROFILES} WHERE nickname = $nickname ORDER BY record_id"  # nosec B608  # a constant collection; $nickname is a named parameter
 BY_USERNAME = f"SELECT RAW META().id FROM {PROFILES} WHERE user_id = $username"  # nosec B608  # a constant collection; $username is a named parameter
-COUNT = "SELECT RAW COUNT(*) FROM {collection}"
+# Written out: a collection name cannot be a query parameter.
+COUNT = {
+    "user_data": "SELECT RAW COUNT(*) FROM user_data",
+    "user_images": "SELECT RAW COUNT(*) FROM user_images",
+    "service_auth": "SELECT RAW COUNT(*) FROM service_auth",
+}
 # Both cover their lookup (META().id is in every index), so no document fetch by the query service.
 INDEXES = (
     f"CREATE INDEX IF NOT EXISTS {PROFILES}_nickname ON {PROFILES}(nickname, record_id)",
@@ -356,7 +361,7 @@ class CouchbaseStore(Store):
         ``loaddata.py --if-empty``, which only asks whether there is anything."""
         self.wait_connected(self.connect_timeout.total_seconds())
         try:
-            rows = self.scope.query(COUNT.format(collection=collection),
+            rows = self.scope.query(COUNT[collection],
                                     QueryOptions(timeout=self.query_timeout)).rows()
             return int(next(iter(rows), 0))
         except TIMEOUTS as exc:
