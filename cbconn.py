@@ -156,6 +156,9 @@ class CouchbaseStore(Store):
         store.start()
         return store
 
+    def __str__(self) -> str:
+        return f"Couchbase at {self.connstr}, bucket {self.bucket_name}, scope {self.scope_name}"
+
     # -- connection ----------------------------------------------------------
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="couchbase-connect", daemon=True)

@@ -63,6 +63,9 @@ class SQLiteStore(Store):
         if parent:
             os.makedirs(parent, exist_ok=True)
 
+    def __str__(self) -> str:
+        return f"embedded SQLite at {self.path}"
+
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")

@@ -75,6 +75,10 @@ class Store:
     def close(self) -> None:
         raise NotImplementedError
 
+    def __str__(self) -> str:
+        """Where the data is, for the start-up log line (never a password)."""
+        raise NotImplementedError
+
     # -- write side: loaddata.py --------------------------------------------
     def create_schema(self) -> None:
         """Create the collections and indexes when missing (idempotent)."""

@@ -684,13 +684,6 @@ def raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def describe_store(environ=os.environ) -> str:
-    if environ.get("COUCHBASE_HOST"):
-        return (f"Couchbase at {environ['COUCHBASE_HOST']}, bucket {environ.get('COUCHBASE_BUCKET', 'sample_app')}"
-                f", scope {environ.get('COUCHBASE_SCOPE', 'profiles')}")
-    return f"embedded SQLite at {environ.get('USERPROFILE_DB', 'data/userprofile.db')}"
-
-
 def serve(args: argparse.Namespace, reuse_port: bool = False) -> int:
     """Run one server process until SIGTERM or SIGINT; exit 0 after draining."""
     raise_fd_limit()
@@ -714,7 +707,7 @@ def serve(args: argparse.Namespace, reuse_port: bool = False) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log(f"serving on http://{args.host}:{server.server_port} (pid {os.getpid()}, "
-        f"store: {describe_store()})")
+        f"store: {store})")
     server.serve_forever(poll_interval=0.5)
     server.drain(args.shutdown_grace)
     tokens.stop()
