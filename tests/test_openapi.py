@@ -1,5 +1,6 @@
-"""The OpenAPI description: valid, the same in YAML and JSON, served as it is,
-and true of the live service (schemathesis, every check, against the real server)."""
+"""The OpenAPI description: the same in YAML and JSON, describing every route,
+served as it is, and true of the live service (schemathesis, every check,
+against the real server). Its validity as OpenAPI is a lint: tools/lint.sh."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT, TOKEN, ServiceProcess
-from openapi_spec_validator import validate
 
 YAML = ROOT / "openapi.yaml"
 JSON = ROOT / "openapi.json"
@@ -31,13 +31,6 @@ def spec() -> dict:
 def test_openapi_json_is_the_yaml_document(spec):
     with open(JSON) as f:
         assert json.load(f) == spec, f"openapi.json differs from openapi.yaml: {REGENERATE}"
-
-
-def test_the_document_is_valid_openapi_3(spec):
-    assert spec["openapi"].startswith("3.")
-    validate(spec)  # raises on any violation of the OpenAPI 3 schema
-    with open(JSON) as f:
-        validate(json.load(f))
 
 
 def test_the_document_describes_every_route_of_spec(spec):
