@@ -8,7 +8,10 @@ carries its own timeout, so nothing waits past it.
 
 Documents are written and read as raw JSON bytes (``RawJSONTranscoder``) made
 by ``store.encode_doc``, so the service sends exactly the bytes the embedded
-store would. Nickname and username lookups are prepared SQL++ statements with
+store would. The transcoder and the timeouts are set once, on the cluster,
+so a get builds no options object; and the SDK's tracing and metrics are off
+unless COUCHBASE_SDK_OBSERVABILITY asks for them (they cost CPU on every
+operation: see README.md). Nickname and username lookups are prepared SQL++ statements with
 named parameters that return document keys (``SELECT RAW META().id``); the
 documents themselves are then key-value gets, because the query service
 re-serialises JSON (its own key order) and the bytes would not be the stored ones.
@@ -16,6 +19,7 @@ re-serialises JSON (its own key order) and the bytes would not be the stored one
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import threading
@@ -29,12 +33,8 @@ from couchbase.diagnostics import PingState, ServiceType
 from couchbase.options import (
     ClusterOptions,
     ClusterTimeoutOptions,
-    GetMultiOptions,
-    GetOptions,
-    LookupInOptions,
     PingOptions,
     QueryOptions,
-    UpsertMultiOptions,
     WaitUntilReadyOptions,
 )
 from couchbase.transcoder import RawJSONTranscoder
@@ -85,7 +85,14 @@ DEFAULTS = {
     "COUCHBASE_MGMT_TIMEOUT": "120",  # seconds: scope, collection and index creation (loaddata.py)
     "COUCHBASE_RETRY_MAX": "30",  # seconds: the cap of the backoff between connection attempts
     "COUCHBASE_HEALTH_INTERVAL": "1",  # seconds between key-value pings once connected
+    # The SDK's threshold-logging tracer (its slow-operation log) and logging meter. Off: together
+    # they cost about 40 us of CPU per get, close to half of what a get costs with them on.
+    "COUCHBASE_SDK_OBSERVABILITY": "false",
 }
+
+
+def is_true(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
 
 
 def connection_string(environ) -> str:
@@ -93,8 +100,7 @@ def connection_string(environ) -> str:
     host = environ["COUCHBASE_HOST"].strip()
     if "://" in host:
         return host
-    tls = environ.get("COUCHBASE_TLS", DEFAULTS["COUCHBASE_TLS"]).strip().lower()
-    tls = tls in ("1", "true", "yes", "on")
+    tls = is_true(environ.get("COUCHBASE_TLS", DEFAULTS["COUCHBASE_TLS"]))
     connstr = f"{'couchbases' if tls else 'couchbase'}://{host}"
     network = environ.get("COUCHBASE_NETWORK", DEFAULTS["COUCHBASE_NETWORK"]).strip()
     if network and network != "default":
@@ -123,7 +129,8 @@ def mapped(exc: Exception) -> StoreUnavailable:
 class CouchbaseStore(Store):
     def __init__(self, connstr: str, user: str, password: str, bucket: str, scope: str,
                  kv_timeout: float = 2.5, query_timeout: float = 5, connect_timeout: float = 10,
-                 mgmt_timeout: float = 120, retry_max: float = 30, health_interval: float = 1):
+                 mgmt_timeout: float = 120, retry_max: float = 30, health_interval: float = 1,
+                 observability: bool = False):
         self.connstr, self.bucket_name, self.scope_name = connstr, bucket, scope
         self._auth = PasswordAuthenticator(user, password)
         self._password = password  # only to keep it out of log lines
@@ -133,6 +140,7 @@ class CouchbaseStore(Store):
         self.mgmt_timeout = timedelta(seconds=mgmt_timeout)
         self.retry_max = retry_max
         self.health_interval = health_interval
+        self.observability = observability
         self.cluster = self.bucket = self.scope = None
         self.collections: dict = {}
         self._connected = threading.Event()
@@ -152,6 +160,7 @@ class CouchbaseStore(Store):
             connect_timeout=float(env["COUCHBASE_CONNECT_TIMEOUT"]),
             mgmt_timeout=float(env["COUCHBASE_MGMT_TIMEOUT"]), retry_max=float(env["COUCHBASE_RETRY_MAX"]),
             health_interval=float(env["COUCHBASE_HEALTH_INTERVAL"]),
+            observability=is_true(env["COUCHBASE_SDK_OBSERVABILITY"]),
         )
         store.start()
         return store
@@ -165,11 +174,15 @@ class CouchbaseStore(Store):
         self._thread.start()
 
     def _options(self) -> ClusterOptions:
-        return ClusterOptions(self._auth, timeout_options=ClusterTimeoutOptions(
-            kv_timeout=self.kv_timeout, query_timeout=self.query_timeout,
-            connect_timeout=self.connect_timeout, bootstrap_timeout=self.connect_timeout,
-            management_timeout=self.mgmt_timeout,
-        ))
+        # Everything a key-value call needs is set here, once: the calls pass no options.
+        return ClusterOptions(
+            self._auth, transcoder=RAW,
+            enable_tracing=self.observability, enable_metrics=self.observability,
+            timeout_options=ClusterTimeoutOptions(
+                kv_timeout=self.kv_timeout, query_timeout=self.query_timeout,
+                connect_timeout=self.connect_timeout, bootstrap_timeout=self.connect_timeout,
+                management_timeout=self.mgmt_timeout,
+            ))
 
     def _connect_once(self) -> None:
         cluster = Cluster(self.connstr, self._options())  # blocks up to the bootstrap timeout
@@ -246,7 +259,7 @@ class CouchbaseStore(Store):
             return None  # Couchbase refuses such a key: it cannot exist
         coll = self._collection(collection)
         try:
-            return coll.get(key, GetOptions(transcoder=RAW, timeout=self.kv_timeout)).value
+            return coll.get(key).value  # the cluster's transcoder and kv timeout
         except cbe.DocumentNotFoundException:
             return None
         except Exception as exc:
@@ -265,7 +278,7 @@ class CouchbaseStore(Store):
                 named_parameters=params, adhoc=False, timeout=self.query_timeout)).rows())
             if not keys:
                 return []
-            found = coll.get_multi(keys, GetMultiOptions(transcoder=RAW, timeout=self.kv_timeout))
+            found = coll.get_multi(keys)
         except Exception as exc:
             raise mapped(exc) from exc
         for exc in (found.exceptions or {}).values():
@@ -283,14 +296,14 @@ class CouchbaseStore(Store):
     def read_token(self) -> str | None:
         coll = self._collection(AUTH)
         try:
-            result = coll.lookup_in(TOKEN_KEY, [subdocument.get("token")],
-                                    LookupInOptions(timeout=self.kv_timeout))
-            token = result.content_as[str](0)
+            result = coll.lookup_in(TOKEN_KEY, [subdocument.get("token")])
+            # The cluster's raw transcoder decodes sub-document values too: JSON text here.
+            token = json.loads(result.content_as[bytes](0))
         except (cbe.DocumentNotFoundException, cbe.PathNotFoundException):
             return None
         except Exception as exc:
             raise mapped(exc) from exc
-        return token or None
+        return token if isinstance(token, str) and token else None
 
     def ping(self) -> None:
         """What the background pings last found: answers at once, for /readyz."""
@@ -347,7 +360,7 @@ class CouchbaseStore(Store):
         pending = {key: encode_doc(doc) for key, doc in docs}
         for attempt in (1, 2):
             try:
-                result = coll.upsert_multi(pending, UpsertMultiOptions(transcoder=RAW))
+                result = coll.upsert_multi(pending)
             except Exception as exc:
                 raise mapped(exc) from exc
             failed = result.exceptions or {}

@@ -18,6 +18,8 @@ import pytest
 from caves import Caves
 from conftest import COUNT, SEED, TOKEN, ServiceProcess, run_loaddata, wait_until
 
+import cbconn
+
 KV_TIMEOUT = 1.0
 REFRESH = 1.0  # seconds between token re-reads of the service under test
 NOT_FOUND = {"status": "failure", "message": {"error": "Not Found"}}
@@ -145,6 +147,21 @@ def test_token_rotation_takes_effect_without_a_restart(cluster, cb_server):
         run_loaddata(env, "--count", "0", "--token", TOKEN)
     assert wait_until(lambda: cb_server.get("/api/v1/id/1", TOKEN)[0] == 200, REFRESH + 3)
     check_log(cb_server, rotated)
+
+
+def test_sdk_observability_is_off_unless_asked_for(cluster, loaded):
+    """On a connected cluster: the SDK's no-op tracer and meter by default, its own when set."""
+    for setting, noop in ((None, True), ("true", False)):
+        env = couchbase_env(cluster)
+        if setting is not None:
+            env["COUCHBASE_SDK_OBSERVABILITY"] = setting
+        store = cbconn.CouchbaseStore.from_environ(env)
+        try:
+            store.wait_connected(10)
+            assert store.cluster._impl.observability_instruments.is_noop is noop, setting
+            assert json.loads(store.get_profile("3"))["record_id"] == 3
+        finally:
+            store.close()
 
 
 # -- faults: each test has its own emulator, since it breaks it ---------------------------

@@ -37,7 +37,7 @@ class FakeCollection:
         self.fail = fail
         self.calls: list[tuple] = []
 
-    def get(self, key, options):
+    def get(self, key, *options):
         self.calls.append(("get", key, options))
         if self.fail:
             raise self.fail
@@ -45,7 +45,7 @@ class FakeCollection:
             raise cbe.DocumentNotFoundException()
         return Row(self.docs[key])
 
-    def get_multi(self, keys, options):
+    def get_multi(self, keys, *options):
         self.calls.append(("get_multi", list(keys), options))
         if self.fail:
             raise self.fail
@@ -101,10 +101,8 @@ def test_nickname_is_a_prepared_query_with_a_named_parameter():
     assert options["named_parameters"] == {"nickname": nickname}
     assert options["adhoc"] is False
     assert options["timeout"] == timedelta(seconds=3)
-    (op, keys, get_options), = profiles.calls
-    assert (op, keys) == ("get_multi", ["user_data:7", "user_data:2"])
-    assert isinstance(get_options["transcoder"], RawJSONTranscoder)  # stored bytes, not re-encoded JSON
-    assert get_options["timeout"] == timedelta(seconds=1.5)
+    # No options per call: the cluster's transcoder and kv timeout (test_cluster_options).
+    assert profiles.calls == [("get_multi", ["user_data:7", "user_data:2"], ())]
 
 
 def test_username_is_a_prepared_query_with_a_named_parameter():
@@ -160,7 +158,7 @@ def test_key_value_gets_and_their_errors():
     assert store.get_profile("1") == b'{"a":1}'
     assert store.get_profile("2") is None
     assert store.get_profile("9" * 300) is None  # longer than any Couchbase key: not asked
-    assert [c[1] for c in profiles.calls] == ["user_data:1", "user_data:2"]
+    assert profiles.calls == [("get", "user_data:1", ()), ("get", "user_data:2", ())]
     profiles.fail = cbe.AmbiguousTimeoutException()
     with pytest.raises(StoreTimeout):
         store.get_profile("1")
@@ -171,7 +169,7 @@ def test_key_value_gets_and_their_errors():
 
 def test_token_lookup_maps_missing_document_and_path_to_none():
     class Auth(FakeCollection):
-        def lookup_in(self, key, specs, options):
+        def lookup_in(self, key, specs, *options):
             raise self.fail
 
     store = make_store(auth=Auth(fail=cbe.DocumentNotFoundException()))
@@ -218,6 +216,20 @@ def test_environment_defaults_and_timeouts(monkeypatch):
     assert (s.bucket_name, s.scope_name) == ("sample_app", "profiles")
     assert s.kv_timeout == timedelta(seconds=0.75) and s.query_timeout == timedelta(seconds=4)
     assert s.connect_timeout == timedelta(seconds=10)
+
+
+def test_cluster_options(monkeypatch):
+    """What the key-value calls no longer pass is set once on the cluster; SDK observability
+    is off unless asked for (its effect on a connected cluster: test_caves.py)."""
+    monkeypatch.setattr(cbconn.CouchbaseStore, "start", lambda self: None)  # no connecting
+    env = {"COUCHBASE_HOST": "h", "COUCHBASE_KV_TIMEOUT": "0.75"}
+    for setting, expected in ((None, False), ("true", True), ("1", True), ("false", False), ("off", False)):
+        store = cbconn.CouchbaseStore.from_environ(
+            env if setting is None else {**env, "COUCHBASE_SDK_OBSERVABILITY": setting})
+        options = store._options()
+        assert isinstance(options["transcoder"], RawJSONTranscoder)  # stored bytes, not re-encoded JSON
+        assert options["kv_timeout"] == timedelta(seconds=0.75)
+        assert (options["enable_tracing"], options["enable_metrics"]) == (expected, expected), setting
 
 
 def test_start_up_does_not_wait_for_an_absent_cluster(capfd):
