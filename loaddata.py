@@ -9,7 +9,6 @@ second run rewrites the same data (upserts) and changes nothing.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import datetime
 import os
@@ -20,7 +19,9 @@ import sys
 import time
 import zlib
 
-from store import AUTH, IMAGES, PROFILES, TOKEN_KEY, StoreUnavailable, open_store
+import settings
+from store import AUTH, IMAGES, PROFILES, TOKEN_KEY, StoreUnavailable
+from userprofile_service import open_store
 
 BATCH = 500
 
@@ -161,18 +162,19 @@ def load(store, count: int, seed: int) -> float:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="Generate and load user profiles (see README.md).")
+    # The store's settings (settings.STORES) as flags and environment variables, as the service has them.
+    p = settings.parser("Generate and load user profiles (see README.md).", settings.STORES)
     p.add_argument("--count", type=int, default=10000, help="profiles to generate, ids 1..N (default 10000)")
     p.add_argument("--token", help="the service token to store (default: keep the stored one, or generate one)")
     p.add_argument("--seed", type=int, default=1, help="random seed: the same seed gives the same data")
     p.add_argument("--if-empty", action="store_true", help="load only when the store holds no profiles")
     p.add_argument("--show-token", action="store_true",
                    help="print the token in force and a curl line to try it, even when not generated")
-    args = p.parse_args(argv)
+    args = settings.finish(p, p.parse_args(argv), settings.STORES)
     if args.count < 0:
         p.error("--count must be 0 or more")
 
-    store = open_store(os.environ)
+    store = open_store(args)
     try:
         store.create_schema()
         existing = store.count(PROFILES) if args.if_empty else 0
@@ -191,7 +193,7 @@ def main(argv=None) -> int:
         if generated or args.show_token:
             print(f"token: {token}")
         if args.show_token:
-            port = os.environ.get("SERVICE_PORT", "8080")
+            port = os.environ.get("SERVICE_PORT", settings.BY_NAME["port"].default)
             print(f'try:   curl -H "Authorization: Bearer {token}" http://localhost:{port}/api/v1/id/1')
     except StoreUnavailable as exc:
         print(f"loaddata: the store is not answering: {exc}", file=sys.stderr)

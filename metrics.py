@@ -22,6 +22,7 @@ class Metrics:
         self._latency: dict[str, list] = {}
         self._store_errors: dict[str, int] = {"timeout": 0, "unavailable": 0}
         self._rejected = 0
+        self._timed_out: dict[str, int] = {"idle": 0, "headers": 0, "write": 0}
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -37,6 +38,10 @@ class Metrics:
         with self._lock:
             self._store_errors[kind] = self._store_errors.get(kind, 0) + 1
 
+    def timed_out(self, phase: str) -> None:
+        with self._lock:
+            self._timed_out[phase] = self._timed_out.get(phase, 0) + 1
+
     def connection_rejected(self) -> None:
         with self._lock:
             self._rejected += 1
@@ -47,6 +52,7 @@ class Metrics:
             latency = {route: list(hist) for route, hist in self._latency.items()}
             store_errors = sorted(self._store_errors.items())
             rejected = self._rejected
+            timed_out = sorted(self._timed_out.items())
         out = [
             "# HELP userprofile_requests_total HTTP requests answered, by route and status.",
             "# TYPE userprofile_requests_total counter",
@@ -76,6 +82,12 @@ class Metrics:
             "# HELP userprofile_connections_rejected_total Connections refused with 503 at the connection cap.",
             "# TYPE userprofile_connections_rejected_total counter",
             f"userprofile_connections_rejected_total {rejected}",
+            "# HELP userprofile_connections_timed_out_total Connections closed at a deadline, by phase"
+            " (idle: no next request; headers: request not received in time; write: answer not taken).",
+            "# TYPE userprofile_connections_timed_out_total counter",
+        ]
+        out += [f'userprofile_connections_timed_out_total{{phase="{p}"}} {n}' for p, n in timed_out]
+        out += [
             "# HELP userprofile_store_errors_total Requests answered 503 or 504 because the store failed, by kind.",
             "# TYPE userprofile_store_errors_total counter",
         ]

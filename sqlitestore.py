@@ -1,4 +1,4 @@
-"""The embedded default store: the three collections of SPEC in one SQLite file.
+"""The embedded default store: the three collections of the data model in one SQLite file.
 
 Each collection is a table of ``key -> doc`` where ``doc`` is the document's
 JSON as written; ``user_data`` also carries ``nickname`` and ``user_id``
@@ -55,7 +55,7 @@ class SQLiteStore(Store):
 
     serial = True  # a lookup is a few microseconds of CPU in this process
 
-    def __init__(self, path: str, busy_timeout: float = 2.0):
+    def __init__(self, path: str, busy_timeout: float):
         self.path = path
         self.busy_timeout = busy_timeout
         self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()

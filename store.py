@@ -3,15 +3,15 @@
 Every read returns stored JSON documents as ``bytes``, exactly as they were
 written, so the handler can put them on the wire without decoding them.
 Two implementations: ``sqlitestore.SQLiteStore`` (the embedded default) and
-``cbconn.CouchbaseStore`` (when ``COUCHBASE_HOST`` is set).
+``cbconn.CouchbaseStore``; start-up code chooses one (``open_store`` in
+``userprofile_service.py``), so this interface knows neither.
 """
 
 from __future__ import annotations
 
 import json
-import os
 
-# Collections of the data model (SPEC): the same names in both stores.
+# Collections of the data model: the same names in both stores.
 PROFILES = "user_data"
 IMAGES = "user_images"
 AUTH = "service_auth"
@@ -91,14 +91,3 @@ class Store:
     def count(self, collection: str) -> int:
         """How many documents a collection holds."""
         raise NotImplementedError
-
-
-def open_store(environ=os.environ) -> Store:
-    """The store the environment selects: Couchbase when COUCHBASE_HOST is set."""
-    if environ.get("COUCHBASE_HOST"):
-        import cbconn  # the SDK is only imported when it is used
-
-        return cbconn.CouchbaseStore.from_environ(environ)
-    import sqlitestore
-
-    return sqlitestore.SQLiteStore(environ.get("USERPROFILE_DB", "data/userprofile.db"))

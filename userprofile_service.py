@@ -1,23 +1,18 @@
 #!/usr/bin/env python3
 """userprofile-service: user-profile lookups over HTTP, in front of Couchbase.
 
-The whole request path is in this file and reads top to bottom:
+The request path reads top to bottom in this file:
 
-  Handler.handle_one_request   read the request line and headers (a lean parser
-                               of our own, not the standard library's email one)
-  Handler.do_GET               split the path once, one if/elif chain of routes
-  Handler.answer               prebuilt header bytes + the stored JSON, then one sendall
+  Handler.handle_one_request   wait for a request; httpparse.read_request parses it
+  Service.respond              routes.match splits the path once; check the token;
+                               one store call; the answer as bytes
+  Handler.write                status line, prebuilt headers and body in one write
 
-The data access is behind ``store.Store`` (``sqlitestore.py``, ``cbconn.py``).
-Stored documents arrive as bytes and leave as bytes; nothing on the request
-path decodes and re-encodes a profile.
-
-The server is a ``ThreadingHTTPServer``: a thread per client connection. On
-the embedded store requests take turns (``Turn``) from routing to the first
-write of the answer, so threads do not fight over the interpreter lock. A
-watchdog thread enforces the header and idle timeouts (so sockets stay in
-blocking mode, with no timeout bookkeeping per read) and refreshes the Date
-header.
+Around it: the server (a thread per connection, a watchdog that enforces a
+deadline on every phase of a connection, a graceful drain) and start-up.
+The data access is behind ``store.Store`` (``sqlitestore.py``, ``cbconn.py``);
+stored documents arrive as bytes and leave as bytes, never decoded and
+re-encoded. Every setting is in ``settings.py``, every route in ``routes.py``.
 """
 
 from __future__ import annotations
@@ -27,6 +22,7 @@ import base64
 import collections
 import contextlib
 import email.utils
+import errno
 import hmac
 import json
 import os
@@ -38,95 +34,39 @@ import socketserver
 import sys
 import threading
 import time
+import traceback
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote_to_bytes
+from typing import NamedTuple
 
+import routes
+import settings
+from httpparse import REASONS, HTTPError, Incomplete, Request, decode_param, read_request
 from metrics import Metrics
-from store import Store, StoreTimeout, StoreUnavailable, open_store
+from store import Store, StoreTimeout, StoreUnavailable
 
 HERE = Path(__file__).resolve().parent
 
-# -- limits on what a client may send ---------------------------------------
-MAX_REQUEST_LINE = 8192  # longer: 414
-MAX_HEADER_LINE = 8192  # longer: 431
-MAX_HEADERS = 100  # more: 431
-MAX_HEADER_BYTES = 65536  # more in all: 431
-MAX_BODY = 65536  # a GET body is read and discarded up to this; more: 413
-
 # -- prebuilt answers -------------------------------------------------------
-REASONS = {
-    200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
-    408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
-    431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable",
-    504: "Gateway Timeout", 505: "HTTP Version Not Supported",
-}
 STATUS_LINES = {code: f"HTTP/1.1 {code} {reason}\r\n".encode() for code, reason in REASONS.items()}
 JSON = b"application/json"
 TEXT_METRICS = b"text/plain; version=0.0.4; charset=utf-8"
 HEALTHY = b'{"status":"ok"}'
 READY = b'{"status":"ready"}'
-ALLOW = b"Allow: GET, HEAD\r\n"
 BEARER_CHALLENGE = b'WWW-Authenticate: Bearer realm="userprofile"\r\n'
-
-# Route names, as they appear in metrics and access logs (never the parameter).
-ROUTE_ID = "/api/v1/id"
-ROUTE_NICKNAME = "/api/v1/nickname"
-ROUTE_USERNAME = "/api/v1/username"
-ROUTE_RECORD = "/api/v1/picture/record"
-ROUTE_RAW = "/api/v1/picture/raw"
-ROUTE_OPENAPI = "/api/v1/openapi.json"
-ROUTE_OTHER = "other"
-API_ROUTES = {"id": ROUTE_ID, "nickname": ROUTE_NICKNAME, "username": ROUTE_USERNAME}
-PICTURE_ROUTES = {"record": ROUTE_RECORD, "raw": ROUTE_RAW}
-PLAIN_ROUTES = {"/healthz", "/readyz", "/metrics", ROUTE_OPENAPI}
-
-# -- what a well-formed request looks like ----------------------------------
-METHOD = re.compile(rb"[A-Z]{1,20}")
-HEADER_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token; also refuses obs-fold
-BAD_HEADER_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-BAD_TARGET = re.compile(rb"[^\x21-\x7e]")  # a request target is visible ASCII
-BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
-CONTROL = re.compile("[\x00-\x1f\x7f]")
 IMAGE_TYPE = re.compile(r"[a-z0-9.+-]{1,32}")
+NO_TOKEN_YET = "Service Unavailable: no service token has been read yet"
 
-# Connection phases, for the watchdog.
-IDLE, HEADERS, BUSY = 0, 1, 2
-
-
-class HTTPError(Exception):
-    """An answer other than 200, in the JSON error shape of SPEC."""
-
-    def __init__(self, status: int, message: str | None = None, close: bool = False, extra: bytes = b""):
-        super().__init__(status)
-        self.status = status
-        self.message = message or REASONS[status]
-        self.close = close  # the connection can no longer be trusted to frame requests
-        self.extra = extra  # more header lines
+# The phases of a connection; each but BUSY has a deadline, enforced by the watchdog.
+# BUSY (routing and the store call) is bounded by the store's own timeouts instead.
+IDLE, HEADERS, BUSY, WRITING = "idle", "headers", "busy", "write"
+# The client went away: not worth a log line.
+CLIENT_GONE = (errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED, errno.ENOTCONN, errno.ESHUTDOWN)
 
 
-class ClientGone(Exception):
-    """The client closed its end in the middle of a request."""
-
-
-def error_body(message: str, **more: str) -> bytes:
-    return json.dumps({"status": "failure", "message": {"error": message, **more}}, separators=(",", ":")).encode()
-
-
-def decode_param(raw: str) -> str:
-    """A path parameter, percent-decoded as UTF-8; HTTPError 400 when it cannot be."""
-    if "%" not in raw:
-        return raw  # the target was already checked to be visible ASCII
-    if BAD_PERCENT.search(raw):
-        raise HTTPError(400, "Bad percent-encoding in path")
-    try:
-        value = unquote_to_bytes(raw).decode("utf-8")
-    except UnicodeDecodeError:
-        raise HTTPError(400, "Path parameter is not UTF-8") from None
-    if CONTROL.search(value):
-        raise HTTPError(400, "Control character in path parameter")
-    return value
+def error_body(message: str) -> bytes:
+    return json.dumps({"status": "failure", "message": {"error": message}}, separators=(",", ":")).encode()
 
 
 def log(message: str) -> None:
@@ -134,6 +74,134 @@ def log(message: str) -> None:
     stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
     sys.stderr.write(f"{stamp} {message}\n")
     sys.stderr.flush()
+
+
+def where(exc: BaseException) -> str:
+    """The frames of an exception as one line: file:line in function, outermost first."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return " > ".join(f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in frames)
+
+
+class Answer(NamedTuple):
+    status: int
+    body: bytes
+    content_type: bytes = JSON
+    extra: bytes = b""  # more header lines
+    close: bool = False  # the connection must close after this answer
+
+
+class Service:
+    """Requests in, answers out: the routes, the token check and the store call.
+    No socket here, so a request can be answered in-process (tests/requests)."""
+
+    def __init__(self, store: Store, tokens: TokenKeeper, metrics: Metrics, openapi: bytes,
+                 render_metrics=None):
+        self.store = store
+        self.tokens = tokens
+        self.metrics = metrics
+        self.openapi = openapi
+        self.render_metrics = render_metrics or (lambda: metrics.render(0, 0))
+        self.handlers = {route: getattr(self, route.handler) for route in routes.ROUTES}
+        self._last_store_log = 0.0
+
+    def respond(self, request: Request) -> tuple[str, Answer]:
+        """The route's name (for metrics and the access log) and the answer to one request.
+        Every failure becomes its status, never an exception."""
+        route, param = routes.match(request.path)
+        name = route.name if route is not None else routes.NO_ROUTE
+        try:
+            if route is None:
+                raise HTTPError(404)
+            if request.method not in route.methods:
+                raise HTTPError(405, extra=route.allow)
+            if route.needs_token:
+                self.authorize(request.token)
+            if param is None:
+                return name, self.handlers[route]()
+            value = decode_param(param)
+            if not value:
+                raise HTTPError(404)
+            return name, self.handlers[route](value)
+        except HTTPError as err:
+            return name, Answer(err.status, error_body(err.message), extra=err.extra, close=err.close)
+        except StoreTimeout as exc:
+            self.store_failed("timeout", exc)
+            return name, Answer(504, error_body(REASONS[504]))
+        except StoreUnavailable as exc:
+            self.store_failed("unavailable", exc)
+            return name, Answer(503, error_body(REASONS[503]))
+        except Exception as exc:  # a bug of ours: answer 500, log one line, keep serving
+            self.bug(name, exc)
+            return name, Answer(500, error_body(REASONS[500]), close=True)
+
+    def authorize(self, given: bytes | None) -> None:
+        token = self.tokens.token
+        if token is None:
+            # No token could be read: refuse the API rather than serve it unauthenticated.
+            raise HTTPError(503, NO_TOKEN_YET)
+        if not given or not hmac.compare_digest(given, token):
+            raise HTTPError(401, extra=BEARER_CHALLENGE)
+
+    # -- the routes' handlers (routes.ROUTES names them) ----------------------
+    def profile_by_id(self, record_id: str) -> Answer:
+        return documents([self.store.get_profile(record_id)])
+
+    def profiles_by_nickname(self, nickname: str) -> Answer:
+        return documents(self.store.find_by_nickname(nickname))
+
+    def profile_by_username(self, username: str) -> Answer:
+        return documents(self.store.find_by_username(username))
+
+    def image_record(self, record_id: str) -> Answer:
+        return documents([self.store.get_image(record_id)])
+
+    def image_raw(self, record_id: str) -> Answer:
+        doc = self.store.get_image(record_id)
+        if doc is None:
+            raise HTTPError(404)
+        # The one route that must look inside a document: to decode the image.
+        image = json.loads(doc)
+        data = base64.b64decode(image["image"], validate=True)
+        kind = str(image.get("type", "")).lower()
+        content_type = f"image/{kind}".encode() if IMAGE_TYPE.fullmatch(kind) else b"application/octet-stream"
+        return Answer(200, data, content_type)
+
+    def liveness(self) -> Answer:
+        return Answer(200, HEALTHY)
+
+    def readiness(self) -> Answer:
+        if self.tokens.token is None:
+            raise HTTPError(503, NO_TOKEN_YET)
+        self.store.ping()  # StoreUnavailable becomes 503 (StoreTimeout 504)
+        return Answer(200, READY)
+
+    def exposition(self) -> Answer:
+        return Answer(200, self.render_metrics(), TEXT_METRICS)
+
+    def openapi_json(self) -> Answer:
+        return Answer(200, self.openapi)
+
+    # -- failures -------------------------------------------------------------
+    def store_failed(self, kind: str, exc: Exception) -> None:
+        self.metrics.store_error(kind)
+        now = time.monotonic()
+        if now - self._last_store_log >= 1.0:  # at most a line a second under a fault
+            self._last_store_log = now
+            log(f"store {kind}: {exc}")
+
+    def bug(self, route: str, exc: Exception) -> None:
+        line = f"error: {type(exc).__name__}: {exc} at {where(exc)} (route {route})"
+        token = self.tokens.token
+        if token:  # whatever the exception held, the token never reaches the log
+            line = line.replace(token.decode(errors="replace"), "***")
+        log(line)
+
+
+def documents(docs: list) -> Answer:
+    """Stored JSON documents as a JSON array, never decoded: 404 when there are none."""
+    if not docs or docs[0] is None:
+        raise HTTPError(404)
+    return Answer(200, b"[" + b",".join(docs) + b"]")
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -155,278 +223,85 @@ class Handler(BaseHTTPRequestHandler):
         try:
             while not self.close_connection and not server.draining:
                 self.handle_one_request()
-        except OSError:
-            pass  # reset, broken pipe: the client is gone
+        except OSError as exc:
+            if self.expired and self.phase == WRITING:
+                server.metrics.timed_out(WRITING)
+            elif exc.errno not in CLIENT_GONE and not self.expired:
+                log(f"error: connection from {self.client_address[0]}: {exc!r}")
 
     def expire(self) -> None:
-        """Called by the watchdog: wake the blocked read so this connection ends."""
+        """Called by the watchdog when this connection's phase is past its deadline:
+        wake the blocked read (or write) so the connection ends."""
         self.expired = True
         try:
-            self.connection.shutdown(socket.SHUT_RD)
+            # A read is cut so that a 408 can still be written; a write has nowhere to go.
+            self.connection.shutdown(socket.SHUT_RDWR if self.phase == WRITING else socket.SHUT_RD)
         except OSError:
             pass
+
+    def enter(self, phase: str, seconds: float) -> None:
+        self.phase = phase
+        self.deadline = time.monotonic() + seconds
 
     # -- one request --------------------------------------------------------
     def handle_one_request(self):
         server = self.server
-        self.phase = IDLE
-        self.deadline = time.monotonic() + server.idle_timeout
+        self.enter(IDLE, server.options.idle_timeout)
         if not self.rfile.peek(1):  # wait for the first byte: closed, idle too long, or draining
+            if self.expired:
+                server.metrics.timed_out(IDLE)
             self.close_connection = True
             return
         started = time.monotonic()
-        self.phase = HEADERS
-        self.deadline = started + server.header_timeout
-        self.route = ROUTE_OTHER
-        self.command = ""
-        self.status = 0
-        self.sent = 0
-        self.head = False
-        self.keep_alive_10 = False
+        self.enter(HEADERS, server.options.header_timeout)
+        method = ""
         try:
-            self.read_request()
+            request = read_request(self.rfile, server.options)
+        except HTTPError as err:
+            route, answer = routes.NO_ROUTE, Answer(err.status, error_body(err.message), extra=err.extra, close=True)
+        except Incomplete:
+            if not self.expired:
+                self.close_connection = True  # the client left mid-request
+                return
+            server.metrics.timed_out(HEADERS)
+            route, answer = routes.NO_ROUTE, Answer(408, error_body("Request not received in time"), close=True)
+        else:
+            method = request.method
             self.phase = BUSY
             with server.turn:  # see UserProfileServer.__init__
-                if self.command == "GET" or self.command == "HEAD":
-                    self.do_GET()
-                else:
-                    self.do_other()
-                self.write_without_waiting()
-        except HTTPError as err:
-            if err.close:
-                self.close_connection = True
-            self.answer(err.status, error_body(err.message), extra=err.extra)
-        except StoreTimeout as exc:
-            server.store_failed("timeout", exc)
-            self.answer(504, error_body(REASONS[504]))
-        except StoreUnavailable as exc:
-            server.store_failed("unavailable", exc)
-            self.answer(503, error_body(REASONS[503]))
-        except ClientGone:
-            self.close_connection = True
-            return
-        except OSError:
-            raise
-        except Exception as exc:  # a bug of ours: answer 500, log one line, keep serving
-            tb = exc.__traceback__
-            while tb.tb_next:
-                tb = tb.tb_next
-            log(f"error: {type(exc).__name__}: {exc} at line {tb.tb_lineno} ({self.route})")
-            self.close_connection = True
-            self.answer(500, error_body(REASONS[500]))
-        if self.reply:
-            self.connection.sendall(self.reply)
+                route, answer = server.service.respond(request)
+                reply = self.reply(request, answer)
+                reply = self.write_without_waiting(reply)
+        if method == "":
+            reply = self.reply(None, answer)
+        if reply:
+            self.enter(WRITING, server.options.write_timeout)
+            self.connection.sendall(reply)
         elapsed = time.monotonic() - started
-        server.metrics.observe(self.route, self.status, elapsed)
-        if server.access_log:
-            server.log_access(self.command, self.route, self.status, elapsed, self.sent)
+        server.metrics.observe(route, answer.status, elapsed)
+        if server.options.access_log:
+            server.log_access(method, route, answer.status, elapsed, len(answer.body))
 
-    def read_request(self):
-        """Parse the request line and headers; keep only what the routes need."""
-        readline = self.rfile.readline
-        line = readline(MAX_REQUEST_LINE + 1)
-        if line == b"\r\n" or line == b"\n":  # a stray blank line between requests is allowed
-            line = readline(MAX_REQUEST_LINE + 1)
-        if not line.endswith(b"\n"):
-            if len(line) > MAX_REQUEST_LINE:
-                raise HTTPError(414, close=True)
-            raise self.cut_short()
-        parts = line.rstrip(b"\r\n").split(b" ")
-        if len(parts) != 3:
-            raise HTTPError(400, "Malformed request line", close=True)
-        method, target, version = parts
-        if version == b"HTTP/1.1":
-            self.close_connection = False
-            self.keep_alive_10 = False
-        elif version == b"HTTP/1.0":
-            self.close_connection = True  # unless it asks for keep-alive
-            self.keep_alive_10 = False
-        elif version[:5] == b"HTTP/" and version[5:6] in (b"2", b"3"):
-            raise HTTPError(505, close=True)
-        else:
-            raise HTTPError(400, "Malformed request line", close=True)
-        if not METHOD.fullmatch(method) or not target or BAD_TARGET.search(target):
-            raise HTTPError(400, "Malformed request line", close=True)
-        self.command = method.decode()
-        self.head = method == b"HEAD"
-        self.request_version = version.decode()
-        path = target.decode().partition("?")[0].partition("#")[0]
-        if not path.startswith("/"):
-            # absolute-form (RFC 9112 3.2.2): a server must accept it; the authority is ignored
-            scheme, sep, rest = path.partition("://")
-            if not sep or scheme.lower() not in ("http", "https"):
-                raise HTTPError(400, "Malformed request target", close=True)
-            path = "/" + rest.partition("/")[2]
-        self.path = path
-
-        self.token_given = None
-        bearer = access_token = content_length = None
-        count = size = 0
-        while True:
-            line = readline(MAX_HEADER_LINE + 1)
-            if line == b"\r\n" or line == b"\n":
-                break
-            if not line.endswith(b"\n"):
-                if len(line) > MAX_HEADER_LINE:
-                    raise HTTPError(431, close=True)
-                raise self.cut_short()
-            count += 1
-            size += len(line)
-            if count > MAX_HEADERS or size > MAX_HEADER_BYTES:
-                raise HTTPError(431, close=True)
-            name, colon, value = line.partition(b":")
-            value = value.strip()
-            if not colon or not HEADER_NAME.fullmatch(name) or BAD_HEADER_VALUE.search(value):
-                raise HTTPError(400, "Malformed header", close=True)
-            name = name.lower()
-            if name == b"authorization":
-                if bearer is not None:
-                    raise HTTPError(400, "More than one Authorization header", close=True)
-                scheme, _, credentials = value.partition(b" ")
-                bearer = credentials.strip() if scheme.lower() == b"bearer" else b""
-            elif name == b"x-access-token":
-                if access_token is not None:
-                    raise HTTPError(400, "More than one x-access-token header", close=True)
-                access_token = value
-            elif name == b"connection":
-                value = value.lower()
-                if b"close" in value:
-                    self.close_connection = True
-                elif b"keep-alive" in value and self.request_version == "HTTP/1.0":
-                    self.close_connection = False
-                    self.keep_alive_10 = True
-            elif name == b"content-length":
-                if not value.isdigit() or (content_length is not None and int(value) != content_length):
-                    raise HTTPError(400, "Bad Content-Length", close=True)
-                content_length = int(value)
-            elif name == b"transfer-encoding":
-                # A GET has no body worth framing; refusing it also closes the door
-                # on request smuggling through Content-Length/Transfer-Encoding games.
-                raise HTTPError(400, "Transfer-Encoding is not accepted", close=True)
-        self.token_given = bearer if bearer is not None else access_token
-        if content_length:
-            if content_length > MAX_BODY:
-                raise HTTPError(413, close=True)
-            if len(self.rfile.read(content_length)) < content_length:
-                raise self.cut_short()
-
-    def cut_short(self) -> Exception:
-        """The request stopped before its end: the watchdog's timeout, or the client left."""
-        if self.expired:
-            self.close_connection = True
-            return HTTPError(408, "Request headers not received in time", close=True)
-        return ClientGone()
-
-    # -- routes -------------------------------------------------------------
-    def do_GET(self):
-        """Split the path once and dispatch; every helper ends in one answer()."""
-        parts = self.path.split("/")
-        n = len(parts)
-        if n == 5 and parts[1] == "api" and parts[2] == "v1" and parts[3] in API_ROUTES:
-            kind = parts[3]
-            self.route = API_ROUTES[kind]
-            self.authorize()
-            value = decode_param(parts[4])
-            store = self.server.store
-            if kind == "id":
-                doc = store.get_profile(value) if value else None
-                self.answer_docs([doc] if doc is not None else [])
-            elif kind == "nickname":
-                self.answer_docs(store.find_by_nickname(value) if value else [])
-            else:
-                self.answer_docs(store.find_by_username(value) if value else [])
-        elif n == 6 and parts[1] == "api" and parts[2] == "v1" and parts[3] == "picture" \
-                and parts[4] in PICTURE_ROUTES:
-            self.route = PICTURE_ROUTES[parts[4]]
-            self.authorize()
-            value = decode_param(parts[5])
-            doc = self.server.store.get_image(value) if value else None
-            if parts[4] == "record":
-                self.answer_docs([doc] if doc is not None else [])
-            else:
-                self.answer_image(doc)
-        elif self.path == "/healthz":
-            self.route = "/healthz"
-            self.answer(200, HEALTHY)
-        elif self.path == "/readyz":
-            self.route = "/readyz"
-            self.answer_readiness()
-        elif self.path == "/metrics":
-            self.route = "/metrics"
-            self.answer(200, self.server.render_metrics(), TEXT_METRICS)
-        elif self.path == ROUTE_OPENAPI:
-            self.route = ROUTE_OPENAPI
-            self.answer(200, self.server.openapi)
-        else:
-            raise HTTPError(404)
-
-    do_HEAD = do_GET
-
-    def do_other(self):
-        """Any method but GET and HEAD: 405 on a route, 404 elsewhere."""
-        parts = self.path.split("/")
-        if self.path in PLAIN_ROUTES:
-            self.route = self.path
-        elif parts[1:3] == ["api", "v1"] and len(parts) == 5 and parts[3] in API_ROUTES:
-            self.route = API_ROUTES[parts[3]]
-        elif parts[1:4] == ["api", "v1", "picture"] and len(parts) == 6 and parts[4] in PICTURE_ROUTES:
-            self.route = PICTURE_ROUTES[parts[4]]
-        else:
-            raise HTTPError(404)
-        raise HTTPError(405, extra=ALLOW)
-
-    def authorize(self):
-        token = self.server.tokens.token
-        if token is None:
-            # No token could be read: refuse the API rather than serve it unauthenticated.
-            raise HTTPError(503, "Service Unavailable: no service token has been read yet")
-        given = self.token_given
-        if not given or not hmac.compare_digest(given, token):
-            raise HTTPError(401, extra=BEARER_CHALLENGE)
-
-    def answer_docs(self, docs: list[bytes]):
-        if not docs:
-            raise HTTPError(404)
-        self.answer(200, b"[" + b",".join(docs) + b"]")
-
-    def answer_image(self, doc: bytes | None):
-        if doc is None:
-            raise HTTPError(404)
-        # The one route that must look inside a document: to decode the image.
-        image = json.loads(doc)
-        data = base64.b64decode(image["image"], validate=True)
-        kind = str(image.get("type", "")).lower()
-        content_type = f"image/{kind}".encode() if IMAGE_TYPE.fullmatch(kind) else b"application/octet-stream"
-        self.answer(200, data, content_type)
-
-    def answer_readiness(self):
-        if self.server.tokens.token is None:
-            raise HTTPError(503, "Service Unavailable: no service token has been read yet")
-        self.server.store.ping()  # StoreUnavailable becomes 503 (StoreTimeout 504)
-        self.answer(200, READY)
-
-    # -- answer -------------------------------------------------------------
-    def answer(self, status: int, body: bytes, content_type: bytes = JSON, extra: bytes = b""):
-        """Make the whole answer, status line, headers and body, for one write."""
-        self.status = status
-        self.sent = len(body)
-        if self.close_connection or self.server.draining:
+    def reply(self, request: Request | None, answer: Answer) -> bytes:
+        """The whole answer, status line, headers and body, for one write."""
+        extra = answer.extra
+        if request is None or not request.keep_alive or answer.close or self.server.draining:
             self.close_connection = True
             extra += b"Connection: close\r\n"
-        elif self.keep_alive_10:
+        elif request.keep_alive_10:
             extra += b"Connection: keep-alive\r\n"
         head = b"%sContent-Type: %s\r\nContent-Length: %d\r\n%s%s\r\n" % (
-            STATUS_LINES[status], content_type, len(body), self.server.date_header, extra)
-        self.reply = head if self.head else head + body
+            STATUS_LINES[answer.status], answer.content_type, len(answer.body), self.server.date_header, extra)
+        return head if request is not None and request.head else head + answer.body
 
-    def write_without_waiting(self):
-        """Write what the socket takes now; a client slow to read gets the rest
-        later, from sendall outside the turn, so it never holds the turn."""
+    def write_without_waiting(self, reply: bytes) -> bytes:
+        """Write what the socket takes now, and return the rest: a client slow to
+        read gets it later, outside the turn, so it never holds the turn."""
         try:
-            written = self.connection.send(self.reply, socket.MSG_DONTWAIT)
+            written = self.connection.send(reply, socket.MSG_DONTWAIT)
         except BlockingIOError:
-            return
-        self.reply = self.reply[written:]
+            return reply
+        return reply[written:]
 
     def log_message(self, format, *args):
         pass  # the server writes its own access log
@@ -532,23 +407,19 @@ class Turn:
 
 
 class UserProfileServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer with a deep listen backlog, a connection cap,
-    header and idle timeouts, metrics, and a graceful drain."""
+    """ThreadingHTTPServer with a deep listen backlog, a connection cap, a
+    deadline on every phase of a connection, metrics, and a graceful drain."""
 
     daemon_threads = True
 
     def __init__(self, address, store: Store, tokens: TokenKeeper, options: argparse.Namespace,
                  reuse_port: bool = False):
-        self.store = store
-        self.tokens = tokens
+        self.options = options
         self.metrics = Metrics()
-        self.access_log = options.access_log
-        self.header_timeout = options.header_timeout
-        self.idle_timeout = options.idle_timeout
-        self.max_connections = options.max_connections
+        self.service = Service(store, tokens, self.metrics, (HERE / "openapi.json").read_bytes(),
+                               self.render_metrics)  # openapi.json: openapi.yaml as JSON, served as it is
         self.request_queue_size = options.backlog  # the stdlib's 5 drops connections under load
         self.allow_reuse_port = reuse_port
-        self.openapi = (HERE / "openapi.json").read_bytes()  # openapi.yaml as JSON, served as it is
         self.connections: dict[socket.socket, Handler | None] = {}  # dict ops are atomic under the GIL
         self.draining = False
         # An embedded store's lookup is a few microseconds of this process's
@@ -561,10 +432,9 @@ class UserProfileServer(ThreadingHTTPServer):
         # Reading a request, and whatever the socket does not take at once, stay
         # outside the turn: a slow client never holds it. A network store's
         # lookups wait on the network and must overlap: no turns there.
-        self.turn = Turn(patience=0.01) if store.serial else contextlib.nullcontext()
+        self.turn = Turn(patience=options.turn_patience) if store.serial else contextlib.nullcontext()
         self.date_header = b""
         self._stopped = threading.Event()
-        self._last_store_log = 0.0
         self._tick()
         super().__init__(address, Handler)
         threading.Thread(target=self._watch, name="watchdog", daemon=True).start()
@@ -576,12 +446,11 @@ class UserProfileServer(ThreadingHTTPServer):
         self.server_name, self.server_port = self.server_address[:2]
 
     def process_request(self, request, client_address):
-        if len(self.connections) >= self.max_connections:
+        if len(self.connections) >= self.options.max_connections:
             self.metrics.connection_rejected()
             try:
                 request.setblocking(False)
-                request.send(STATUS_LINES[503] + b"Content-Type: application/json\r\nContent-Length: %d\r\n"
-                             b"Connection: close\r\n\r\n%s" % (len(TOO_MANY), TOO_MANY))
+                request.send(TOO_MANY)
             except OSError:
                 pass
             self.shutdown_request(request)
@@ -594,14 +463,15 @@ class UserProfileServer(ThreadingHTTPServer):
         super().close_request(request)
 
     def handle_error(self, request, client_address):
-        log(f"error: connection from {client_address[0]}: {sys.exc_info()[1]!r}")
+        exc = sys.exc_info()[1]
+        log(f"error: connection from {client_address[0]}: {type(exc).__name__}: {exc} at {where(exc)}")
 
     # -- the watchdog -------------------------------------------------------
     def _tick(self):
         self.date_header = b"Date: %s\r\n" % email.utils.formatdate(usegmt=True).encode()
 
     def _watch(self):
-        while not self._stopped.wait(0.25):
+        while not self._stopped.wait(self.options.watchdog_interval):
             self._tick()
             now = time.monotonic()
             for handler in list(self.connections.values()):
@@ -629,52 +499,28 @@ class UserProfileServer(ThreadingHTTPServer):
         in_flight = sum(1 for h in handlers if h is not None and h.phase != IDLE)
         return self.metrics.render(len(handlers), in_flight)
 
-    def store_failed(self, kind: str, exc: Exception) -> None:
-        self.metrics.store_error(kind)
-        now = time.monotonic()
-        if now - self._last_store_log >= 1.0:  # at most a line a second under a fault
-            self._last_store_log = now
-            log(f"store {kind}: {exc}")
-
     def log_access(self, method: str, route: str, status: int, seconds: float, size: int) -> None:
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
         sys.stdout.write(f"{stamp} method={method or '-'} route={route} status={status} "
                          f"ms={seconds * 1000:.3f} bytes={size}\n")
 
 
-TOO_MANY = error_body("Service Unavailable: too many connections")
+TOO_MANY_BODY = error_body("Service Unavailable: too many connections")
+TOO_MANY = b"%sContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (
+    STATUS_LINES[503], len(TOO_MANY_BODY), TOO_MANY_BODY)
 
 
 # -- start-up ---------------------------------------------------------------
-def options(argv=None, environ=os.environ) -> argparse.Namespace:
-    """Command-line flags over environment variables over defaults."""
-    env = environ.get
-    p = argparse.ArgumentParser(description="User-profile lookup service (see README.md).")
-    p.add_argument("--host", default=env("SERVICE_HOST", "0.0.0.0"),  # nosec B104  # a container behind a load balancer
-                   help="listen address [SERVICE_HOST]")
-    p.add_argument("--port", type=int, default=env("SERVICE_PORT", "8080"), help="listen port [SERVICE_PORT]")
-    p.add_argument("--workers", type=int, default=env("WORKERS", "1"),
-                   help="processes sharing the port through SO_REUSEPORT [WORKERS]")
-    p.add_argument("--token-refresh", type=float, default=env("TOKEN_REFRESH_SECONDS", "60"),
-                   help="seconds between re-reads of the token [TOKEN_REFRESH_SECONDS]")
-    p.add_argument("--access-log", action=argparse.BooleanOptionalAction,
-                   default=env("ACCESS_LOG", "true").lower() in ("1", "true", "yes", "on"),
-                   help="one line per request on stdout [ACCESS_LOG]")
-    p.add_argument("--header-timeout", type=float, default=env("HEADER_TIMEOUT_SECONDS", "10"),
-                   help="seconds a client has to send a request's headers [HEADER_TIMEOUT_SECONDS]")
-    p.add_argument("--idle-timeout", type=float, default=env("IDLE_TIMEOUT_SECONDS", "75"),
-                   help="seconds an idle keep-alive connection is kept [IDLE_TIMEOUT_SECONDS]")
-    p.add_argument("--max-connections", type=int, default=env("MAX_CONNECTIONS", "4096"),
-                   help="open connections beyond which new ones get 503 [MAX_CONNECTIONS]")
-    p.add_argument("--backlog", type=int, default=env("LISTEN_BACKLOG", "4096"),
-                   help="listen queue length, capped by net.core.somaxconn [LISTEN_BACKLOG]")
-    p.add_argument("--shutdown-grace", type=float, default=env("SHUTDOWN_GRACE_SECONDS", "20"),
-                   help="seconds in-flight requests get to finish on SIGTERM [SHUTDOWN_GRACE_SECONDS]")
-    args = p.parse_args(argv)
-    for name in ("port", "workers", "max_connections", "backlog"):
-        if getattr(args, name) < (0 if name == "port" else 1):
-            p.error(f"--{name.replace('_', '-')} must be positive")
-    return args
+def open_store(options: argparse.Namespace) -> Store:
+    """The store the settings select: Couchbase when a host is set, else the embedded one.
+    The chosen store's module is imported only then: the SDK loads only when it is used."""
+    if options.couchbase_host:
+        import cbconn
+
+        return cbconn.CouchbaseStore.from_environ(os.environ)
+    import sqlitestore
+
+    return sqlitestore.SQLiteStore(options.db, busy_timeout=options.sqlite_busy_timeout)
 
 
 def raise_fd_limit() -> None:
@@ -684,19 +530,19 @@ def raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def serve(args: argparse.Namespace, reuse_port: bool = False) -> int:
+def serve(options: argparse.Namespace, reuse_port: bool = False) -> int:
     """Run one server process until SIGTERM or SIGINT; exit 0 after draining."""
     raise_fd_limit()
-    if args.access_log:
+    if options.access_log:
         sys.stdout.reconfigure(line_buffering=True)
-    store = open_store(os.environ)
-    tokens = TokenKeeper(store, args.token_refresh)
+    store = open_store(options)
+    tokens = TokenKeeper(store, options.token_refresh)
     tokens.read()
     tokens.start()
     try:
-        server = UserProfileServer((args.host, args.port), store, tokens, args, reuse_port=reuse_port)
+        server = UserProfileServer((options.host, options.port), store, tokens, options, reuse_port=reuse_port)
     except OSError as exc:
-        log(f"cannot listen on {args.host}:{args.port}: {exc}")
+        log(f"cannot listen on {options.host}:{options.port}: {exc}")
         return 1
 
     def stop(signum, frame):
@@ -706,17 +552,16 @@ def serve(args: argparse.Namespace, reuse_port: bool = False) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log(f"serving on http://{args.host}:{server.server_port} (pid {os.getpid()}, "
-        f"store: {store})")
+    log(f"serving on http://{options.host}:{server.server_port} (pid {os.getpid()}, store: {store})")
     server.serve_forever(poll_interval=0.5)
-    server.drain(args.shutdown_grace)
+    server.drain(options.shutdown_grace)
     tokens.stop()
     store.close()
     log("stopped")
     return 0
 
 
-def serve_workers(args: argparse.Namespace) -> int:
+def serve_workers(options: argparse.Namespace) -> int:
     """N processes on one port (SO_REUSEPORT): the kernel spreads connections.
     Each opens its own store after the fork; the parent only supervises."""
     children: set[int] = set()
@@ -730,7 +575,7 @@ def serve_workers(args: argparse.Namespace) -> int:
         if pid == 0:
             code = 1
             try:
-                code = serve(args, reuse_port=True)
+                code = serve(options, reuse_port=True)
             finally:
                 os._exit(code)
         children.add(pid)
@@ -743,7 +588,7 @@ def serve_workers(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    for _ in range(args.workers):
+    for _ in range(options.workers):
         spawn()
     while children:
         pid, status = os.wait()
@@ -763,8 +608,8 @@ def serve_workers(args: argparse.Namespace) -> int:
 
 
 def main(argv=None) -> int:
-    args = options(argv)
-    return serve_workers(args) if args.workers > 1 else serve(args)
+    options = settings.load(argv)
+    return serve_workers(options) if options.workers > 1 else serve(options)
 
 
 if __name__ == "__main__":

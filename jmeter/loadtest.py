@@ -95,9 +95,11 @@ def seed(db: Path, maxid: int) -> str:
     subprocess.run([sys.executable, str(ROOT / "loaddata.py"), "--count", str(maxid), "--seed", "1",
                     "--if-empty"], env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     sys.path.insert(0, str(ROOT))
-    from store import PROFILES, open_store  # the project's own store API
+    import settings  # the project's own store API
+    from store import PROFILES
+    from userprofile_service import open_store
 
-    store = open_store({"USERPROFILE_DB": str(db)})
+    store = open_store(settings.defaults({"USERPROFILE_DB": str(db)}))
     try:
         count, token = store.count(PROFILES), store.read_token()
     finally:

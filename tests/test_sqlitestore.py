@@ -12,7 +12,7 @@ from store import AUTH, IMAGES, PROFILES, TOKEN_KEY, StoreUnavailable, encode_do
 
 @pytest.fixture
 def store(tmp_path):
-    s = SQLiteStore(str(tmp_path / "deep" / "dir" / "s.db"))  # missing folders are made
+    s = SQLiteStore(str(tmp_path / "deep" / "dir" / "s.db"), busy_timeout=2)  # missing folders are made
     s.create_schema()
     s.create_schema()  # idempotent
     s.upsert(PROFILES, [
@@ -68,7 +68,7 @@ def test_concurrent_readers_share_the_pool(store):
 def test_a_broken_file_raises_store_unavailable(tmp_path):
     path = tmp_path / "broken.db"
     path.write_bytes(b"this is not a database" * 100)
-    s = SQLiteStore(str(path))
+    s = SQLiteStore(str(path), busy_timeout=2)
     with pytest.raises(StoreUnavailable, match="sqlite"):
         s.get_profile("1")
     with pytest.raises(StoreUnavailable):

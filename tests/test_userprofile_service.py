@@ -1,4 +1,4 @@
-"""The HTTP API of SPEC, against the real service process over real sockets."""
+"""The HTTP API, against the real service process over real sockets."""
 
 from __future__ import annotations
 
@@ -329,7 +329,7 @@ def test_bad_configuration_is_a_clear_error(tmp_path):
     assert result.returncode == 2
     assert "--port: invalid int value: 'eighty'" in result.stderr
     result = run_service({"USERPROFILE_DB": str(tmp_path / "u.db")}, "--workers", "0")
-    assert result.returncode == 2 and "--workers must be positive" in result.stderr
+    assert result.returncode == 2 and "--workers must be at least 1" in result.stderr
 
 
 def test_port_taken_is_a_clear_error(server, tmp_path):

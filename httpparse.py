@@ -1,0 +1,170 @@
+"""HTTP/1.x requests parsed from bytes, with no socket.
+
+``read_request(rfile, limits)`` reads one request from anything with
+``readline(n)`` and ``read(n)`` (a socket's buffered reader, or ``io.BytesIO``
+in tests) and returns a ``Request`` holding only what the routes use: the
+method, the path, the token, and whether the connection stays open. A request
+that breaks a rule or a limit raises ``HTTPError`` with its status; bytes that
+end before the request does raise ``Incomplete``.
+
+The standard library's parser builds an ``email.message.Message`` per request,
+which costs more than a lookup; this one keeps nothing it will not use.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
+
+REASONS = {
+    200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+    408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
+    431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable",
+    504: "Gateway Timeout", 505: "HTTP Version Not Supported",
+}
+
+METHOD = re.compile(rb"[A-Z]{1,20}")
+HEADER_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token; also refuses obs-fold
+BAD_HEADER_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # HTAB is allowed inside a value
+BAD_TARGET = re.compile(rb"[^\x21-\x7e]")  # a request target is visible ASCII
+BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+CONTROL = re.compile("[\x00-\x1f\x7f]")
+OWS = b" \t"  # optional whitespace, RFC 9110 5.6.3: SP and HTAB, nothing else
+
+
+class HTTPError(Exception):
+    """An answer other than 200, with the message for the JSON error body."""
+
+    def __init__(self, status: int, message: str | None = None, close: bool = False, extra: bytes = b""):
+        super().__init__(status)
+        self.status = status
+        self.message = message or REASONS[status]
+        self.close = close  # the connection can no longer be trusted to frame requests
+        self.extra = extra  # more header lines
+
+
+class Incomplete(Exception):
+    """The bytes ended before the request did: the client left, or was cut off by a deadline."""
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    path: str  # without the query string; percent-encoded as it came
+    version: str
+    keep_alive: bool  # the connection stays open after the answer
+    keep_alive_10: bool  # an HTTP/1.0 client asked to keep it open: the answer says so
+    token: bytes | None  # from Authorization: Bearer, else x-access-token
+
+    @property
+    def head(self) -> bool:
+        return self.method == "HEAD"
+
+
+def read_request(rfile, limits) -> Request:
+    """One request from ``rfile``; HTTPError for a bad one, Incomplete when the bytes run out.
+
+    ``limits`` has the ``max_*`` settings (settings.py), which say what each bounds.
+    """
+    readline = rfile.readline
+    line = readline(limits.max_request_line + 1)
+    if line == b"\r\n" or line == b"\n":  # RFC 9112 2.2: a stray blank line before a request is allowed
+        line = readline(limits.max_request_line + 1)
+    if not line.endswith(b"\n"):
+        if len(line) > limits.max_request_line:
+            raise HTTPError(414, close=True)
+        raise Incomplete()
+    parts = line[:-2 if line.endswith(b"\r\n") else -1].split(b" ")
+    if len(parts) != 3:
+        raise HTTPError(400, "Malformed request line", close=True)
+    method, target, version = parts
+    if version == b"HTTP/1.1":
+        keep_alive = True
+    elif version == b"HTTP/1.0":
+        keep_alive = False  # unless it asks for keep-alive
+    elif version[:5] == b"HTTP/" and version[5:6] in (b"2", b"3"):
+        raise HTTPError(505, close=True)
+    else:
+        raise HTTPError(400, "Malformed request line", close=True)
+    if not METHOD.fullmatch(method) or not target or BAD_TARGET.search(target):
+        raise HTTPError(400, "Malformed request line", close=True)
+    path = target.decode().partition("?")[0].partition("#")[0]
+    if not path.startswith("/"):
+        # absolute-form (RFC 9112 3.2.2): a server must accept it; the authority is ignored
+        scheme, sep, rest = path.partition("://")
+        if not sep or scheme.lower() not in ("http", "https"):
+            raise HTTPError(400, "Malformed request target", close=True)
+        path = "/" + rest.partition("/")[2]
+
+    keep_alive_10 = False
+    hosts = 0
+    bearer = access_token = content_length = None
+    count = size = 0
+    while True:
+        line = readline(limits.max_header_line + 1)
+        if line == b"\r\n" or line == b"\n":
+            break
+        if not line.endswith(b"\n"):
+            if len(line) > limits.max_header_line:
+                raise HTTPError(431, close=True)
+            raise Incomplete()
+        count += 1
+        size += len(line)
+        if count > limits.max_headers or size > limits.max_header_bytes:
+            raise HTTPError(431, close=True)
+        name, colon, value = line.partition(b":")
+        value = value[:-2 if value.endswith(b"\r\n") else -1].strip(OWS)
+        if not colon or not HEADER_NAME.fullmatch(name) or BAD_HEADER_VALUE.search(value):
+            raise HTTPError(400, "Malformed header", close=True)
+        name = name.lower()
+        if name == b"authorization":
+            if bearer is not None:
+                raise HTTPError(400, "More than one Authorization header", close=True)
+            scheme, _, credentials = value.partition(b" ")
+            bearer = credentials.strip(OWS) if scheme.lower() == b"bearer" else b""
+        elif name == b"x-access-token":
+            if access_token is not None:
+                raise HTTPError(400, "More than one x-access-token header", close=True)
+            access_token = value
+        elif name == b"host":
+            hosts += 1
+        elif name == b"connection":
+            options = {option.strip(OWS) for option in value.lower().split(b",")}
+            if b"close" in options:
+                keep_alive = keep_alive_10 = False
+            elif b"keep-alive" in options and version == b"HTTP/1.0":
+                keep_alive = keep_alive_10 = True
+        elif name == b"content-length":
+            if not value.isdigit() or (content_length is not None and int(value) != content_length):
+                raise HTTPError(400, "Bad Content-Length", close=True)
+            content_length = int(value)
+        elif name == b"transfer-encoding":
+            # A GET has no body worth framing; refusing it also closes the door
+            # on request smuggling through Content-Length/Transfer-Encoding games.
+            raise HTTPError(400, "Transfer-Encoding is not accepted", close=True)
+    if hosts > 1 or (hosts == 0 and version == b"HTTP/1.1"):  # RFC 9112 3.2
+        raise HTTPError(400, "An HTTP/1.1 request needs exactly one Host header" if hosts == 0
+                        else "More than one Host header", close=True)
+    if content_length:
+        if content_length > limits.max_body:
+            raise HTTPError(413, close=True)
+        if len(rfile.read(content_length)) < content_length:
+            raise Incomplete()
+    return Request(method.decode(), path, version.decode(), keep_alive, keep_alive_10,
+                   bearer if bearer is not None else access_token)
+
+
+def decode_param(raw: str) -> str:
+    """A path parameter, percent-decoded as UTF-8; HTTPError 400 when it cannot be."""
+    if "%" not in raw:
+        return raw  # the target was already checked to be visible ASCII
+    if BAD_PERCENT.search(raw):
+        raise HTTPError(400, "Bad percent-encoding in path")
+    try:
+        value = unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise HTTPError(400, "Path parameter is not UTF-8") from None
+    if CONTROL.search(value):
+        raise HTTPError(400, "Control character in path parameter")
+    return value

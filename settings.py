@@ -1,0 +1,153 @@
+"""Every setting of the service and its stores, in one table.
+
+Each is an environment variable, and most have a command-line flag that wins
+over it. ``load()`` builds the options from this table; nothing else reads the
+environment for configuration. The README's configuration table is checked
+against this one (tests/test_settings.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from typing import Any
+
+
+def boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(text)
+
+
+boolean.__name__ = "boolean"  # argparse names the type in its error: "invalid boolean value"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # the attribute of the loaded options
+    env: str
+    flag: str | None  # None: from the environment only (a password has no place in a process listing)
+    default: str | None  # as it would be written in the environment; None: unset
+    type: Any
+    meaning: str
+    minimum: float | None = None
+
+
+S = Setting
+SETTINGS = (
+    # -- the server ------------------------------------------------------------------------------
+    S("host", "SERVICE_HOST", "--host", "0.0.0.0", str, "listen address"),  # nosec B104  # a container behind a load balancer
+    S("port", "SERVICE_PORT", "--port", "8080", int, "listen port", 0),
+    S("workers", "WORKERS", "--workers", "1", int,
+      "processes sharing the port (`SO_REUSEPORT`), each with its own store connection", 1),
+    S("token_refresh", "TOKEN_REFRESH_SECONDS", "--token-refresh", "60", float,
+      "how often the token is re-read (rotation without restart)", 0.1),
+    S("access_log", "ACCESS_LOG", "--access-log", "true", boolean, "one line per request on stdout"),
+    S("max_connections", "MAX_CONNECTIONS", "--max-connections", "4096", int,
+      "open connections beyond which a new one gets 503", 1),
+    S("backlog", "LISTEN_BACKLOG", "--backlog", "4096", int, "listen queue (capped by `net.core.somaxconn`)", 1),
+    # -- deadlines: every phase of a connection has one ----------------------------------------
+    S("idle_timeout", "IDLE_TIMEOUT_SECONDS", "--idle-timeout", "75", float,
+      "a keep-alive connection waiting for its next request is closed after this "
+      "(above common load-balancer idle timeouts of 60 s)", 0.01),
+    S("header_timeout", "HEADER_TIMEOUT_SECONDS", "--header-timeout", "10", float,
+      "time from a request's first byte to the end of its headers and body (then 408)", 0.01),
+    S("write_timeout", "WRITE_TIMEOUT_SECONDS", "--write-timeout", "30", float,
+      "time a client has to take an answer; a client that does not is disconnected", 0.01),
+    S("shutdown_grace", "SHUTDOWN_GRACE_SECONDS", "--shutdown-grace", "20", float,
+      "time requests in flight get to finish on SIGTERM", 0),
+    S("watchdog_interval", "WATCHDOG_INTERVAL_SECONDS", "--watchdog-interval", "0.25", float,
+      "how often the deadlines above are checked (they are enforced within this much)", 0.01),
+    S("turn_patience", "TURN_PATIENCE_SECONDS", "--turn-patience", "0.01", float,
+      "embedded store: how long a request may be overtaken before requests line up in arrival order", 0),
+    # -- what a client may send ----------------------------------------------------------------
+    S("max_request_line", "MAX_REQUEST_LINE_BYTES", "--max-request-line", "8192", int,
+      "a longer request line gets 414", 64),
+    S("max_header_line", "MAX_HEADER_LINE_BYTES", "--max-header-line", "8192", int,
+      "a longer header line gets 431", 64),
+    S("max_headers", "MAX_HEADERS", "--max-headers", "100", int, "more header lines get 431", 1),
+    S("max_header_bytes", "MAX_HEADER_BYTES", "--max-header-bytes", "65536", int,
+      "more bytes of headers in all get 431", 64),
+    S("max_body", "MAX_BODY_BYTES", "--max-body", "65536", int,
+      "a request body is read and discarded up to this; a larger one gets 413", 0),
+    # -- the embedded store --------------------------------------------------------------------
+    S("db", "USERPROFILE_DB", "--db", "data/userprofile.db", str,
+      "the embedded SQLite store, used when `COUCHBASE_HOST` is unset"),
+    S("sqlite_busy_timeout", "SQLITE_BUSY_TIMEOUT_SECONDS", "--sqlite-busy-timeout", "2", float,
+      "how long a lookup waits on a locked database before 503", 0),
+    # -- Couchbase -----------------------------------------------------------------------------
+    S("couchbase_host", "COUCHBASE_HOST", "--couchbase-host", None, str,
+      "cluster address, or a full `couchbase://` / `couchbases://` connection string; unset: the embedded store"),
+    S("couchbase_user", "COUCHBASE_USER", "--couchbase-user", "Administrator", str, "user name"),
+    S("couchbase_password", "COUCHBASE_PASSWORD", None, "password", str, "password (environment only)"),
+    S("couchbase_bucket", "COUCHBASE_BUCKET", "--couchbase-bucket", "sample_app", str, "bucket"),
+    S("couchbase_scope", "COUCHBASE_SCOPE", "--couchbase-scope", "profiles", str, "scope"),
+    S("couchbase_tls", "COUCHBASE_TLS", "--couchbase-tls", "false", boolean,
+      "`couchbases://` (TLS) for a bare host"),
+    S("couchbase_network", "COUCHBASE_NETWORK", "--couchbase-network", "default", str,
+      "`external` for clusters reached through alternate addresses (Kubernetes, cloud)"),
+    S("couchbase_kv_timeout", "COUCHBASE_KV_TIMEOUT", "--couchbase-kv-timeout", "2.5", float,
+      "seconds for a key-value get or the token lookup; past it the request gets 504", 0.001),
+    S("couchbase_query_timeout", "COUCHBASE_QUERY_TIMEOUT", "--couchbase-query-timeout", "5", float,
+      "seconds for a SQL++ lookup (nickname, username)", 0.001),
+    S("couchbase_connect_timeout", "COUCHBASE_CONNECT_TIMEOUT", "--couchbase-connect-timeout", "10", float,
+      "seconds for one connection attempt", 0.001),
+    S("couchbase_mgmt_timeout", "COUCHBASE_MGMT_TIMEOUT", "--couchbase-mgmt-timeout", "120", float,
+      "seconds for scope, collection and index creation (`loaddata.py`)", 0.001),
+    S("couchbase_retry_max", "COUCHBASE_RETRY_MAX", "--couchbase-retry-max", "30", float,
+      "the longest wait in seconds between connection attempts (backoff from 0.5 s)", 0.5),
+    S("couchbase_health_interval", "COUCHBASE_HEALTH_INTERVAL", "--couchbase-health-interval", "1", float,
+      "seconds between key-value health pings once connected", 0.05),
+)
+del S
+
+BY_NAME = {s.name: s for s in SETTINGS}
+STORES = tuple(s for s in SETTINGS if s.name == "db" or s.name.startswith(("sqlite_", "couchbase_")))
+
+
+def parser(description: str, settings=SETTINGS, environ=os.environ) -> argparse.ArgumentParser:
+    """An argument parser with a flag for each setting, its default from the environment."""
+    p = argparse.ArgumentParser(description=description)
+    for s in settings:
+        if s.flag is None:
+            continue
+        default = environ.get(s.env, s.default)
+        kwargs: dict = {"dest": s.name, "help": f"{s.meaning} [{s.env}, default {s.default}]".replace("%", "%%")}
+        if s.type is boolean:
+            kwargs.update(action=argparse.BooleanOptionalAction, default=default)
+        else:
+            kwargs.update(type=s.type, default=default, metavar=s.env)
+        p.add_argument(s.flag, **kwargs)
+    return p
+
+
+def finish(p: argparse.ArgumentParser, args: argparse.Namespace, settings=SETTINGS,
+           environ=os.environ) -> argparse.Namespace:
+    """Convert what came from the environment, add the environment-only settings, check minimums."""
+    for s in settings:
+        value = getattr(args, s.name) if s.flag is not None else environ.get(s.env, s.default)
+        if isinstance(value, str) and s.type is not str:
+            try:
+                value = s.type(value)
+            except ValueError:
+                p.error(f"{s.env}: invalid {s.type.__name__} value: {value!r}")
+        if value is not None and s.minimum is not None and value < s.minimum:
+            p.error(f"{s.flag or s.env} must be at least {s.minimum:g}")
+        setattr(args, s.name, value)
+    return args
+
+
+def load(argv=None, environ=os.environ, description: str = "User-profile lookup service (see README.md).",
+         settings=SETTINGS) -> argparse.Namespace:
+    """Command-line flags over environment variables over the defaults of the table."""
+    p = parser(description, settings, environ)
+    return finish(p, p.parse_args(argv), settings, environ)
+
+
+def defaults(environ=None) -> argparse.Namespace:
+    """The options with no flags given: from ``environ``, or the table's defaults alone."""
+    return load([], environ if environ is not None else {})
