@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-import userprofile_service as ups  # noqa: E402
+import httpparse  # noqa: E402
 
 SETTINGS = settings(max_examples=200, deadline=3000, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -186,8 +186,8 @@ def test_methods_route_by_spec(service, method, target, token):
 @given(raw=st.text(max_size=30))
 def test_decode_param_returns_text_or_raises_400(raw):
     try:
-        value = ups.decode_param(raw)
-    except ups.HTTPError as err:
+        value = httpparse.decode_param(raw)
+    except httpparse.HTTPError as err:
         assert err.status == 400
         return
     assert isinstance(value, str)
@@ -198,7 +198,7 @@ def test_decode_param_returns_text_or_raises_400(raw):
 def test_decode_param_inverts_percent_encoding(value):
     encoded = quote(value, safe="")
     if CONTROL & set(value):
-        with pytest.raises(ups.HTTPError):
-            ups.decode_param(encoded)
+        with pytest.raises(httpparse.HTTPError):
+            httpparse.decode_param(encoded)
     else:
-        assert ups.decode_param(encoded) == value
+        assert httpparse.decode_param(encoded) == value
