@@ -2,12 +2,13 @@
 # Static checks of the repository, outside pytest: ruff, bandit, hadolint,
 # kubernetes-validate and openapi-spec-validator. Each prints what it checked;
 # the script runs them all and exits non-zero when any of them found anything.
-# Usage: tools/lint.sh   (from anywhere; PYTHON defaults to the project's venv)
+# Usage: tools/lint.sh   (from anywhere; the tools come from the project's .venv, made by `make .venv/.dev`,
+# or from the virtual environment LINT_VENV names)
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-.venv/bin/python}
-BIN=$(dirname "$PYTHON")
+BIN=${LINT_VENV:-.venv}/bin
+PYTHON=$BIN/python
 # The Kubernetes version the manifests must be valid for (one a managed cloud still runs).
 K8S_VERSION=1.34.0
 
