@@ -102,6 +102,8 @@ SETTINGS = (
       "the longest wait in seconds between connection attempts (backoff from 0.5 s)", 0.5),
     S("couchbase_health_interval", "COUCHBASE_HEALTH_INTERVAL", "--couchbase-health-interval", "1", float,
       "seconds between key-value health pings once connected", 0.05),
+    S("couchbase_sdk_observability", "COUCHBASE_SDK_OBSERVABILITY", "--couchbase-sdk-observability", "false",
+      boolean, "the SDK's tracing (its slow-operation log) and metrics; off, they cost no CPU per request"),
 )
 del S
 
@@ -151,3 +153,17 @@ def load(argv=None, environ=os.environ, description: str = "User-profile lookup 
 def defaults(environ=None) -> argparse.Namespace:
     """The options with no flags given: from ``environ``, or the table's defaults alone."""
     return load([], environ if environ is not None else {})
+
+
+def markdown() -> str:
+    """The table as the README shows it (tests/test_settings.py keeps the two the same)."""
+    rows = ["| variable | flag | default | meaning |", "| --- | --- | --- | --- |"]
+    for s in SETTINGS:
+        flag = f"`{s.flag}`" + (f" / `--no-{s.flag[2:]}`" if s.type is boolean else "") if s.flag else ""
+        default = f"`{s.default}`" if s.default is not None else "unset"
+        rows.append(f"| `{s.env}` | {flag} | {default} | {s.meaning} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown())

@@ -90,6 +90,10 @@ class Answer(NamedTuple):
     close: bool = False  # the connection must close after this answer
 
 
+def refusal(err: HTTPError) -> Answer:
+    return Answer(err.status, error_body(err.message), extra=err.extra, close=err.close)
+
+
 class Service:
     """Requests in, answers out: the routes, the token check and the store call.
     No socket here, so a request can be answered in-process (tests/requests)."""
@@ -123,7 +127,7 @@ class Service:
                 raise HTTPError(404)
             return name, self.handlers[route](value)
         except HTTPError as err:
-            return name, Answer(err.status, error_body(err.message), extra=err.extra, close=err.close)
+            return name, refusal(err)
         except StoreTimeout as exc:
             self.store_failed("timeout", exc)
             return name, Answer(504, error_body(REASONS[504]))
@@ -257,8 +261,8 @@ class Handler(BaseHTTPRequestHandler):
         method = ""
         try:
             request = read_request(self.rfile, server.options)
-        except HTTPError as err:
-            route, answer = routes.NO_ROUTE, Answer(err.status, error_body(err.message), extra=err.extra, close=True)
+        except HTTPError as err:  # the parser's errors all close: the request's framing is in doubt
+            route, answer = routes.NO_ROUTE, refusal(err)
         except Incomplete:
             if not self.expired:
                 self.close_connection = True  # the client left mid-request

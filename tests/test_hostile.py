@@ -120,7 +120,7 @@ def converse(service, data: bytes) -> list:
         try:
             request = httpparse.read_request(rfile, OPTIONS)
         except httpparse.HTTPError as err:  # the connection can no longer be trusted: this answer, then close
-            answers.append(ups.Answer(err.status, ups.error_body(err.message), extra=err.extra, close=True))
+            answers.append(ups.refusal(err))
             break
         except httpparse.Incomplete:
             break

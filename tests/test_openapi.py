@@ -18,9 +18,9 @@ JSON = ROOT / "openapi.json"
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 REGENERATE = ("regenerate it: python -c \"import json, yaml; print(json.dumps(yaml.safe_load(open('openapi.yaml')), "
               "indent=2, ensure_ascii=False))\" > openapi.json")
-API_ROUTES = ["/api/v1/id/{id}", "/api/v1/nickname/{nickname}", "/api/v1/username/{username}",
-              "/api/v1/picture/record/{id}", "/api/v1/picture/raw/{id}"]
-OPEN_ROUTES = ["/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from routes import ROUTES  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -33,20 +33,25 @@ def test_openapi_json_is_the_yaml_document(spec):
         assert json.load(f) == spec, f"openapi.json differs from openapi.yaml: {REGENERATE}"
 
 
-def test_the_document_describes_every_route_of_spec(spec):
-    assert sorted(spec["paths"]) == sorted(API_ROUTES + OPEN_ROUTES)
+def test_the_document_and_the_route_table_agree(spec):
+    """Each route of routes.ROUTES is a path of the document, with its methods (HEAD is
+    GET's, implied) and its token requirement, and the document has no other path."""
+    assert sorted(spec["paths"]) == sorted(r.shape for r in ROUTES)
+    for route in ROUTES:
+        operations = spec["paths"][route.shape]
+        assert sorted(m.upper() for m in operations) == sorted(m for m in route.methods if m != "HEAD"), route
+        for operation in operations.values():
+            # A token: the document-wide requirement; no token: an empty override.
+            assert operation.get("security", "document-wide") == ("document-wide" if route.needs_token else []), route
     schemes = spec["components"]["securitySchemes"]
     assert schemes["bearerAuth"] == {**schemes["bearerAuth"], "type": "http", "scheme": "bearer"}
     assert schemes["accessToken"] == {**schemes["accessToken"], "type": "apiKey", "in": "header",
                                       "name": "x-access-token"}
     assert spec["security"] == [{"bearerAuth": []}, {"accessToken": []}]  # either one
-    for path in API_ROUTES:
-        operation = spec["paths"][path]["get"]
-        assert "security" not in operation  # the global requirement: a token
-        assert {"200", "400", "401", "404", "503", "504"} <= set(operation["responses"]), path
-        assert list(spec["paths"][path]) == ["get"]
-    for path in OPEN_ROUTES:
-        assert spec["paths"][path]["get"]["security"] == [], f"{path} needs no token"
+    for route in ROUTES:
+        if route.needs_token:
+            responses = spec["paths"][route.shape]["get"]["responses"]
+            assert {"200", "400", "401", "404", "503", "504"} <= set(responses), route.shape
     error = spec["components"]["schemas"]["Error"]
     assert error["required"] == ["status", "message"] and error["properties"]["status"]["enum"] == ["failure"]
     assert "WWW-Authenticate" in spec["components"]["responses"]["Unauthorized"]["headers"]

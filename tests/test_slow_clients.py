@@ -3,12 +3,14 @@ thousands of idle connections, against the real service with short timeouts."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import re
 import resource
 import selectors
 import socket
+import sqlite3
 import threading
 import time
 
@@ -137,6 +139,8 @@ def test_slowloris_is_cut_off_after_the_header_timeout_while_others_are_served(s
     assert len(cut_at) == len(slow), f"{len(slow) - len(cut_at)} slowloris connections were never cut off"
     assert HEADER_TIMEOUT - 0.05 <= min(cut_at.values())
     assert max(cut_at.values()) <= HEADER_TIMEOUT + TICK + SLACK, sorted(cut_at.values())
+    # Each was answered 408; the answer may be lost to the reset (the client was still sending).
+    assert metric(svc, 'userprofile_connections_timed_out_total{phase="headers"}') == len(slow)
     for data in answers.values():  # when the answer arrived before the reset, it is a 408 in JSON
         if data:
             head, _, body = data.partition(b"\r\n\r\n")
@@ -269,3 +273,93 @@ def test_two_thousand_idle_connections_do_not_stop_a_normal_client(low_fd_start)
             for s in idle:
                 s.close()
     assert svc.proc.poll() is None
+
+
+# -- the write deadline ---------------------------------------------------------------
+WRITE_TIMEOUT = 4.0
+
+
+@pytest.fixture
+def short_write_timeout(seeded_db, tmp_path):
+    svc = ServiceProcess({"USERPROFILE_DB": str(seeded_db)}, "--write-timeout", str(WRITE_TIMEOUT),
+                         "--header-timeout", "2", "--idle-timeout", "30",
+                         log_path=tmp_path / "service.log").start(wait_for="/readyz")
+    yield svc
+    svc.stop()
+    assert "Traceback" not in svc.log() and TOKEN not in svc.log()
+    assert " error: " not in svc.log(), svc.log()[-2000:]
+
+
+def never_reading_client(svc: ServiceProcess, seeded_db) -> socket.socket:
+    """Pipeline requests for the largest answer with a tiny receive buffer and never
+    read: the server's writes to it block once every buffer on the way is full."""
+    with sqlite3.connect(seeded_db) as conn:
+        (nickname,) = conn.execute(
+            "SELECT nickname FROM user_data GROUP BY nickname ORDER BY count(*) DESC LIMIT 1").fetchone()
+    request = f"GET /api/v1/nickname/{nickname} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect((svc.host, svc.port))
+    s.settimeout(0.5)
+    try:
+        for _ in range(100_000):
+            s.sendall(request.encode())
+    except TimeoutError:
+        return s  # the server stopped reading: its writes to us are blocked
+    raise AssertionError("the answers never filled the buffers")
+
+
+def test_clients_that_never_take_their_answers_are_cut_off_after_the_write_timeout(short_write_timeout, seeded_db):
+    svc = short_write_timeout
+    threads_before = threads_of(svc.proc.pid)
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:  # all at once: well within the deadline
+        greedy = list(pool.map(lambda _: never_reading_client(svc, seeded_db), range(20)))
+    started = time.monotonic()
+    try:
+        assert metric(svc, "userprofile_connections_open") >= 20
+        # Others are served throughout, and promptly.
+        served = 0
+        while time.monotonic() - started < WRITE_TIMEOUT + 3 * TICK + SLACK:
+            t = time.monotonic()
+            assert svc.get("/api/v1/id/7", TOKEN)[0] == 200
+            assert time.monotonic() - t < 1
+            served += 1
+        assert served > 10
+        # By now every greedy connection was closed by the server, and its thread freed.
+        freed = wait_until_value(lambda: metric(svc, "userprofile_connections_open"), 1, timeout=5)
+        assert freed <= 1, (freed, svc.get("/metrics")[2].decode()[-900:])  # 1: the /metrics request itself
+        assert metric(svc, 'userprofile_connections_timed_out_total{phase="write"}') == 20
+        assert threads_of(svc.proc.pid) <= threads_before + 1
+        for s in greedy:  # the client sees its connection end, after what was sent before it
+            s.settimeout(5)
+            with contextlib.suppress(ConnectionResetError):
+                while s.recv(1 << 20):
+                    pass
+    finally:
+        for s in greedy:
+            s.close()
+
+
+def test_a_slow_reader_that_keeps_taking_its_answer_is_not_cut_off(short_write_timeout):
+    """The deadline is for a client that takes nothing: each answer is written within it."""
+    svc = short_write_timeout
+    s = socket.create_connection((svc.host, svc.port), timeout=10)
+    request = f"GET /api/v1/picture/raw/2 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
+    s.sendall(request * 3)
+    received = b""
+    deadline = time.monotonic() + 5
+    while received.count(b"HTTP/1.1 200 OK") < 3 or not received.endswith(b"\x82"):  # a PNG ends IEND..\xae\x42\x60\x82
+        assert time.monotonic() < deadline, received[:200]
+        received += s.recv(512)
+        time.sleep(0.01)  # about 50 KB/s: slow, but never stalled for the whole deadline
+    s.close()
+    assert metric(svc, 'userprofile_connections_timed_out_total{phase="write"}') == 0
+
+
+def wait_until_value(read, target: float, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    value = read()
+    while value > target and time.monotonic() < deadline:
+        time.sleep(0.1)
+        value = read()
+    return value

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -435,3 +437,36 @@ def test_after_patience_turns_go_in_arrival_order_and_newcomers_wait():
     from userprofile_service import Turn
 
     assert arrival_order(Turn(patience=0.05)) == ["a", "b", "c", "newcomer"]
+
+
+# -- in-process: the Service without a socket ---------------------------------------
+class BrokenStore:
+    """A store with a bug of its own: what a 500 is for."""
+
+    serial = False
+
+    def get_profile(self, record_id):
+        raise KeyError(f"no column for {record_id} near {TOKEN}")
+
+
+def test_a_bug_is_a_500_logged_on_one_line_with_its_frames_and_never_the_token(capsys):
+    import httpparse
+    import settings
+    import userprofile_service as ups
+    from metrics import Metrics
+
+    tokens = ups.TokenKeeper(BrokenStore(), refresh=60)
+    tokens.token = TOKEN.encode()
+    service = ups.Service(BrokenStore(), tokens, Metrics(), b"{}")
+    request = httpparse.read_request(io.BytesIO(
+        f"GET /api/v1/id/5 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()),
+        settings.defaults())
+    route, answer = service.respond(request)
+    assert (route, answer.status, answer.close) == ("/api/v1/id", 500, True)
+    assert json.loads(answer.body) == {"status": "failure", "message": {"error": "Internal Server Error"}}
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    assert re.search(r" error: KeyError: .*no column for 5 near \*\*\*' at userprofile_service\.py:\d+ in respond"
+                     r" > userprofile_service\.py:\d+ in profile_by_id > test_userprofile_service\.py:\d+ in "
+                     r"get_profile \(route /api/v1/id\)$", lines[0]), lines[0]
+    assert TOKEN not in lines[0]
