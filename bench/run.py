@@ -1,9 +1,17 @@
-"""The three-way benchmark (make bench): our service, FastAPI and Express on one core each.
+"""The three-way benchmarks (make bench): our service, FastAPI and Express on one core each.
 
 Each implementation serves the same embedded SQLite store (10,000 profiles),
 pinned to core 0 with taskset; wrk, pinned to core 1, asks for random ids
 with the bearer token at 1, 8, 32, 128 and 512 connections. Our service is
 also run with --workers 2, unpinned, to show how it scales onto both cores.
+
+With --couchbase the same, at 1, 8, 32 and 128 connections, against one CAVES
+cluster (Couchbase's emulator, on core 1 beside wrk) loaded by loaddata.py:
+ours as it ships, FastAPI + acouchbase, Express 5 + the `couchbase` npm
+package, and a framework-free node:http server on that package (the ceiling
+of that SDK). The peers run with the SDK's tracing and metrics off. The figure
+that separates them is the server's CPU time per request: CAVES saturates its
+core at about 11,000 gets/s, which caps everyone's throughput.
 
 For every run it records wrk's requests/s, p50/p99 latency, socket errors and
 non-2xx answers, the kernel's listen-queue overflows (nstat) during the run,
@@ -13,7 +21,8 @@ load generator, not the server, was the limit.
     .venv/bin/python bench/run.py                      # full run: writes bench/results/
     .venv/bin/python bench/run.py --quick              # smoke: 2 s runs at 1 and 32 connections
     .venv/bin/python bench/run.py --only ours --conns 32 --duration 5
-    .venv/bin/python bench/run.py --couchbase          # ours on SQLite vs ours on a CAVES cluster
+    .venv/bin/python bench/run.py --couchbase          # the Couchbase three-way and the ceiling, on CAVES
+    .venv/bin/python bench/run.py --couchbase --only ours-cb,node-cb --conns 32 --duration 5
 
 Before each run it waits (up to --settle seconds) for the shared machine to go
 idle, and it flags runs during which other processes still used the CPU.
@@ -49,8 +58,16 @@ IMPLS = {
     "express": "Express 5 (core 0)",
     "ours-2w": "ours --workers 2 (both cores)",
     "ours-cb": "ours on CAVES (core 0)",
+    "fastapi-cb": "FastAPI + acouchbase (core 0)",
+    "express-cb": "Express 5 + couchbase (core 0)",
+    "node-cb": "node:http + couchbase, no framework (core 0)",
 }
+COUCHBASE_IMPLS = ("ours-cb", "fastapi-cb", "express-cb", "node-cb")  # served from CAVES
 CONNS = (1, 8, 32, 128, 512)
+COUCHBASE_CONNS = (1, 8, 32, 128)
+# The aims on Couchbase, as ratios of server CPU per request at 32 connections: ours at most this
+# share of each peer's.
+TARGETS = {"express-cb": 1 / 2.5, "fastapi-cb": 1 / 4, "node-cb": 0.8}
 SERVER_CORE, WRK_CORE = "0", "1"
 GENERATOR_BOUND = 0.90  # wrk busier than this share of its core: the generator was the limit
 NOISY = 0.25  # other processes used more than this share of a core during a run: flag it
@@ -73,16 +90,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--settle", type=float, default=30,
                    help="wait up to this many seconds before each run for an idle machine (default 30)")
     p.add_argument("--couchbase", action="store_true",
-                   help="ours on the embedded store vs ours on a CAVES cluster (needs .tools/bin/gocaves)")
+                   help="the implementations on a CAVES cluster instead (needs .tools/bin/gocaves)")
     args = p.parse_args(argv)
-    default_impls = ["ours", "ours-cb"] if args.couchbase else [i for i in IMPLS if i != "ours-cb"]
+    default_impls = list(COUCHBASE_IMPLS) if args.couchbase else [i for i in IMPLS if i not in COUCHBASE_IMPLS]
     args.impls = args.only.split(",") if args.only else default_impls
     unknown = set(args.impls) - set(IMPLS)
     if unknown:
         p.error(f"unknown implementation(s): {', '.join(sorted(unknown))}")
     if args.quick:
         args.duration, args.warmup, args.settle = 2, 1, 0
-    default_conns = "1,32" if args.quick else ",".join(map(str, CONNS))
+    default_conns = "1,32" if args.quick else ",".join(map(str, COUCHBASE_CONNS if args.couchbase else CONNS))
     args.conns_list = [int(c) for c in (args.conns or default_conns).split(",")]
     args.full = not (args.only or args.conns or args.quick)
     return args
@@ -115,7 +132,17 @@ def seed(db: str, count: int, token: str) -> str:
 
 # -- the servers ---------------------------------------------------------------
 def service_sha() -> str:
-    return hashlib.sha256((ROOT / "userprofile_service.py").read_bytes()).hexdigest()[:12]
+    """One hash over the service's modules: a row measured with other code shows a different one."""
+    digest = hashlib.sha256()
+    for path in sorted(ROOT.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def git_commit() -> str:
+    out = command_output(["git", "-C", str(ROOT), "log", "-1", "--format=%h"])
+    dirty = command_output(["git", "-C", str(ROOT), "status", "--porcelain", "--", "*.py", ":!bench", ":!tests"])
+    return out + (" (with uncommitted changes)" if dirty else "")
 
 
 def free_port() -> int:
@@ -137,9 +164,17 @@ def server_command(impl: str, port: int) -> tuple[list[str], dict, Path]:
         return pin + [sys.executable, "-m", "uvicorn", "fastapi_app:app", "--app-dir", str(BENCH),
                       "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop", "--http", "httptools",
                       "--no-access-log", "--log-level", "warning"], {}, ROOT
+    if impl == "fastapi-cb":
+        return pin + [sys.executable, "-m", "uvicorn", "fastapi_cb_app:app", "--app-dir", str(BENCH),
+                      "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop", "--http", "httptools",
+                      "--no-access-log", "--log-level", "warning"], {}, ROOT
+    node = {"PORT": str(port), "HOST": "127.0.0.1", "NODE_ENV": "production"}
     if impl == "express":
-        return pin + ["node", "app.js"], {"PORT": str(port), "HOST": "127.0.0.1",
-                                          "NODE_ENV": "production"}, BENCH / "express"
+        return pin + ["node", "app.js"], node, BENCH / "express"
+    if impl == "express-cb":
+        return pin + ["node", "app_cb.js"], node, BENCH / "express"
+    if impl == "node-cb":
+        return pin + ["node", "server.js"], node, BENCH / "node_bare"
     raise ValueError(impl)
 
 
@@ -280,6 +315,7 @@ def wrk(server: Server, conns: int, duration: float, token: str, count: int, sto
         "listen_overflows": overflows, "wrk_cpu": round(wrk_cpu, 3), "server_cpu": round(server_cpu, 3),
         "store_cpu": round(store_cpu, 3), "other_cpu": round(other_cpu, 3), "noisy": other_cpu > NOISY,
         "server_us_per_request": round(server_cpu * wall / max(raw["requests"], 1) * 1e6, 1),
+        "store_us_per_request": round(store_cpu * wall / max(raw["requests"], 1) * 1e6, 1),
         "generator_bound": wrk_cpu >= GENERATOR_BOUND, "wrk_output": out.stdout,
     }
 
@@ -303,7 +339,8 @@ def bench_impl(impl: str, args, env: dict, token: str, log_dir: Path, store_pid:
             tries.sort(key=lambda r: r["rps"])
             run = tries[len(tries) // 2]
             run["rps_all"] = [round(r["rps"]) for r in tries]
-            print(f"  {impl:8} c={conns:<4} {run['rps']:9,.0f} req/s  p50 {run['p50_ms']:7.2f} ms"
+            run["us_per_request_all"] = [r["server_us_per_request"] for r in tries]
+            print(f"  {impl:10} c={conns:<4} {run['rps']:9,.0f} req/s  p50 {run['p50_ms']:7.2f} ms"
                   f"  p99 {run['p99_ms']:8.2f} ms  errors {run['errors']}"
                   f"  overflows {run['listen_overflows']}"
                   f"  wrk cpu {run['wrk_cpu']:.0%}  server cpu {run['server_cpu']:.0%}"
@@ -324,9 +361,9 @@ def command_output(argv: list[str]) -> str:
         return "missing"
 
 
-def npm_version(name: str) -> str:
+def npm_version(name: str, app: str = "express") -> str:
     try:
-        return json.loads((BENCH / "express" / "node_modules" / name / "package.json").read_text())["version"]
+        return json.loads((BENCH / app / "node_modules" / name / "package.json").read_text())["version"]
     except OSError:
         return "missing"
 
@@ -336,8 +373,10 @@ def machine_info() -> dict:
                   if line.startswith("Model name")), platform.processor())
     versions = {"python": platform.python_version(), "node": command_output(["node", "--version"]),
                 "wrk": command_output(["wrk", "-v"]).split(" Copyright")[0],
-                "express": npm_version("express"), "better-sqlite3": npm_version("better-sqlite3")}
-    for pkg in ("fastapi", "uvicorn", "pydantic", "starlette", "uvloop", "httptools"):
+                "express": npm_version("express"), "better-sqlite3": npm_version("better-sqlite3"),
+                "couchbase-node": npm_version("couchbase"),
+                "couchbase-node-bare": npm_version("couchbase", "node_bare")}
+    for pkg in ("fastapi", "uvicorn", "pydantic", "starlette", "uvloop", "httptools", "couchbase"):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -346,11 +385,44 @@ def machine_info() -> dict:
             "loadavg_before": [round(x, 2) for x in os.getloadavg()], "versions": versions}
 
 
-def ratio(runs: list[dict], a: str, b: str, conns: int = 32) -> float | None:
+def ratio(runs: list[dict], a: str, b: str, conns: int = 32, key: str = "rps") -> float | None:
     by = {(r["impl"], r["conns"]): r for r in runs}
-    if (a, conns) in by and (b, conns) in by and by[(b, conns)]["rps"]:
-        return by[(a, conns)]["rps"] / by[(b, conns)]["rps"]
+    if (a, conns) in by and (b, conns) in by and by[(b, conns)][key]:
+        return by[(a, conns)][key] / by[(b, conns)][key]
     return None
+
+
+def name(impl: str) -> str:
+    return IMPLS[impl].split(" (")[0]
+
+
+SHORT = {"express-cb": "Express", "fastapi-cb": "FastAPI", "node-cb": "bare node:http"}
+
+
+def couchbase_aims(runs: list[dict]) -> list[str]:
+    """The aims on Couchbase, each with what this run measured and whether it was met."""
+    by = {(r["impl"], r["conns"]): r for r in runs}
+    ours = by.get(("ours-cb", 32))
+    if ours is None:
+        return []
+    lines = ["**The aims, at 32 connections.** Server CPU per request is the figure compared: CAVES caps"
+             " everyone's throughput (it used up to "
+             f"{max(r['store_cpu'] for r in runs):.0%} of its core in this run).", "",
+             "| aim (server CPU per request, ours / peer) | measured | met |", "| --- | --- | :---: |"]
+    for peer, limit in TARGETS.items():
+        x = ratio(runs, "ours-cb", peer, key="server_us_per_request")
+        if x is not None:
+            lines.append(f"| ours ≤ {limit:.2f}× {SHORT[peer]} | {x:.2f}×"
+                         f" ({ours['server_us_per_request']:.0f} vs {by[(peer, 32)]['server_us_per_request']:.0f}"
+                         f" µs) | {'yes' if x <= limit else 'no'} |")
+    errors = sum(r["errors"] for r in runs if r["impl"] == "ours-cb")
+    lines.append(f"| ours: 0 errors at every connection count | {errors} |"
+                 f" {'yes' if errors == 0 else 'no'} |")
+    express = by.get(("express-cb", 32))
+    if express:
+        lines.append(f"| ours' p99 ≤ Express's | {ours['p99_ms']:.2f} vs"
+                     f" {express['p99_ms']:.2f} ms | {'yes' if ours['p99_ms'] <= express['p99_ms'] else 'no'} |")
+    return lines + [""]
 
 
 def markdown(result: dict) -> str:
@@ -358,68 +430,95 @@ def markdown(result: dict) -> str:
     m, v = meta["machine"], meta["machine"]["versions"]
     repeat = (f" (the median by req/s of {meta['repeat']} runs, their range in brackets)"
               if meta.get("repeat", 1) > 1 else "")
-    couchbase = any(r["impl"] == "ours-cb" for r in runs)
+    couchbase = any(r["impl"] in COUCHBASE_IMPLS for r in runs)
+    prefix = "couchbase-" if couchbase else ""
+    versions = (f"Python {v['python']}, FastAPI {v['fastapi']}, uvicorn {v['uvicorn']}"
+                f" (uvloop {v['uvloop']}, httptools {v['httptools']}), pydantic {v['pydantic']};"
+                f" Node.js {v['node']}, Express {v['express']}")
+    if couchbase:
+        versions += (f"; Couchbase SDKs: Python `couchbase` {v['couchbase']} (ours and acouchbase),"
+                     f" Node.js `couchbase` {v['couchbase-node']}; CAVES {meta.get('caves', '?')}; {v['wrk']}.")
+    else:
+        versions += f", better-sqlite3 {v['better-sqlite3']}; {v['wrk']}."
     lines = [
-        "# Benchmark: our service on the embedded store vs on Couchbase (CAVES)" if couchbase
+        "# Benchmark on Couchbase (CAVES): ours vs FastAPI + acouchbase vs Express + couchbase" if couchbase
         else "# Benchmark: our service vs FastAPI vs Express",
         "",
         f"Run {meta['date']} with `{meta['command']}`: {meta['duration_s']:g} s per run{repeat} after "
         f"{meta['warmup_s']:g} s of warm-up, GET /api/v1/id/<random 1..{meta['count']}>"
         " with the bearer token.",
-        f"Our service: `userprofile_service.py` with sha256 {meta['service_sha256']}…."
+        f"Our service: commit {meta.get('commit', '?')}, code sha256 {meta['service_sha256']}…."
         f" Machine: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}"
         f" (load average before the run: {', '.join(map(str, m['loadavg_before']))}).",
-        f"Versions: Python {v['python']}, FastAPI {v['fastapi']}, uvicorn {v['uvicorn']}"
-        f" (uvloop {v['uvloop']}, httptools {v['httptools']}), pydantic {v['pydantic']};"
-        f" Node.js {v['node']}, Express {v['express']}, better-sqlite3 {v['better-sqlite3']}; {v['wrk']}.",
+        f"Versions: {versions}",
         "",
         "Servers pinned to core 0 (`taskset -c 0`), wrk `-t1` to core 1"
         + (". `ours --workers 2` runs unpinned, so its processes share core 1 with wrk."
            if any(r["impl"] == "ours-2w" for r in runs) else "."),
+    ]
+    if couchbase:
+        lines += [
+            "",
+            "One CAVES cluster (Couchbase's SDK test emulator) on core 1 beside wrk, loaded by `loaddata.py`,"
+            " serves every implementation. Ours runs as it ships (`cbconn.py`'s defaults, no connection-string"
+            " options); the peers in their strongest form, with the SDK's threshold-logging tracer and logging"
+            " meter off (`enable_tracing=False, enable_metrics=False` in Python, `tracingConfig`/`metricsConfig`"
+            " in Node.js). FastAPI + acouchbase (`bench/fastapi_cb_app.py`) validates each document with its"
+            " pydantic response model; Express (`bench/express/app_cb.js`) answers with `res.json`; the bare"
+            " node:http server (`bench/node_bare/server.js`) passes the stored bytes through"
+            " (`RawJsonTranscoder`): what any server on the Node.js SDK costs without a framework.",
+        ]
+    lines += [
         "",
         "| implementation | connections | req/s | p50 ms | p99 ms | errors | listen overflows"
-        " | wrk CPU | server CPU | server CPU µs/request | others' CPU |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        " | wrk CPU | server CPU | server CPU µs/request |"
+        + (" CAVES CPU | CAVES µs/request |" if couchbase else "") + " others' CPU |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        + (" ---: | ---: |" if couchbase else "") + " ---: |",
     ]
     for r in runs:
         flag = (" *" if r["generator_bound"] else "") + (" †" if r["noisy"] else "")
         if len(r.get("rps_all", [])) > 1:
             flag += f" ({min(r['rps_all']):,}–{max(r['rps_all']):,})"
+        store = (f" {r['store_cpu']:.0%} | {r['store_us_per_request']:.0f} |"
+                 if couchbase and r["impl"] in COUCHBASE_IMPLS else " | |" if couchbase else "")
         lines.append(f"| {IMPLS[r['impl']]} | {r['conns']} | {r['rps']:,.0f}{flag} | {r['p50_ms']:.2f} |"
                      f" {r['p99_ms']:.2f} | {r['errors']} | {r['listen_overflows']} | {r['wrk_cpu']:.0%} |"
-                     f" {r['server_cpu']:.0%} | {r['server_us_per_request']:.0f} | {r['other_cpu']:.0%} |")
+                     f" {r['server_cpu']:.0%} | {r['server_us_per_request']:.0f} |{store}"
+                     f" {r['other_cpu']:.0%} |")
     lines.append("")
     parts = []
     for other in ("fastapi", "express"):
         x = ratio(runs, "ours", other)
         if x is not None:
-            parts.append(f"{x:.2f}× {IMPLS[other].split(' (')[0]}")
+            parts.append(f"{x:.2f}× {name(other)}")
     if parts:
         lines += [f"**At 32 connections, ours serves {' and '.join(parts)} requests per second.**", ""]
+    lines += couchbase_aims(runs)
     by = {(r["impl"], r["conns"]): r for r in runs}
     if ("ours", 32) in by and ("ours-cb", 32) in by:
         db, cb = by[("ours", 32)], by[("ours-cb", 32)]
         extra = cb["server_us_per_request"] - db["server_us_per_request"]
-        lines += [f"**At 32 connections, ours on CAVES through the Couchbase SDK serves {cb['rps']:,.0f}"
-                  f" req/s (p50 {cb['p50_ms']:.2f} ms, p99 {cb['p99_ms']:.2f} ms) against {db['rps']:,.0f} on"
-                  f" the embedded store: the SDK path costs {extra:.0f} µs more of the server's CPU per"
-                  " request.** CAVES (an emulator, not a real cluster) runs on core 1 beside wrk, so the"
-                  f" generator and the store share that core (CAVES used {cb['store_cpu']:.0%} of a core"
-                  " at 32 connections, not counted in others' CPU).", ""]
+        lines += [f"At 32 connections, ours on CAVES serves {cb['rps']:,.0f} req/s against {db['rps']:,.0f}"
+                  f" on the embedded store: the SDK path costs {extra:.0f} µs more of the server's CPU per"
+                  " request.", ""]
     x = ratio(runs, "ours-2w", "ours")
     if x is not None:
         lines += [f"1 → 2 workers at 32 connections: {x:.2f}× (the second worker shares a core with wrk).",
                   ""]
     shas = {r["service_sha256"] for r in runs if r.get("service_sha256")}
     if len(shas) > 1:
-        lines += [f"**Warning: `userprofile_service.py` changed during this run ({', '.join(sorted(shas))}):"
+        lines += [f"**Warning: our service's code changed during this run ({', '.join(sorted(shas))}):"
                   " its rows do not all measure the same code.**", ""]
     lines += [
         "Errors are wrk's socket errors (connect, read, write, timeout after 2 s) plus non-2xx answers."
         " Listen overflows are the kernel's `TcpExtListenOverflows` delta over the run (machine-wide)."
         " CPU is the share of one core used during the run; wrk and server CPU near 100% of their core"
-        " are both expected at saturation. Others' CPU is the machine's busy time not used by the server"
-        " or wrk: other processes on this shared machine, or time the hypervisor took (steal).",
+        " are both expected at saturation."
+        + (" CAVES CPU is the emulator's, per request the same way as the server's." if couchbase else "")
+        + " Others' CPU is the machine's busy time not used by the server"
+        + (", CAVES" if couchbase else "")
+        + " or wrk: other processes on this shared machine, or time the hypervisor took (steal).",
     ]
     if any(r["noisy"] for r in runs):
         lines.append(f"`†`: others used more than {NOISY:.0%} of a core during that run: the machine was"
@@ -427,11 +526,13 @@ def markdown(result: dict) -> str:
     if any(r["generator_bound"] for r in runs):
         lines.append(f"`*`: wrk used ≥{GENERATOR_BOUND:.0%} of its core: the load generator, not the server,"
                      " was the limit, so that figure is a lower bound on what the server can do.")
-    lines += ["", "![requests per second](throughput.png)", "", "![latency](latency.png)", ""]
+    lines += ["", f"![requests per second]({prefix}throughput.png)", "", f"![latency]({prefix}latency.png)", ""]
+    if couchbase:
+        lines[-1:-1] = ["", f"![server CPU per request]({prefix}cpu.png)"]
     return "\n".join(lines)
 
 
-def charts(runs: list[dict], out: Path) -> None:
+def charts(runs: list[dict], out: Path, prefix: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -456,7 +557,7 @@ def charts(runs: list[dict], out: Path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "throughput.png", dpi=100)
+    fig.savefig(out / f"{prefix}throughput.png", dpi=100)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -474,7 +575,24 @@ def charts(runs: list[dict], out: Path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(out / "latency.png", dpi=100)
+    fig.savefig(out / f"{prefix}latency.png", dpi=100)
+    plt.close(fig)
+
+    if not any(r["impl"] in COUCHBASE_IMPLS for r in runs):
+        return
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for n, impl in enumerate(impls):
+        rs = [r for r in runs if r["impl"] == impl]
+        ax.plot([r["conns"] for r in rs], [r["server_us_per_request"] for r in rs], marker="o", color=f"C{n}",
+                label=IMPLS[impl])
+        flagged(ax, rs, "server_us_per_request", f"C{n}", "o")
+    ax.set(xscale="log", xlabel=f"connections ({note})", ylabel="server CPU µs per request (lower is better)",
+           title="Server CPU per request on Couchbase (CAVES), one core")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / f"{prefix}cpu.png", dpi=100)
     plt.close(fig)
 
 
@@ -486,14 +604,17 @@ def start_caves(args, envs: dict):
     cores = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {int(WRK_CORE)})  # gocaves inherits it
     try:
-        caves = Caves(log_path=Path(args.out) / "raw" / "caves.log").start()
+        # No log: CAVES logs every packet, gigabytes over a full run.
+        caves = Caves().start()
     finally:
         os.sched_setaffinity(0, cores)
     caves.add_bucket("sample_app")
-    envs["ours-cb"] = {"COUCHBASE_HOST": caves.connstr}
+    cluster = {"COUCHBASE_HOST": caves.connstr}
+    for impl in COUCHBASE_IMPLS:
+        envs[impl] = cluster
     print(f"loading {args.count} profiles into CAVES", flush=True)
     subprocess.run([sys.executable, str(ROOT / "loaddata.py"), "--count", str(args.count), "--seed", "1",
-                    "--token", args.token], env={**os.environ, **envs["ours-cb"]}, cwd=ROOT, check=True,
+                    "--token", args.token], env={**os.environ, **cluster}, cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL)
     return caves
 
@@ -506,24 +627,26 @@ def main(argv=None) -> int:
     for tool, package in (("wrk", "wrk"), ("taskset", "util-linux")):
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: apt-get install -y {package}")
-    if "ours-cb" in args.impls and not os.access(ROOT / ".tools" / "bin" / "gocaves", os.X_OK):
+    on_couchbase = [impl for impl in args.impls if impl in COUCHBASE_IMPLS]
+    if on_couchbase and not os.access(ROOT / ".tools" / "bin" / "gocaves", os.X_OK):
         sys.exit("--couchbase skipped: .tools/bin/gocaves is missing (bash tools/install_caves.sh builds it)")
     token = seed(args.db, args.count, args.token)
     meta = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": " ".join([".venv/bin/python bench/run.py", *(sys.argv[1:] if argv is None else argv)]),
-        "service_sha256": service_sha(),
+        "service_sha256": service_sha(), "commit": git_commit(),
+        "caves": command_output(["cat", str(ROOT / ".tools" / "bin" / "gocaves.version")]),
         "duration_s": args.duration, "warmup_s": args.warmup, "repeat": args.repeat,
         "count": args.count, "conns": args.conns_list,
         "machine": machine_info(),
     }
     envs = {impl: {"USERPROFILE_DB": args.db} for impl in args.impls}
-    caves = start_caves(args, envs) if "ours-cb" in args.impls else None
+    caves = start_caves(args, envs) if on_couchbase else None
     runs = []
     try:
         for impl in args.impls:
             print(f"{IMPLS[impl]}:", flush=True)
-            if impl == "ours-cb":
+            if impl in COUCHBASE_IMPLS:
                 runs += bench_impl(impl, args, envs[impl], args.token, raw, caves.proc.pid)
             else:
                 runs += bench_impl(impl, args, envs[impl], token, raw, None)
@@ -537,10 +660,9 @@ def main(argv=None) -> int:
     if args.full:
         (out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
         (out / f"{name}.md").write_text(report)
-        if not args.couchbase:
-            charts(runs, out)
-        charts_note = "" if args.couchbase else ", throughput.png, latency.png"
-        print(f"wrote {out}/{name}.md, {name}.json{charts_note}")
+        prefix = "couchbase-" if args.couchbase else ""
+        charts(runs, out, prefix)
+        print(f"wrote {out}/{name}.md, {name}.json and the {prefix}*.png charts")
     else:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         (raw / f"partial-{stamp}.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -5,9 +5,9 @@
 //   USERPROFILE_DB=../../data/bench.db PORT=8082 node app.js
 'use strict';
 
-const crypto = require('node:crypto');
 const Database = require('better-sqlite3');
 const express = require('express');
+const { answer, errorHandler, failure, methodNotAllowed, tokenChecker } = require('./api');
 
 const db = new Database(process.env.USERPROFILE_DB || 'data/userprofile.db', { fileMustExist: true });
 const getDoc = {
@@ -23,33 +23,7 @@ function get(collection, id) {
   return doc === undefined ? null : JSON.parse(doc);
 }
 
-const auth = get('service_auth', 1);
-const token = Buffer.from((auth && auth.token) || '');
-
-function failure(res, status, error) {
-  res.status(status).json({ status: 'failure', message: { error } });
-}
-
-function checkToken(req, res, next) {
-  const header = req.get('authorization') || '';
-  const given = Buffer.from(
-    header.slice(0, 7).toLowerCase() === 'bearer ' ? header.slice(7).trim() : req.get('x-access-token') || '');
-  if (token.length > 0 && given.length === token.length && crypto.timingSafeEqual(given, token)) {
-    return next();
-  }
-  res.set('WWW-Authenticate', 'Bearer');
-  failure(res, 401, 'Unauthorized');
-}
-
-function answer(res, docs) {
-  if (docs.length === 0) return failure(res, 404, 'Not Found');
-  res.json(docs);
-}
-
-function methodNotAllowed(req, res) {
-  res.set('Allow', 'GET, HEAD');
-  failure(res, 405, 'Method Not Allowed');
-}
+const checkToken = tokenChecker((get('service_auth', 1) || {}).token);
 
 const app = express();
 const api = express.Router();
@@ -83,12 +57,7 @@ api.route('/picture/raw/:id').get((req, res) => {
 
 app.use((req, res) => failure(res, 404, 'Not Found'));
 
-// Errors: a malformed request (bad percent-encoding) is the client's; a store fault is a 503.
-app.use((err, req, res, next) => {
-  if (err instanceof Database.SqliteError) return failure(res, 503, 'Service Unavailable');
-  const status = err.status || err.statusCode || 500;
-  failure(res, status, status < 500 ? 'Bad Request' : 'Internal Server Error');
-});
+app.use(errorHandler((err) => err instanceof Database.SqliteError));
 
 const port = Number(process.env.PORT || 8082);
 app.listen(port, process.env.HOST || '127.0.0.1', () => console.log(`express listening on ${port}`));
