@@ -340,6 +340,17 @@ def test_clients_that_never_take_their_answers_are_cut_off_after_the_write_timeo
             s.close()
 
 
+def test_a_client_that_never_reads_its_answers_does_not_stall_others(server, seeded_db):
+    greedy = never_reading_client(server, seeded_db)
+    try:
+        for i in range(1, 21):
+            started = time.monotonic()
+            assert server.get(f"/api/v1/id/{i}", TOKEN)[0] == 200
+            assert time.monotonic() - started < 1
+    finally:
+        greedy.close()
+
+
 def test_a_slow_reader_that_keeps_taking_its_answer_is_not_cut_off(short_write_timeout):
     """The deadline is for a client that takes nothing: each answer is written within it."""
     svc = short_write_timeout
