@@ -1,6 +1,6 @@
 # userprofile-service container: the standard-library HTTP server plus the Couchbase SDK.
-# Build:  docker build -t userprofile-service:0.1.0 .
-# All configuration is environment variables (SPEC.md): COUCHBASE_HOST, COUCHBASE_USER,
+# Build:  make image   (tools/image.sh: podman or docker; or docker build -t userprofile-service:0.1.0 .)
+# All configuration is environment variables: COUCHBASE_HOST, COUCHBASE_USER,
 # COUCHBASE_PASSWORD, COUCHBASE_BUCKET, COUCHBASE_SCOPE, COUCHBASE_TLS, COUCHBASE_NETWORK,
 # USERPROFILE_DB, SERVICE_HOST, SERVICE_PORT, ACCESS_LOG, WORKERS, SHUTDOWN_GRACE_SECONDS...
 
@@ -31,6 +31,7 @@ RUN groupadd --system --gid 10001 app \
     && chown app:app /data
 
 # The code, owned by root and so read-only to the service user; compiled once here.
+# A glob, so every top-level module is included as the code is split up.
 COPY *.py openapi.json ./
 RUN python -m compileall -q /app
 

@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip --disable-pip-version-check --quiet
 
-.PHONY: run test check lint bench loadtest soak clean
+.PHONY: run test check lint bench loadtest soak clean image
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -78,6 +78,11 @@ soak: $(VENV)/.dev
 
 lint: $(VENV)/.dev
 	bash tools/lint.sh
+
+# The container image from the Dockerfile (tools/image.sh: podman, or docker with a running
+# daemon); prints the build time and the size, and says when the base had to be a stand-in.
+image:
+	bash tools/image.sh
 
 clean:
 	rm -rf $(VENV) .tools data jmeter/results .pytest_cache .ruff_cache
