@@ -257,8 +257,8 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         started = time.monotonic()
-        self.enter(HEADERS, server.options.header_timeout)
-        method = ""
+        self.phase, self.deadline = HEADERS, started + server.options.header_timeout
+        request = None
         try:
             request = read_request(self.rfile, server.options)
         except HTTPError as err:  # the parser's errors all close: the request's framing is in doubt
@@ -269,22 +269,20 @@ class Handler(BaseHTTPRequestHandler):
                 return
             server.metrics.timed_out(HEADERS)
             route, answer = routes.NO_ROUTE, Answer(408, error_body("Request not received in time"), close=True)
+        if request is None:
+            reply = self.reply(None, answer)
         else:
-            method = request.method
             self.phase = BUSY
             with server.turn:  # see UserProfileServer.__init__
                 route, answer = server.service.respond(request)
-                reply = self.reply(request, answer)
-                reply = self.write_without_waiting(reply)
-        if method == "":
-            reply = self.reply(None, answer)
+                reply = self.write_without_waiting(self.reply(request, answer))
         if reply:
             self.enter(WRITING, server.options.write_timeout)
             self.connection.sendall(reply)
         elapsed = time.monotonic() - started
         server.metrics.observe(route, answer.status, elapsed)
         if server.options.access_log:
-            server.log_access(method, route, answer.status, elapsed, len(answer.body))
+            server.log_access(request.method if request else "-", route, answer.status, elapsed, len(answer.body))
 
     def reply(self, request: Request | None, answer: Answer) -> bytes:
         """The whole answer, status line, headers and body, for one write."""
@@ -505,7 +503,7 @@ class UserProfileServer(ThreadingHTTPServer):
 
     def log_access(self, method: str, route: str, status: int, seconds: float, size: int) -> None:
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
-        sys.stdout.write(f"{stamp} method={method or '-'} route={route} status={status} "
+        sys.stdout.write(f"{stamp} method={method} route={route} status={status} "
                          f"ms={seconds * 1000:.3f} bytes={size}\n")
 
 
