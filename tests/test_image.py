@@ -25,6 +25,7 @@ import re
 import socket
 import subprocess
 import tarfile
+import tempfile
 import threading
 import time
 import uuid
@@ -67,11 +68,9 @@ def shown(capsys, text: str) -> None:
 
 @pytest.fixture(scope="module")
 def lock():
-    """One module at a time on this host: the image tag, the kube-play pod and its podman
-    secret are host-wide names, and several checkouts may run their tests at once."""
-    path = ROOT / ".tools" / "image-test.lock"
-    path.parent.mkdir(exist_ok=True)
-    with open(path, "w") as f:
+    """One module at a time on this host: the image tag, the kube-play pod, its volumes and its
+    podman secret are host-wide names, and several checkouts may run their tests at once."""
+    with open(Path(tempfile.gettempdir()) / "userprofile-image-test.lock", "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         yield
 
