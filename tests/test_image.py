@@ -41,14 +41,15 @@ K8S = ROOT / "k8s"
 CONF = ROOT / "tools" / "containers.conf"
 ENV = {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(CONF))}
 COUNT = 300
-# The image may be at most this big on the official base. Here that base usually cannot be
-# pulled, so the estimate is the layers the Dockerfile adds (measured) on top of the official
-# python:3.11-slim-bookworm's size as `docker images` reports it for amd64 (about 125 MB;
-# not measurable here, so taken with a margin).
+# The image may be at most this big on the official base. Where that base cannot be pulled,
+# the estimate is the layers the Dockerfile adds (measured) plus the official
+# python:3.11-slim-bookworm's size: commonly reported at about 125 MB uncompressed for amd64,
+# not measurable here, so counted with a margin.
 MAX_IMAGE_MB = 200
 OFFICIAL_SLIM_BASE_MB = 130
 STAND_IN_LABEL = "userprofile.base-stand-in"
-# Kubernetes' restricted profile, as the Deployment asks for it.
+# Kubernetes' restricted profile as the Deployment asks for it (/tmp is its second emptyDir),
+# on the host's network.
 HARDENING = ["--read-only", "--read-only-tmpfs=false", "--tmpfs", "/tmp:rw,nosuid,nodev",
              "--cap-drop=ALL", "--security-opt=no-new-privileges", "--network=host"]
 
