@@ -29,6 +29,7 @@ endif
 test: $(VENV)/.dev
 	bash tools/install_caves.sh
 	bash tools/install_jmeter.sh
+	bash tools/install_podman.sh
 	bash tools/lint.sh
 	$(PY) -m pytest
 

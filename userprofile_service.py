@@ -534,6 +534,19 @@ def raise_fd_limit() -> None:
 
 def serve(options: argparse.Namespace, reuse_port: bool = False) -> int:
     """Run one server process until SIGTERM or SIGINT; exit 0 after draining."""
+    # The handlers come first: as PID 1 in a container, a SIGTERM that arrives before
+    # them is dropped by the kernel, and the pod would wait for its SIGKILL.
+    server: UserProfileServer | None = None
+    stopping = threading.Event()
+
+    def stop(signum, frame):
+        log(f"{signal.Signals(signum).name}: stop accepting, finish requests in flight")
+        stopping.set()
+        if server is not None:  # shutdown() waits for serve_forever() to return: not on this thread
+            threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     raise_fd_limit()
     if options.access_log:
         sys.stdout.reconfigure(line_buffering=True)
@@ -546,16 +559,9 @@ def serve(options: argparse.Namespace, reuse_port: bool = False) -> int:
     except OSError as exc:
         log(f"cannot listen on {options.host}:{options.port}: {exc}")
         return 1
-
-    def stop(signum, frame):
-        log(f"{signal.Signals(signum).name}: stop accepting, finish requests in flight")
-        # shutdown() waits for serve_forever() to return, so it cannot run on this thread.
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    log(f"serving on http://{options.host}:{server.server_port} (pid {os.getpid()}, store: {store})")
-    server.serve_forever(poll_interval=0.5)
+    if not stopping.is_set():  # else stopped during start-up
+        log(f"serving on http://{options.host}:{server.server_port} (pid {os.getpid()}, store: {store})")
+        server.serve_forever(poll_interval=0.5)
     server.drain(options.shutdown_grace)
     tokens.stop()
     store.close()

@@ -19,7 +19,7 @@ import time
 import zlib
 
 import pytest
-from conftest import COUNT, ROOT, TOKEN, ServiceProcess, run_loaddata
+from conftest import COUNT, ROOT, TOKEN, ServiceProcess, free_port, run_loaddata
 
 NOT_FOUND = {"status": "failure", "message": {"error": "Not Found"}}
 
@@ -319,6 +319,37 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(seeded_db, tmp_p
     assert b'"record_id":9,' in answer
     assert svc.proc.wait(10) == 0
     assert "stopped" in svc.log()
+
+
+def catches(pid: int, sig: int) -> bool:
+    """Whether the process has a handler for this signal (SigCgt in /proc/<pid>/status)."""
+    with open(f"/proc/{pid}/status") as f:
+        caught = int(re.search(r"^SigCgt:\s+([0-9a-f]+)", f.read(), re.M).group(1), 16)
+    return bool(caught & (1 << (sig - 1)))
+
+
+def test_sigterm_during_start_up_is_honoured(tmp_path):
+    """As PID 1 in a container, a signal without a handler is dropped: the handler must be
+    in place before start-up's slow parts (here, loading the Couchbase SDK), and honoured."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "userprofile_service.py"), "--host", "127.0.0.1",
+                             "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "COUCHBASE_HOST": "127.0.0.1:1", "COUCHBASE_CONNECT_TIMEOUT": "1"})
+    try:
+        deadline = time.monotonic() + 20
+        while not catches(proc.pid, signal.SIGTERM):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.002)
+        with pytest.raises(OSError):  # still starting: not listening yet
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = proc.stderr.read().decode()
+    assert "SIGTERM" in log and "serving on" not in log and "Traceback" not in log, log
 
 
 def run_service(env: dict, *args: str) -> subprocess.CompletedProcess:
