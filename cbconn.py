@@ -39,6 +39,13 @@ from couchbase.options import (
 )
 from couchbase.transcoder import RawJSONTranscoder
 
+try:  # the SDK's own C++ get, under its Python wrapper: see core_get
+    from couchbase.exceptions import ErrorMapper
+    from couchbase.logic.operation_types import KeyValueOperationCode
+    from couchbase.logic.pycbc_core import pycbc_exception, pycbc_kv_request
+except ImportError:  # another SDK's layout: the public get only
+    pycbc_kv_request = None
+
 from store import (
     AUTH,
     COLLECTIONS,
@@ -95,6 +102,22 @@ def is_true(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+def core_get(collection):
+    """The C++ get under ``Collection.get``, or None when the SDK is not laid out as 4.6's is.
+
+    Per call ``Collection.get`` merges options, opens an observability handler and
+    wraps the answer in a result object, none of which the service uses: about 4 us
+    of CPU of the ~45 a get costs at 32 threads (bench/sdk_micro.py: store, sdk-core).
+    These are the SDK's internals, not its API; without them the public get is used.
+    """
+    if pycbc_kv_request is None:
+        return None
+    try:
+        return collection._impl._client_adapter.connection.pycbc_get
+    except AttributeError:
+        return None
+
+
 def connection_string(environ) -> str:
     """COUCHBASE_HOST as a connection string: a full one is used as it is."""
     host = environ["COUCHBASE_HOST"].strip()
@@ -143,6 +166,7 @@ class CouchbaseStore(Store):
         self.observability = observability
         self.cluster = self.bucket = self.scope = None
         self.collections: dict = {}
+        self._core_get = None
         self._connected = threading.Event()
         self._healthy = False  # the last key-value ping had an answering node
         self._stop = threading.Event()
@@ -199,6 +223,8 @@ class CouchbaseStore(Store):
         scope = bucket.scope(self.scope_name)
         self.cluster, self.bucket, self.scope = cluster, bucket, scope
         self.collections = {name: scope.collection(name) for name in COLLECTIONS}
+        # With observability on, every get goes through the wrapper, which records it.
+        self._core_get = None if self.observability else core_get(self.collections[PROFILES])
         self._healthy = True
         self._connected.set()
 
@@ -259,7 +285,17 @@ class CouchbaseStore(Store):
             return None  # Couchbase refuses such a key: it cannot exist
         coll = self._collection(collection)
         try:
-            return coll.get(key).value  # the cluster's transcoder and kv timeout
+            if self._core_get is None:
+                return coll.get(key).value  # the cluster's transcoder and kv timeout
+            # What Collection.get does with no options (the cluster's kv timeout), minus the wrapper.
+            request = pycbc_kv_request()
+            request.opcode = KeyValueOperationCode.Get.value
+            request.bucket, request.scope, request.collection, request.key = (
+                self.bucket_name, self.scope_name, collection, key)
+            found = self._core_get(request)
+            if isinstance(found, pycbc_exception):
+                raise ErrorMapper.build_exception(found)
+            return RAW.decode_value(found.raw_result["value"], found.raw_result["flags"])
         except cbe.DocumentNotFoundException:
             return None
         except Exception as exc:

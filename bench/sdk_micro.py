@@ -1,15 +1,31 @@
 """What one Couchbase SDK get costs in CPU, in process, without HTTP.
 
 N threads call ``get`` on random profile ids for a fixed time; the figure is
-the whole process's CPU (every Python thread and the SDK's own I/O threads)
-divided by the gets done, in microseconds. Each variant gets a cluster of its
-own, because tracing and metrics are cluster options.
+the whole process's CPU (every Python thread and the SDK's own I/O thread)
+divided by the gets done, in microseconds. Each variant has a cluster of its
+own, because tracing, metrics and the transcoder are cluster options.
 
-    .venv/bin/python bench/sdk_micro.py --connstr couchbase://127.0.0.1:PORT
+    taskset -c 0 .venv/bin/python bench/sdk_micro.py --caves
+    taskset -c 0 .venv/bin/python bench/sdk_micro.py --connstr couchbase://127.0.0.1:PORT store sdk-core
 
-The cluster must hold the profiles ``loaddata.py --count`` wrote (CAVES: see
-tests/caves.py; ``--caves`` starts one on core 1 and loads it). Pin this
-process to a core of its own (``taskset -c 0``) so the figure is not CAVES's.
+The cluster must hold the profiles ``loaddata.py --count`` wrote; ``--caves``
+starts CAVES (tests/caves.py) on core 1 and loads it. Pin this process to the
+other core so that the figure is not CAVES's. CAVES answers ~11,000 gets/s
+at most: gets/s is its limit, not ours; the CPU per get is the figure.
+
+Variants:
+  sdk-default           the SDK's defaults (tracing and metrics on), a GetOptions per call
+  sdk-obs-off           tracing and metrics off, a GetOptions per call
+  sdk-cluster-opts      tracing and metrics off, transcoder and timeout set once on the cluster
+  sdk-obs-on-cluster-opts   the same with tracing and metrics on: their cost alone
+  store                 cbconn.CouchbaseStore.get_profile as the service runs it
+  store-obs-on          the same with COUCHBASE_SDK_OBSERVABILITY=true
+  store-bounded-8       at most 8 gets inside the SDK at once (a semaphore)
+  store-batched         concurrent gets combined: one get_multi in flight carries every key queued
+  sdk-core              the SDK's C++ binding called directly, skipping its Python wrapper
+                        (a private API: here only to measure what the wrapper costs)
+  sdk-core-callbacks    no thread waits: 32 gets in flight, each answer's callback (on the SDK's
+                        I/O thread) sends the next: the floor without thread wake-ups
 """
 
 from __future__ import annotations
@@ -31,7 +47,7 @@ from couchbase.options import ClusterOptions, ClusterTimeoutOptions, GetOptions
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import cbconn  # noqa: E402  # the service's own store, for the variant it ships
+import cbconn  # noqa: E402  # the service's own store
 
 KV_TIMEOUT = timedelta(seconds=2.5)
 
@@ -46,7 +62,7 @@ def cluster(connstr: str, observability: bool, on_cluster: bool) -> Cluster:
     return c
 
 
-def sdk_variant(observability: bool, on_cluster: bool):
+def sdk(observability: bool, on_cluster: bool):
     """A get through the SDK's public API, options per call or set once on the cluster."""
     def make(connstr, bucket, scope):
         coll = cluster(connstr, observability, on_cluster).bucket(bucket).scope(scope).collection("user_data")
@@ -56,38 +72,149 @@ def sdk_variant(observability: bool, on_cluster: bool):
     return make
 
 
-def store_variant(observability: str):
-    """The service's store as it stands (cbconn.CouchbaseStore.get_profile)."""
+def open_store(connstr, bucket, scope, observability: str = "false") -> cbconn.CouchbaseStore:
+    store = cbconn.CouchbaseStore.from_environ({
+        "COUCHBASE_HOST": connstr, "COUCHBASE_BUCKET": bucket, "COUCHBASE_SCOPE": scope,
+        "COUCHBASE_SDK_OBSERVABILITY": observability})
+    store.wait_connected(15)
+    return store
+
+
+def store(observability: str = "false"):
     def make(connstr, bucket, scope):
-        env = {"COUCHBASE_HOST": connstr, "COUCHBASE_BUCKET": bucket, "COUCHBASE_SCOPE": scope}
-        if observability:
-            env["COUCHBASE_SDK_OBSERVABILITY"] = observability
-        store = cbconn.CouchbaseStore.from_environ(env)
-        store.wait_connected(15)
-        return lambda key: store.get_profile(key.split(":", 1)[1])
+        s = open_store(connstr, bucket, scope, observability)
+        return lambda key: s.get_profile(key.partition(":")[2])
     return make
 
 
+def store_bounded(limit: int):
+    def make(connstr, bucket, scope):
+        s, inside = open_store(connstr, bucket, scope), threading.BoundedSemaphore(limit)
+
+        def get(key):
+            with inside:
+                return s.get_profile(key.partition(":")[2])
+        return get
+    return make
+
+
+class Batcher:
+    """Flat combining: a get that finds no get_multi in flight sends one with every key
+    queued meanwhile; when it returns, the first get queued since sends the next."""
+
+    class Slot:
+        def __init__(self, key):
+            self.key, self.value, self.error, self.lead = key, None, None, False
+            self.done = threading.Lock()
+            self.done.acquire()
+
+    def __init__(self, coll):
+        self.coll, self.mutex, self.queue, self.busy = coll, threading.Lock(), [], False
+
+    def get(self, key):
+        slot = self.Slot(key)
+        with self.mutex:
+            lead = not self.busy
+            self.busy = True
+            if not lead:
+                self.queue.append(slot)
+        if not lead:
+            slot.done.acquire()  # answered, or made the next to send
+            if not slot.lead:
+                if slot.error:
+                    raise slot.error
+                return slot.value
+        with self.mutex:
+            batch, self.queue = [slot, *self.queue], []
+        try:
+            found = self.coll.get_multi(list({s.key for s in batch}), return_exceptions=True).results
+            for s in batch:
+                s.value = found[s.key].value if s.key in found else None
+        except Exception as exc:
+            for s in batch:
+                s.error = exc
+        for s in batch[1:]:
+            s.done.release()
+        with self.mutex:
+            following = self.queue.pop(0) if self.queue else None
+            self.busy = following is not None
+        if following is not None:
+            following.lead = True
+            following.done.release()
+        if slot.error:
+            raise slot.error
+        return slot.value
+
+
+def store_batched(connstr, bucket, scope):
+    return Batcher(open_store(connstr, bucket, scope).collections["user_data"]).get
+
+
+def core_op(connstr, bucket, scope):
+    """The C++ binding's get, and a request for a key: what the SDK's wrapper builds per call."""
+    from couchbase.logic.operation_types import KeyValueOperationCode
+    from couchbase.logic.pycbc_core import pycbc_kv_request
+
+    code = KeyValueOperationCode.Get.value
+    coll = open_store(connstr, bucket, scope).collections["user_data"]
+    op = coll._impl._client_adapter._binding_map.kv_ops[code]
+
+    def request(key):
+        req = pycbc_kv_request()
+        req.opcode, req.bucket, req.scope, req.collection, req.key = code, bucket, scope, "user_data", key
+        return req
+    return op, request
+
+
+def sdk_core(connstr, bucket, scope):
+    op, request = core_op(connstr, bucket, scope)
+    return lambda key: op(request(key)).raw_result["value"]
+
+
+def sdk_core_callbacks(connstr, bucket, scope):
+    """A sender, not a get: see run_callbacks."""
+    op, request = core_op(connstr, bucket, scope)
+
+    def send(key, done):
+        req = request(key)
+        req.callback = req.errback = done
+        op(req)
+    return send
+
+
 VARIANTS = {
-    "sdk-default": sdk_variant(observability=True, on_cluster=False),
-    "sdk-obs-off": sdk_variant(observability=False, on_cluster=False),
-    "sdk-obs-off-cluster-opts": sdk_variant(observability=False, on_cluster=True),
-    "sdk-obs-on-cluster-opts": sdk_variant(observability=True, on_cluster=True),
-    "store": store_variant(""),
-    "store-obs-on": store_variant("true"),
+    "sdk-default": sdk(observability=True, on_cluster=False),
+    "sdk-obs-off": sdk(observability=False, on_cluster=False),
+    "sdk-cluster-opts": sdk(observability=False, on_cluster=True),
+    "sdk-obs-on-cluster-opts": sdk(observability=True, on_cluster=True),
+    "store": store(),
+    "store-obs-on": store("true"),
+    "store-bounded-8": store_bounded(8),
+    "store-batched": store_batched,
+    "sdk-core": sdk_core,
+    "sdk-core-callbacks": sdk_core_callbacks,
 }
+CALLBACK_VARIANTS = {"sdk-core-callbacks"}
 
 
-def run(get, threads: int, seconds: float, count: int) -> tuple[float, float, int]:
-    """(us CPU per get, gets per second, errors) over ``seconds`` of ``threads`` callers."""
-    stop = threading.Event()
-    done = [0] * threads
-    errors = [0] * threads
+def measure(start, stop) -> tuple[float, float, int, int]:
+    t0, c0 = time.monotonic(), os.times()
+    start()
+    done, errors = stop()
+    t1, c1 = time.monotonic(), os.times()
+    cpu = (c1.user - c0.user) + (c1.system - c0.system)
+    return cpu / done * 1e6, done / (t1 - t0), errors, done
+
+
+def run_threads(get, threads: int, seconds: float, count: int):
+    """(us CPU per get, gets per second, errors) of ``threads`` callers for ``seconds``."""
+    stopping = threading.Event()
+    done, errors = [0] * threads, [0] * threads
 
     def worker(i: int) -> None:
         rnd = random.Random(i)
         n = e = 0
-        while not stop.is_set():
+        while not stopping.is_set():
             try:
                 if get(f"user_data:{rnd.randint(1, count)}") is None:
                     e += 1
@@ -97,20 +224,50 @@ def run(get, threads: int, seconds: float, count: int) -> tuple[float, float, in
         done[i], errors[i] = n, e
 
     workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    t0, c0 = time.monotonic(), os.times()
-    for w in workers:
-        w.start()
-    time.sleep(seconds)
-    stop.set()
-    for w in workers:
-        w.join()
-    t1, c1 = time.monotonic(), os.times()
-    cpu = (c1.user - c0.user) + (c1.system - c0.system)
-    total = sum(done)
-    return cpu / total * 1e6, total / (t1 - t0), sum(errors)
+
+    def start():
+        for w in workers:
+            w.start()
+        time.sleep(seconds)
+
+    def stop():
+        stopping.set()
+        for w in workers:
+            w.join()
+        return sum(done), sum(errors)
+    return measure(start, stop)[:3]
 
 
-def start_caves(count: int) -> tuple[object, str]:
+def run_callbacks(send, in_flight: int, seconds: float, count: int):
+    """The same figures with ``in_flight`` gets kept going by their own callbacks."""
+    rnd = random.Random(0)
+    state = {"done": 0, "errors": 0, "live": in_flight, "stopping": False}
+    finished = threading.Event()
+
+    def done(result):
+        state["done"] += 1
+        if not hasattr(result, "raw_result"):
+            state["errors"] += 1
+        if state["stopping"]:
+            state["live"] -= 1
+            if state["live"] == 0:
+                finished.set()
+            return
+        send(f"user_data:{rnd.randint(1, count)}", done)
+
+    def start():
+        for _ in range(in_flight):
+            send(f"user_data:{rnd.randint(1, count)}", done)
+        time.sleep(seconds)
+
+    def stop():
+        state["stopping"] = True
+        finished.wait(10)
+        return state["done"], state["errors"]
+    return measure(start, stop)[:3]
+
+
+def start_caves(count: int):
     sys.path.insert(0, str(ROOT / "tests"))
     from caves import Caves
 
@@ -124,36 +281,47 @@ def start_caves(count: int) -> tuple[object, str]:
     subprocess.run([sys.executable, str(ROOT / "loaddata.py"), "--count", str(count), "--seed", "1"],
                    env={**os.environ, "COUCHBASE_HOST": caves.connstr}, cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return caves, caves.connstr
+    return caves
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--connstr", help="a cluster holding the profiles; else --caves")
     p.add_argument("--caves", action="store_true", help="start CAVES on core 1 and load it")
     p.add_argument("--bucket", default="sample_app")
     p.add_argument("--scope", default="profiles")
     p.add_argument("--count", type=int, default=10000, help="profile ids 1..N to pick from")
-    p.add_argument("--threads", type=int, default=32)
+    p.add_argument("--threads", type=int, default=32, help="callers (gets in flight for callback variants)")
     p.add_argument("--seconds", type=float, default=5)
     p.add_argument("--rounds", type=int, default=3, help="variants run in turn, this many times")
-    p.add_argument("variants", nargs="*", default=list(VARIANTS), help=f"of {', '.join(VARIANTS)}")
+    p.add_argument("variants", nargs="*", default=list(VARIANTS), help="a subset, by name")
     args = p.parse_args(argv)
-    caves = None
-    if args.caves:
-        caves, args.connstr = start_caves(args.count)
-    if not args.connstr:
+    unknown = set(args.variants) - set(VARIANTS)
+    if unknown:
+        p.error(f"unknown variants {sorted(unknown)}: of {', '.join(VARIANTS)}")
+    caves = start_caves(args.count) if args.caves else None
+    connstr = caves.connstr if caves else args.connstr
+    if not connstr:
         p.error("--connstr or --caves")
     try:
-        gets = {name: VARIANTS[name](args.connstr, args.bucket, args.scope) for name in args.variants}
-        for get in gets.values():
-            run(get, args.threads, 1, args.count)  # warm up: connections, code paths
-        print(f"{'variant':28} {'us CPU/get':>10} {'gets/s':>8} {'errors':>6}   ({args.threads} threads, "
-              f"{args.seconds:g}s each, {args.rounds} rounds)", flush=True)
+        calls = {name: VARIANTS[name](connstr, args.bucket, args.scope) for name in args.variants}
+
+        def run(name, seconds):
+            runner = run_callbacks if name in CALLBACK_VARIANTS else run_threads
+            return runner(calls[name], args.threads, seconds, args.count)
+
+        for name in calls:
+            run(name, 1)  # warm up: connections, code paths
+        print(f"{'variant':24} {'us CPU/get':>10} {'gets/s':>8} {'errors':>6}   ({args.threads} threads, "
+              f"{args.seconds:g} s each, {args.rounds} rounds)", flush=True)
+        figures = {name: [] for name in calls}
         for _ in range(args.rounds):
-            for name, get in gets.items():
-                us, rate, errors = run(get, args.threads, args.seconds, args.count)
-                print(f"{name:28} {us:10.1f} {rate:8.0f} {errors:6d}", flush=True)
+            for name in calls:
+                us, rate, errors = run(name, args.seconds)
+                figures[name].append(us)
+                print(f"{name:24} {us:10.1f} {rate:8.0f} {errors:6d}", flush=True)
+        print("median us CPU/get: " + ", ".join(
+            f"{name} {sorted(v)[len(v) // 2]:.1f}" for name, v in figures.items()), flush=True)
     finally:
         if caves:
             caves.stop()

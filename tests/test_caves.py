@@ -17,6 +17,7 @@ import time
 import pytest
 from caves import Caves
 from conftest import COUNT, SEED, TOKEN, ServiceProcess, run_loaddata, wait_until
+from couchbase.exceptions import DocumentNotFoundException
 
 import cbconn
 
@@ -162,6 +163,33 @@ def test_sdk_observability_is_off_unless_asked_for(cluster, loaded):
             assert json.loads(store.get_profile("3"))["record_id"] == 3
         finally:
             store.close()
+
+
+def test_the_core_get_answers_as_the_sdk_get(cluster, loaded):
+    """The service's gets skip the SDK's Python wrapper (cbconn.core_get): found, missing and
+    refused keys give what the SDK's own Collection.get gives. With observability on, the
+    wrapper records every get, so it is not skipped."""
+    store = cbconn.CouchbaseStore.from_environ(couchbase_env(cluster))
+    try:
+        store.wait_connected(10)
+        assert store._core_get is not None  # in use: every key-value route test above went through it
+        profiles = store.collections["user_data"]
+        for record_id in ("1", "2", str(COUNT)):
+            assert store.get_profile(record_id) == profiles.get(f"user_data:{record_id}").value
+        for record_id in (str(COUNT + 1), "0", "abc"):
+            with pytest.raises(DocumentNotFoundException):
+                profiles.get(f"user_data:{record_id}")
+            assert store.get_profile(record_id) is None
+        assert store.get_image("1") == store.collections["user_images"].get("user_images:1").value
+    finally:
+        store.close()
+    store = cbconn.CouchbaseStore.from_environ({**couchbase_env(cluster), "COUCHBASE_SDK_OBSERVABILITY": "on"})
+    try:
+        store.wait_connected(10)
+        assert store._core_get is None
+        assert store.get_profile("1") is not None
+    finally:
+        store.close()
 
 
 # -- faults: each test has its own emulator, since it breaks it ---------------------------
