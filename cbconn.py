@@ -3,18 +3,20 @@
 Start-up never blocks: ``from_environ`` returns at once and a background
 thread connects, retrying with capped exponential backoff, then keeps pinging
 the key-value service. Until connected, and while no key-value node answers a
-ping, every lookup raises ``StoreUnavailable`` at once; otherwise each SDK call
-carries its own timeout, so nothing waits past it.
+ping, every lookup raises ``StoreUnavailable`` at once; otherwise every SDK call
+ends within the cluster's timeout for its service, so nothing waits past it.
 
 Documents are written and read as raw JSON bytes (``RawJSONTranscoder``) made
 by ``store.encode_doc``, so the service sends exactly the bytes the embedded
 store would. The transcoder and the timeouts are set once, on the cluster,
-so a get builds no options object; and the SDK's tracing and metrics are off
-unless COUCHBASE_SDK_OBSERVABILITY asks for them (they cost CPU on every
-operation: see README.md). Nickname and username lookups are prepared SQL++ statements with
-named parameters that return document keys (``SELECT RAW META().id``); the
-documents themselves are then key-value gets, because the query service
-re-serialises JSON (its own key order) and the bytes would not be the stored ones.
+so a call passes no options; a get calls the SDK's C++ get directly
+(``core_get``); and the SDK's tracing and metrics are off unless
+COUCHBASE_SDK_OBSERVABILITY asks for them (they cost CPU on every operation).
+
+Nickname and username lookups are prepared SQL++ statements with named
+parameters that return document keys (``SELECT RAW META().id``); the documents
+themselves are then key-value gets, because the query service re-serialises
+JSON (its own key order) and the bytes would not be the stored ones.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ try:  # the SDK's own C++ get, under its Python wrapper: see core_get
     from couchbase.exceptions import ErrorMapper
     from couchbase.logic.operation_types import KeyValueOperationCode
     from couchbase.logic.pycbc_core import pycbc_exception, pycbc_kv_request
+
+    GET = KeyValueOperationCode.Get.value
 except ImportError:  # another SDK's layout: the public get only
     pycbc_kv_request = None
 
@@ -92,8 +96,9 @@ DEFAULTS = {
     "COUCHBASE_MGMT_TIMEOUT": "120",  # seconds: scope, collection and index creation (loaddata.py)
     "COUCHBASE_RETRY_MAX": "30",  # seconds: the cap of the backoff between connection attempts
     "COUCHBASE_HEALTH_INTERVAL": "1",  # seconds between key-value pings once connected
-    # The SDK's threshold-logging tracer (its slow-operation log) and logging meter. Off: together
-    # they cost about 40 us of CPU per get, close to half of what a get costs with them on.
+    # true: the SDK's threshold-logging tracer (its log of slow operations) and logging meter.
+    # Off by default: on CAVES at 32 connections they cost 25-45 us of CPU per request, a third
+    # to a half more than the whole request costs without them (bench/sdk_micro.py, README).
     "COUCHBASE_SDK_OBSERVABILITY": "false",
 }
 
@@ -289,7 +294,7 @@ class CouchbaseStore(Store):
                 return coll.get(key).value  # the cluster's transcoder and kv timeout
             # What Collection.get does with no options (the cluster's kv timeout), minus the wrapper.
             request = pycbc_kv_request()
-            request.opcode = KeyValueOperationCode.Get.value
+            request.opcode = GET
             request.bucket, request.scope, request.collection, request.key = (
                 self.bucket_name, self.scope_name, collection, key)
             found = self._core_get(request)
