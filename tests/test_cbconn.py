@@ -167,6 +167,13 @@ def test_key_value_gets_and_their_errors():
         store.get_profile("1")
 
 
+def test_without_the_sdks_internals_gets_take_the_public_path():
+    """core_get finds nothing on an object that is not a 4.6 collection; the store then calls
+    Collection.get, as with every fake here (the direct path runs against CAVES: test_caves.py)."""
+    assert cbconn.core_get(FakeCollection()) is None
+    assert make_store()._core_get is None
+
+
 def test_token_lookup_maps_missing_document_and_path_to_none():
     class Auth(FakeCollection):
         def lookup_in(self, key, specs, *options):
