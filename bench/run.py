@@ -507,8 +507,9 @@ def markdown(result: dict) -> str:
     x = ratio(runs, "ours-cb-obs", "ours-cb", key="server_us_per_request")
     if x is not None:
         on, off = by[("ours-cb-obs", 32)], by[("ours-cb", 32)]
+        more = on["server_us_per_request"] - off["server_us_per_request"]
         lines += [f"Ours with the SDK's tracing and metrics on (`COUCHBASE_SDK_OBSERVABILITY=true`) used"
-                  f" {on['server_us_per_request'] - off['server_us_per_request']:.0f} µs more CPU per request"
+                  f" {abs(more):.0f} µs {'more' if more >= 0 else 'less'} CPU per request"
                   f" than ours as it ships, at 32 connections ({on['server_us_per_request']:.0f} vs"
                   f" {off['server_us_per_request']:.0f} µs, {x:.2f}×).", ""]
     if ("ours", 32) in by and ("ours-cb", 32) in by:
