@@ -1,6 +1,6 @@
 """The Couchbase store: the official Python SDK (4.x) behind ``store.Store``.
 
-Start-up never blocks: ``from_environ`` returns at once and a background
+Start-up never blocks: ``from_options`` returns at once and a background
 thread connects, retrying with capped exponential backoff, then keeps pinging
 the key-value service. Until connected, and while no key-value node answers a
 ping, every lookup raises ``StoreUnavailable`` at once; otherwise every SDK call
@@ -50,6 +50,7 @@ try:  # the SDK's own C++ get, under its Python wrapper: see core_get
 except ImportError:  # another SDK's layout: the public get only
     pycbc_kv_request = None
 
+import settings
 from store import (
     AUTH,
     COLLECTIONS,
@@ -83,30 +84,6 @@ INDEXES = (
     f"CREATE INDEX IF NOT EXISTS {PROFILES}_user_id ON {PROFILES}(user_id)",
 )
 
-DEFAULTS = {
-    "COUCHBASE_USER": "Administrator",
-    "COUCHBASE_PASSWORD": "password",
-    "COUCHBASE_BUCKET": "sample_app",
-    "COUCHBASE_SCOPE": "profiles",
-    "COUCHBASE_TLS": "false",
-    "COUCHBASE_NETWORK": "default",
-    "COUCHBASE_KV_TIMEOUT": "2.5",  # seconds: a key-value get, a sub-document lookup
-    "COUCHBASE_QUERY_TIMEOUT": "5",  # seconds: a SQL++ lookup
-    "COUCHBASE_CONNECT_TIMEOUT": "10",  # seconds: one bootstrap attempt
-    "COUCHBASE_MGMT_TIMEOUT": "120",  # seconds: scope, collection and index creation (loaddata.py)
-    "COUCHBASE_RETRY_MAX": "30",  # seconds: the cap of the backoff between connection attempts
-    "COUCHBASE_HEALTH_INTERVAL": "1",  # seconds between key-value pings once connected
-    # true: the SDK's threshold-logging tracer (its log of slow operations) and logging meter.
-    # Off by default: on CAVES at 32 connections they cost 25-45 us of CPU per request, a third
-    # to a half more than the whole request costs without them (bench/sdk_micro.py, README).
-    "COUCHBASE_SDK_OBSERVABILITY": "false",
-}
-
-
-def is_true(value: str) -> bool:
-    return value.strip().lower() in ("1", "true", "yes", "on")
-
-
 def core_get(collection):
     """The C++ get under ``Collection.get``, or None when the SDK is not laid out as 4.6's is.
 
@@ -123,14 +100,13 @@ def core_get(collection):
         return None
 
 
-def connection_string(environ) -> str:
-    """COUCHBASE_HOST as a connection string: a full one is used as it is."""
-    host = environ["COUCHBASE_HOST"].strip()
+def connection_string(options) -> str:
+    """The configured host as a connection string: a full one is used as it is."""
+    host = options.couchbase_host.strip()
     if "://" in host:
         return host
-    tls = is_true(environ.get("COUCHBASE_TLS", DEFAULTS["COUCHBASE_TLS"]))
-    connstr = f"{'couchbases' if tls else 'couchbase'}://{host}"
-    network = environ.get("COUCHBASE_NETWORK", DEFAULTS["COUCHBASE_NETWORK"]).strip()
+    connstr = f"{'couchbases' if options.couchbase_tls else 'couchbase'}://{host}"
+    network = options.couchbase_network.strip()
     if network and network != "default":
         connstr += f"{'&' if '?' in host else '?'}network={network}"
     return connstr
@@ -178,21 +154,24 @@ class CouchbaseStore(Store):
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def from_environ(cls, environ) -> CouchbaseStore:
-        """Configured from COUCHBASE_*; connecting starts in the background, this returns at once."""
-        env = {name: environ.get(name, default) for name, default in DEFAULTS.items()}
+    def from_options(cls, options) -> CouchbaseStore:
+        """Configured from the ``couchbase_*`` settings (settings.py); connecting starts
+        in the background, and this returns at once."""
         store = cls(
-            connection_string(environ), env["COUCHBASE_USER"], env["COUCHBASE_PASSWORD"],
-            env["COUCHBASE_BUCKET"], env["COUCHBASE_SCOPE"],
-            kv_timeout=float(env["COUCHBASE_KV_TIMEOUT"]),
-            query_timeout=float(env["COUCHBASE_QUERY_TIMEOUT"]),
-            connect_timeout=float(env["COUCHBASE_CONNECT_TIMEOUT"]),
-            mgmt_timeout=float(env["COUCHBASE_MGMT_TIMEOUT"]), retry_max=float(env["COUCHBASE_RETRY_MAX"]),
-            health_interval=float(env["COUCHBASE_HEALTH_INTERVAL"]),
-            observability=is_true(env["COUCHBASE_SDK_OBSERVABILITY"]),
+            connection_string(options), options.couchbase_user, options.couchbase_password,
+            options.couchbase_bucket, options.couchbase_scope,
+            kv_timeout=options.couchbase_kv_timeout, query_timeout=options.couchbase_query_timeout,
+            connect_timeout=options.couchbase_connect_timeout, mgmt_timeout=options.couchbase_mgmt_timeout,
+            retry_max=options.couchbase_retry_max, health_interval=options.couchbase_health_interval,
+            observability=options.couchbase_sdk_observability,
         )
         store.start()
         return store
+
+    @classmethod
+    def from_environ(cls, environ) -> CouchbaseStore:
+        """The same from environment variables alone, as tests and tools have them."""
+        return cls.from_options(settings.load([], environ))
 
     def __str__(self) -> str:
         return f"Couchbase at {self.connstr}, bucket {self.bucket_name}, scope {self.scope_name}"

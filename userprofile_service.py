@@ -519,7 +519,7 @@ def open_store(options: argparse.Namespace) -> Store:
     if options.couchbase_host:
         import cbconn
 
-        return cbconn.CouchbaseStore.from_environ(os.environ)
+        return cbconn.CouchbaseStore.from_options(options)
     import sqlitestore
 
     return sqlitestore.SQLiteStore(options.db, busy_timeout=options.sqlite_busy_timeout)

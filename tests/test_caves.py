@@ -27,7 +27,7 @@ NOT_FOUND = {"status": "failure", "message": {"error": "Not Found"}}
 
 
 def couchbase_env(caves: Caves) -> dict:
-    # The CAVES cluster has the default credentials; the bucket is the SPEC's
+    # The CAVES cluster has the default credentials; the bucket is the service's
     # default one, added over the control socket (CAVES only makes `default`).
     return {"COUCHBASE_HOST": caves.connstr, "COUCHBASE_KV_TIMEOUT": str(KV_TIMEOUT),
             "COUCHBASE_CONNECT_TIMEOUT": "3", "COUCHBASE_QUERY_TIMEOUT": "2"}

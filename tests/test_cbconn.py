@@ -15,6 +15,7 @@ from couchbase import exceptions as cbe
 from couchbase.transcoder import RawJSONTranscoder
 
 import cbconn
+import settings
 from store import StoreTimeout, StoreUnavailable
 
 
@@ -211,7 +212,7 @@ def test_not_connected_or_unhealthy_fails_at_once():
     ({"COUCHBASE_HOST": "couchbase://127.0.0.1:11210"}, "couchbase://127.0.0.1:11210"),
 ])
 def test_connection_string(env, expected):
-    assert cbconn.connection_string(env) == expected
+    assert cbconn.connection_string(settings.load([], env)) == expected
 
 
 def test_environment_defaults_and_timeouts(monkeypatch):
