@@ -31,6 +31,7 @@ BAD_TARGET = re.compile(rb"[^\x21-\x7e]")  # a request target is visible ASCII
 BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 CONTROL = re.compile("[\x00-\x1f\x7f]")
 OWS = b" \t"  # optional whitespace, RFC 9110 5.6.3: SP and HTAB, nothing else
+OWS_OR_LINE_END = b" \t\r\n"
 
 
 class HTTPError(Exception):
@@ -56,10 +57,7 @@ class Request:
     keep_alive: bool  # the connection stays open after the answer
     keep_alive_10: bool  # an HTTP/1.0 client asked to keep it open: the answer says so
     token: bytes | None  # from Authorization: Bearer, else x-access-token
-
-    @property
-    def head(self) -> bool:
-        return self.method == "HEAD"
+    head: bool  # HEAD: the answer without its body
 
 
 def read_request(rfile, limits) -> Request:
@@ -68,11 +66,12 @@ def read_request(rfile, limits) -> Request:
     ``limits`` has the ``max_*`` settings (settings.py), which say what each bounds.
     """
     readline = rfile.readline
-    line = readline(limits.max_request_line + 1)
+    max_line = limits.max_request_line
+    line = readline(max_line + 1)
     if line == b"\r\n" or line == b"\n":  # RFC 9112 2.2: a stray blank line before a request is allowed
-        line = readline(limits.max_request_line + 1)
+        line = readline(max_line + 1)
     if not line.endswith(b"\n"):
-        if len(line) > limits.max_request_line:
+        if len(line) > max_line:
             raise HTTPError(414, close=True)
         raise Incomplete()
     parts = line[:-2 if line.endswith(b"\r\n") else -1].split(b" ")
@@ -100,21 +99,23 @@ def read_request(rfile, limits) -> Request:
     keep_alive_10 = False
     hosts = 0
     bearer = access_token = content_length = None
+    max_line, max_count, max_size = limits.max_header_line, limits.max_headers, limits.max_header_bytes
     count = size = 0
     while True:
-        line = readline(limits.max_header_line + 1)
+        line = readline(max_line + 1)
         if line == b"\r\n" or line == b"\n":
             break
         if not line.endswith(b"\n"):
-            if len(line) > limits.max_header_line:
+            if len(line) > max_line:
                 raise HTTPError(431, close=True)
             raise Incomplete()
         count += 1
         size += len(line)
-        if count > limits.max_headers or size > limits.max_header_bytes:
+        if count > max_count or size > max_size:
             raise HTTPError(431, close=True)
         name, colon, value = line.partition(b":")
-        value = value[:-2 if value.endswith(b"\r\n") else -1].strip(OWS)
+        # The line end goes with the optional whitespace; a bare CR counts as a space (RFC 9112 2.2).
+        value = value.strip(OWS_OR_LINE_END)
         if not colon or not HEADER_NAME.fullmatch(name) or BAD_HEADER_VALUE.search(value):
             raise HTTPError(400, "Malformed header", close=True)
         name = name.lower()
@@ -152,7 +153,7 @@ def read_request(rfile, limits) -> Request:
         if len(rfile.read(content_length)) < content_length:
             raise Incomplete()
     return Request(method.decode(), path, version.decode(), keep_alive, keep_alive_10,
-                   bearer if bearer is not None else access_token)
+                   bearer if bearer is not None else access_token, method == b"HEAD")
 
 
 def decode_param(raw: str) -> str:

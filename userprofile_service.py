@@ -250,7 +250,7 @@ class Handler(BaseHTTPRequestHandler):
     # -- one request --------------------------------------------------------
     def handle_one_request(self):
         server = self.server
-        self.enter(IDLE, server.options.idle_timeout)
+        self.phase, self.deadline = IDLE, time.monotonic() + server.options.idle_timeout
         if not self.rfile.peek(1):  # wait for the first byte: closed, idle too long, or draining
             if self.expired:
                 server.metrics.timed_out(IDLE)
