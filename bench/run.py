@@ -412,8 +412,8 @@ def couchbase_aims(runs: list[dict]) -> list[str]:
     if ours is None:
         return []
     lines = ["**The aims, at 32 connections.** Server CPU per request is the figure compared, not"
-             " throughput: CAVES saturates its core at about 11,000 gets/s, which caps everyone (it used"
-             f" at most {max(r['store_cpu'] for r in runs):.0%} of its core in this run).", "",
+             " throughput: CAVES answers about 11,000 gets/s at most, which caps everyone (it used"
+             f" up to {max(r['store_cpu'] for r in runs):.0%} of its core in this run).", "",
              "| aim (server CPU per request, ours / peer) | measured | met |", "| --- | --- | :---: |"]
     for peer, limit in TARGETS.items():
         x = ratio(runs, "ours-cb", peer, key="server_us_per_request")
