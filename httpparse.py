@@ -114,8 +114,8 @@ def read_request(rfile, limits) -> Request:
         header = HEADER_LINE.fullmatch(line)
         if header is None:
             raise HTTPError(400, "Malformed header", close=True)
-        name, value = header.groups()  # the value ends with its trailing OWS: stripped where used
-        name = name.lower()
+        name = header[1].lower()
+        value = header[2]  # with its trailing OWS: stripped where it is used
         if name == b"authorization":
             if bearer is not None:
                 raise HTTPError(400, "More than one Authorization header", close=True)

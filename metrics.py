@@ -17,21 +17,20 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 class Metrics:
     def __init__(self):
         self._lock = threading.Lock()
-        self._requests: dict[tuple[str, int], int] = {}
-        # route -> [count in each bucket..., count above the last bound, sum]
-        self._latency: dict[str, list] = {}
+        # (route, status) -> [requests in each latency bucket..., above the last bound, sum of seconds]:
+        # one lookup a request; the totals by route and status are added up when rendered.
+        self._requests: dict[tuple[str, int], list] = {}
         self._store_errors: dict[str, int] = {"timeout": 0, "unavailable": 0}
         self._rejected = 0
         self._timed_out: dict[str, int] = {"idle": 0, "headers": 0, "write": 0}
 
     def observe(self, route: str, status: int, seconds: float) -> None:
+        bucket = bisect.bisect_left(BUCKETS, seconds)
         with self._lock:
-            key = (route, status)
-            self._requests[key] = self._requests.get(key, 0) + 1
-            hist = self._latency.get(route)
+            hist = self._requests.get((route, status))
             if hist is None:
-                hist = self._latency[route] = [0] * (len(BUCKETS) + 1) + [0.0]
-            hist[bisect.bisect_left(BUCKETS, seconds)] += 1
+                hist = self._requests[route, status] = [0] * (len(BUCKETS) + 1) + [0.0]
+            hist[bucket] += 1
             hist[-1] += seconds
 
     def store_error(self, kind: str) -> None:
@@ -48,11 +47,16 @@ class Metrics:
 
     def render(self, connections_open: int, in_flight: int) -> bytes:
         with self._lock:
-            requests = sorted(self._requests.items())
-            latency = {route: list(hist) for route, hist in self._latency.items()}
+            by_status = {key: list(hist) for key, hist in self._requests.items()}
             store_errors = sorted(self._store_errors.items())
             rejected = self._rejected
             timed_out = sorted(self._timed_out.items())
+        requests = sorted((key, sum(hist[:-1])) for key, hist in by_status.items())
+        latency: dict[str, list] = {}
+        for (route, _), hist in by_status.items():
+            total = latency.setdefault(route, [0] * (len(BUCKETS) + 1) + [0.0])
+            for i, n in enumerate(hist):
+                total[i] += n
         out = [
             "# HELP userprofile_requests_total HTTP requests answered, by route and status.",
             "# TYPE userprofile_requests_total counter",

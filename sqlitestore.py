@@ -73,7 +73,7 @@ class SQLiteStore(Store):
         conn.execute("PRAGMA cache_size=-32768")  # 32 MiB: the 10,000-profile demo data stays in memory
         return conn
 
-    def _query(self, sql: str, args: tuple) -> list[tuple]:
+    def _query(self, sql: str, args: tuple, fetch=sqlite3.Cursor.fetchall):
         try:
             conn = self._idle.get_nowait()
         except queue.Empty:
@@ -81,7 +81,7 @@ class SQLiteStore(Store):
         try:
             if conn is None:
                 conn = self._connect()
-            rows = conn.execute(sql, args).fetchall()
+            rows = fetch(conn.execute(sql, args))
         except sqlite3.Error as exc:
             # A locked, missing or broken file: the store is not answering.
             # The connection is dropped rather than pooled, so the next call
@@ -97,8 +97,8 @@ class SQLiteStore(Store):
         key = f"{collection}:{record_id}"
         if len(key.encode()) > MAX_KEY_BYTES:
             return None
-        rows = self._query(GET[collection], (key,))
-        return rows[0][0] if rows else None
+        row = self._query(GET[collection], (key,), sqlite3.Cursor.fetchone)  # a key has one row
+        return row[0] if row else None
 
     def get_profile(self, record_id: str) -> bytes | None:
         return self._get(PROFILES, record_id)
