@@ -62,7 +62,7 @@ NO_TOKEN_YET = "Service Unavailable: no service token has been read yet"
 # BUSY (routing and the store call) is bounded by the store's own timeouts instead.
 IDLE, HEADERS, BUSY, WRITING = "idle", "headers", "busy", "write"
 # The client went away: not worth a log line.
-CLIENT_GONE = (errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED, errno.ENOTCONN, errno.ESHUTDOWN)
+CLIENT_GONE = (errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED, errno.ENOTCONN, errno.ESHUTDOWN, errno.ETIMEDOUT)
 
 
 def error_body(message: str) -> bytes:
