@@ -148,7 +148,7 @@ class Service:
 
     # -- the routes' handlers (routes.ROUTES names them) ----------------------
     def profile_by_id(self, record_id: str) -> Answer:
-        return documents([self.store.get_profile(record_id)])
+        return document(self.store.get_profile(record_id))
 
     def profiles_by_nickname(self, nickname: str) -> Answer:
         return documents(self.store.find_by_nickname(nickname))
@@ -157,7 +157,7 @@ class Service:
         return documents(self.store.find_by_username(username))
 
     def image_record(self, record_id: str) -> Answer:
-        return documents([self.store.get_image(record_id)])
+        return document(self.store.get_image(record_id))
 
     def image_raw(self, record_id: str) -> Answer:
         doc = self.store.get_image(record_id)
@@ -201,11 +201,18 @@ class Service:
         log(line)
 
 
-def documents(docs: list) -> Answer:
+def documents(docs: list[bytes]) -> Answer:
     """Stored JSON documents as a JSON array, never decoded: 404 when there are none."""
-    if not docs or docs[0] is None:
+    if not docs:
         raise HTTPError(404)
     return Answer(200, b"[" + b",".join(docs) + b"]")
+
+
+def document(doc: bytes | None) -> Answer:
+    """One stored JSON document as a JSON array of one, never decoded: 404 when there is none."""
+    if doc is None:
+        raise HTTPError(404)
+    return Answer(200, b"[" + doc + b"]")
 
 
 class Handler(BaseHTTPRequestHandler):
