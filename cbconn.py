@@ -131,20 +131,19 @@ def mapped(exc: Exception) -> StoreUnavailable:
 
 
 class CouchbaseStore(Store):
-    def __init__(self, connstr: str, user: str, password: str, bucket: str, scope: str,
-                 kv_timeout: float = 2.5, query_timeout: float = 5, connect_timeout: float = 10,
-                 mgmt_timeout: float = 120, retry_max: float = 30, health_interval: float = 1,
-                 observability: bool = False):
-        self.connstr, self.bucket_name, self.scope_name = connstr, bucket, scope
-        self._auth = PasswordAuthenticator(user, password)
-        self._password = password  # only to keep it out of log lines
-        self.kv_timeout = timedelta(seconds=kv_timeout)
-        self.query_timeout = timedelta(seconds=query_timeout)
-        self.connect_timeout = timedelta(seconds=connect_timeout)
-        self.mgmt_timeout = timedelta(seconds=mgmt_timeout)
-        self.retry_max = retry_max
-        self.health_interval = health_interval
-        self.observability = observability
+    def __init__(self, options):
+        """Configured from the ``couchbase_*`` settings (settings.py); ``start()`` connects."""
+        self.connstr = connection_string(options)
+        self.bucket_name, self.scope_name = options.couchbase_bucket, options.couchbase_scope
+        self._auth = PasswordAuthenticator(options.couchbase_user, options.couchbase_password)
+        self._password = options.couchbase_password  # only to keep it out of log lines
+        self.kv_timeout = timedelta(seconds=options.couchbase_kv_timeout)
+        self.query_timeout = timedelta(seconds=options.couchbase_query_timeout)
+        self.connect_timeout = timedelta(seconds=options.couchbase_connect_timeout)
+        self.mgmt_timeout = timedelta(seconds=options.couchbase_mgmt_timeout)
+        self.retry_max = options.couchbase_retry_max
+        self.health_interval = options.couchbase_health_interval
+        self.observability = options.couchbase_sdk_observability
         self.cluster = self.bucket = self.scope = None
         self.collections: dict = {}
         self._core_get = None
@@ -155,23 +154,15 @@ class CouchbaseStore(Store):
 
     @classmethod
     def from_options(cls, options) -> CouchbaseStore:
-        """Configured from the ``couchbase_*`` settings (settings.py); connecting starts
-        in the background, and this returns at once."""
-        store = cls(
-            connection_string(options), options.couchbase_user, options.couchbase_password,
-            options.couchbase_bucket, options.couchbase_scope,
-            kv_timeout=options.couchbase_kv_timeout, query_timeout=options.couchbase_query_timeout,
-            connect_timeout=options.couchbase_connect_timeout, mgmt_timeout=options.couchbase_mgmt_timeout,
-            retry_max=options.couchbase_retry_max, health_interval=options.couchbase_health_interval,
-            observability=options.couchbase_sdk_observability,
-        )
+        """Connecting starts in the background, and this returns at once."""
+        store = cls(options)
         store.start()
         return store
 
     @classmethod
     def from_environ(cls, environ) -> CouchbaseStore:
         """The same from environment variables alone, as tests and tools have them."""
-        return cls.from_options(settings.load([], environ))
+        return cls.from_options(settings.defaults(environ))
 
     def __str__(self) -> str:
         return f"Couchbase at {self.connstr}, bucket {self.bucket_name}, scope {self.scope_name}"

@@ -23,7 +23,6 @@ def boolean(text: str) -> bool:
     raise ValueError(text)
 
 
-boolean.__name__ = "boolean"  # argparse names the type in its error: "invalid boolean value"
 
 
 @dataclass(frozen=True)

@@ -250,10 +250,6 @@ class Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def enter(self, phase: str, seconds: float) -> None:
-        self.phase = phase
-        self.deadline = time.monotonic() + seconds
-
     # -- one request --------------------------------------------------------
     def handle_one_request(self):
         server = self.server
@@ -284,7 +280,7 @@ class Handler(BaseHTTPRequestHandler):
                 route, answer = server.service.respond(request)
                 reply = self.write_without_waiting(self.reply(request, answer))
         if reply:
-            self.enter(WRITING, server.options.write_timeout)
+            self.phase, self.deadline = WRITING, time.monotonic() + server.options.write_timeout
             self.connection.sendall(reply)
         elapsed = time.monotonic() - started
         server.metrics.observe(route, answer.status, elapsed)

@@ -76,8 +76,9 @@ class FakeScope:
 
 
 def make_store(scope=None, profiles=None, auth=None, connected=True, healthy=True):
-    store = cbconn.CouchbaseStore("couchbase://fake", "user", "pw", "sample_app", "profiles",
-                                  kv_timeout=1.5, query_timeout=3)
+    store = cbconn.CouchbaseStore(settings.defaults({
+        "COUCHBASE_HOST": "couchbase://fake", "COUCHBASE_USER": "user", "COUCHBASE_PASSWORD": "pw",
+        "COUCHBASE_KV_TIMEOUT": "1.5", "COUCHBASE_QUERY_TIMEOUT": "3"}))
     store.scope = scope or FakeScope()
     store.collections = {"user_data": profiles or FakeCollection(), "user_images": FakeCollection(),
                          "service_auth": auth or FakeCollection()}
@@ -212,7 +213,7 @@ def test_not_connected_or_unhealthy_fails_at_once():
     ({"COUCHBASE_HOST": "couchbase://127.0.0.1:11210"}, "couchbase://127.0.0.1:11210"),
 ])
 def test_connection_string(env, expected):
-    assert cbconn.connection_string(settings.load([], env)) == expected
+    assert cbconn.connection_string(settings.defaults(env)) == expected
 
 
 def test_environment_defaults_and_timeouts(monkeypatch):
