@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip --disable-pip-version-check --quiet
 
-.PHONY: run test check lint bench loadtest soak clean image
+.PHONY: run test check lint bench bench-ab loadtest soak clean image
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,12 @@ bench: $(VENV)/.bench bench/express/node_modules/.package-lock.json bench/node_b
 	bash tools/install_caves.sh
 	$(PY) bench/run.py $(BENCH_ARGS)
 	$(PY) bench/run.py --couchbase $(BENCH_ARGS)
+
+# The working tree against an earlier commit, in one run (bench/ab.py --help): ours on
+# the embedded store at 32 connections, the two alternating. AB_ARGS="--against 6946c67".
+bench-ab: $(VENV)/.runtime
+	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+	$(PY) bench/ab.py $(AB_ARGS)
 
 # A minute of load on the Couchbase emulator with the store frozen for 5 s in the middle.
 soak: $(VENV)/.dev

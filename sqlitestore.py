@@ -58,7 +58,7 @@ class SQLiteStore(Store):
     def __init__(self, path: str, busy_timeout: float):
         self.path = path
         self.busy_timeout = busy_timeout
-        self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._idle: queue.SimpleQueue[sqlite3.Cursor] = queue.SimpleQueue()
         parent = os.path.dirname(path)
         if parent:
             os.makedirs(parent, exist_ok=True)
@@ -74,22 +74,24 @@ class SQLiteStore(Store):
         return conn
 
     def _query(self, sql: str, args: tuple, fetch=sqlite3.Cursor.fetchall):
+        # The pool holds a cursor on each connection: reused, it saves making one per
+        # query. Every query is read to its end, so none keeps a read transaction open.
         try:
-            conn = self._idle.get_nowait()
+            cursor = self._idle.get_nowait()
         except queue.Empty:
-            conn = None
+            cursor = None
         try:
-            if conn is None:
-                conn = self._connect()
-            rows = fetch(conn.execute(sql, args))
+            if cursor is None:
+                cursor = self._connect().cursor()
+            rows = fetch(cursor.execute(sql, args))
         except sqlite3.Error as exc:
             # A locked, missing or broken file: the store is not answering.
             # The connection is dropped rather than pooled, so the next call
             # starts afresh and recovers once the file is healthy again.
-            if conn is not None:
-                conn.close()
+            if cursor is not None:
+                cursor.connection.close()
             raise StoreUnavailable(f"sqlite: {exc}") from exc
-        self._idle.put(conn)
+        self._idle.put(cursor)
         return rows
 
     # -- read side -----------------------------------------------------------
@@ -122,7 +124,7 @@ class SQLiteStore(Store):
     def close(self) -> None:
         while True:
             try:
-                self._idle.get_nowait().close()
+                self._idle.get_nowait().connection.close()
             except queue.Empty:
                 return
 

@@ -133,10 +133,10 @@ def seed(db: str, count: int, token: str) -> str:
 
 
 # -- the servers ---------------------------------------------------------------
-def service_sha() -> str:
+def service_sha(root: Path = ROOT) -> str:
     """One hash over the service's modules: a row measured with other code shows a different one."""
     digest = hashlib.sha256()
-    for path in sorted(ROOT.glob("*.py")):
+    for path in sorted(root.glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]
 
@@ -153,17 +153,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def server_command(impl: str, port: int) -> tuple[list[str], dict, Path]:
-    """argv, extra environment and working directory of one implementation."""
+def server_command(impl: str, port: int, root: Path = ROOT) -> tuple[list[str], dict, Path]:
+    """argv, extra environment and working directory of one implementation (ours from `root`)."""
     pin = ["taskset", "-c", SERVER_CORE]
     if impl in ("ours", "ours-2w", "ours-cb", "ours-cb-obs"):
-        argv = [sys.executable, str(ROOT / "userprofile_service.py"),
+        argv = [sys.executable, str(root / "userprofile_service.py"),
                 "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
         if impl == "ours-2w":
-            return argv + ["--workers", "2"], {}, ROOT
+            return argv + ["--workers", "2"], {}, root
         if impl == "ours-cb-obs":  # what the SDK's tracer and meter cost, beside ours as it ships
-            return pin + argv, {"COUCHBASE_SDK_OBSERVABILITY": "true"}, ROOT
-        return pin + argv, {}, ROOT
+            return pin + argv, {"COUCHBASE_SDK_OBSERVABILITY": "true"}, root
+        return pin + argv, {}, root
     if impl == "fastapi":
         return pin + [sys.executable, "-m", "uvicorn", "fastapi_app:app", "--app-dir", str(BENCH),
                       "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop", "--http", "httptools",
@@ -183,11 +183,11 @@ def server_command(impl: str, port: int) -> tuple[list[str], dict, Path]:
 
 
 class Server:
-    def __init__(self, impl: str, env: dict, log_dir: Path):
+    def __init__(self, impl: str, env: dict, log_dir: Path, root: Path = ROOT):
         self.impl = impl
         self.port = free_port()
-        argv, extra, cwd = server_command(impl, self.port)
-        self.sha = service_sha() if impl.startswith("ours") else None  # the lead may edit it between runs
+        argv, extra, cwd = server_command(impl, self.port, root)
+        self.sha = service_sha(root) if impl.startswith("ours") else None  # the lead may edit it between runs
         self.log = open(log_dir / f"{impl}.log", "wb")
         # Its own session, so stop() ends exactly this server and the processes it started.
         self.proc = subprocess.Popen(argv, env={**os.environ, **extra, **env}, cwd=cwd,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 
 import pytest
@@ -73,3 +74,24 @@ def test_a_broken_file_raises_store_unavailable(tmp_path):
         s.get_profile("1")
     with pytest.raises(StoreUnavailable):
         s.ping()
+
+
+
+def test_no_lookup_holds_a_read_transaction_open(store):
+    """The pool keeps a cursor per connection; each lookup must still end its read
+    transaction, or readers would see an old snapshot and the WAL could not be emptied."""
+    lookups = [
+        lambda: store.get_profile("1"), lambda: store.get_profile("9"), lambda: store.get_image("1"),
+        lambda: store.find_by_nickname("twin"), lambda: store.find_by_username("u1"),
+        store.read_token, store.ping,
+    ]
+    for n, lookup in enumerate(lookups):
+        lookup()
+        store.upsert(PROFILES, [(f"{PROFILES}:{100 + n}", {"record_id": 100 + n, "nickname": "x", "user_id": "y"})])
+        writer = sqlite3.connect(store.path, timeout=0.1)
+        try:
+            busy, _, _ = writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            writer.close()
+        assert busy == 0, f"lookup {n} left a read transaction open"
+        assert store.get_profile(str(100 + n)) is not None  # and a later lookup sees the write
