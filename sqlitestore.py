@@ -75,7 +75,8 @@ class SQLiteStore(Store):
 
     def _query(self, sql: str, args: tuple, fetch=sqlite3.Cursor.fetchall):
         # The pool holds a cursor on each connection: reused, it saves making one per
-        # query. Every query is read to its end, so none keeps a read transaction open.
+        # query. Every query is read to its end (a key's one row by fetchone too), so
+        # none holds a read transaction open between calls.
         try:
             cursor = self._idle.get_nowait()
         except queue.Empty:
