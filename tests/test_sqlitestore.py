@@ -76,7 +76,6 @@ def test_a_broken_file_raises_store_unavailable(tmp_path):
         s.ping()
 
 
-
 def test_no_lookup_holds_a_read_transaction_open(store):
     """The pool keeps a cursor per connection; each lookup must still end its read
     transaction, or readers would see an old snapshot and the WAL could not be emptied."""
