@@ -14,10 +14,15 @@ import threading
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+def empty_histogram() -> list:
+    """Requests in each latency bucket, then above the last bound, then the sum of seconds."""
+    return [0] * (len(BUCKETS) + 1) + [0.0]
+
+
 class Metrics:
     def __init__(self):
         self._lock = threading.Lock()
-        # (route, status) -> [requests in each latency bucket..., above the last bound, sum of seconds]:
+        # (route, status) -> its latency histogram (empty_histogram's layout):
         # one lookup a request; the totals by route and status are added up when rendered.
         self._requests: dict[tuple[str, int], list] = {}
         self._store_errors: dict[str, int] = {"timeout": 0, "unavailable": 0}
@@ -29,7 +34,7 @@ class Metrics:
         with self._lock:
             hist = self._requests.get((route, status))
             if hist is None:
-                hist = self._requests[route, status] = [0] * (len(BUCKETS) + 1) + [0.0]
+                hist = self._requests[route, status] = empty_histogram()
             hist[bucket] += 1
             hist[-1] += seconds
 
@@ -54,7 +59,7 @@ class Metrics:
         requests = sorted((key, sum(hist[:-1])) for key, hist in by_status.items())
         latency: dict[str, list] = {}
         for (route, _), hist in by_status.items():
-            total = latency.setdefault(route, [0] * (len(BUCKETS) + 1) + [0.0])
+            total = latency.setdefault(route, empty_histogram())
             for i, n in enumerate(hist):
                 total[i] += n
         out = [

@@ -28,7 +28,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from run import BENCH, ROOT, Server, git_commit, seed, wait_quiet, wrk
+from run import BENCH, ROOT, Server, git_commit, seed, store_arguments, wait_quiet, wrk
 
 SIDES = ("before", "after")
 
@@ -42,9 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=2, help="seconds of discarded load first (default 2)")
     p.add_argument("--settle", type=float, default=10,
                    help="wait up to this many seconds before each run for an idle machine (default 10)")
-    p.add_argument("--db", default=str(ROOT / "data" / "bench.db"), help="SQLite store, seeded if missing")
-    p.add_argument("--count", type=int, default=10000, help="profiles in the store (default 10000)")
-    p.add_argument("--token", default="bench-token", help="token stored when seeding")
+    store_arguments(p)
     return p.parse_args(argv)
 
 

@@ -75,6 +75,13 @@ NOISY = 0.25  # other processes used more than this share of a core during a run
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+def store_arguments(p: argparse.ArgumentParser) -> None:
+    """The embedded store the benchmarks serve (also bench/ab.py's)."""
+    p.add_argument("--db", default=str(ROOT / "data" / "bench.db"), help="SQLite store, seeded if missing")
+    p.add_argument("--count", type=int, default=10000, help="profiles in the store (default 10000)")
+    p.add_argument("--token", default="bench-token", help="token stored when seeding")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=float, default=10, help="seconds per run (default 10)")
@@ -85,9 +92,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke test: 2 s runs at 1 and 32 connections")
     p.add_argument("--only", help=f"comma-separated subset of {','.join(IMPLS)}")
     p.add_argument("--conns", help="comma-separated connection counts (default 1,8,32,128,512)")
-    p.add_argument("--db", default=str(ROOT / "data" / "bench.db"), help="SQLite store, seeded if missing")
-    p.add_argument("--count", type=int, default=10000, help="profiles in the store (default 10000)")
-    p.add_argument("--token", default="bench-token", help="token stored when seeding")
+    store_arguments(p)
     p.add_argument("--out", default=str(BENCH / "results"), help="results folder")
     p.add_argument("--settle", type=float, default=30,
                    help="wait up to this many seconds before each run for an idle machine (default 30)")
