@@ -20,8 +20,7 @@ import time
 import zlib
 
 import settings
-from store import AUTH, IMAGES, PROFILES, TOKEN_KEY, StoreUnavailable
-from userprofile_service import open_store
+from store import AUTH, IMAGES, PROFILES, TOKEN_KEY, StoreUnavailable, open_store
 
 BATCH = 500
 

@@ -23,8 +23,6 @@ def boolean(text: str) -> bool:
     raise ValueError(text)
 
 
-
-
 @dataclass(frozen=True)
 class Setting:
     name: str  # the attribute of the loaded options
@@ -51,13 +49,20 @@ SETTINGS = (
     S("backlog", "LISTEN_BACKLOG", "--backlog", "4096", int, "listen queue (capped by `net.core.somaxconn`)", 1),
     # -- deadlines: every phase of a connection has one ----------------------------------------
     S("idle_timeout", "IDLE_TIMEOUT_SECONDS", "--idle-timeout", "75", float,
-      "an idle keep-alive connection is closed after this (above load balancers' usual 60 s)", 0.01),
+      "an idle connection is closed after this; answers announce a second less (`Keep-Alive`)", 0.01),
     S("header_timeout", "HEADER_TIMEOUT_SECONDS", "--header-timeout", "10", float,
       "from a request's first byte to the end of its headers and body; then 408", 0.01),
     S("write_timeout", "WRITE_TIMEOUT_SECONDS", "--write-timeout", "30", float,
       "time a client has to take an answer; then the connection is closed", 0.01),
     S("shutdown_grace", "SHUTDOWN_GRACE_SECONDS", "--shutdown-grace", "20", float,
-      "time requests in flight get to finish on SIGTERM", 0),
+      "on SIGTERM, time connections get to finish; then the rest are closed", 0),
+    S("drain_idle", "DRAIN_IDLE_SECONDS", "--drain-idle", "6", float,
+      "on SIGTERM, a connection idle this long is closed (others close after their next answer)", 0),
+    # -- connection recycling: scale-out reaches new instances through an L4 balancer ----------
+    S("max_requests_per_connection", "MAX_REQUESTS_PER_CONNECTION", "--max-requests-per-connection", "1000",
+      int, "answers on one connection, the last with `Connection: close` (0: no limit)", 0),
+    S("max_connection_age", "MAX_CONNECTION_AGE_SECONDS", "--max-connection-age", "30", float,
+      "age (less up to 10%) after which a connection's next answer closes it (0: no limit)", 0),
     S("watchdog_interval", "WATCHDOG_INTERVAL_SECONDS", "--watchdog-interval", "0.25", float,
       "how often the deadlines are checked (each is kept within this)", 0.01),
     S("turn_patience", "TURN_PATIENCE_SECONDS", "--turn-patience", "0.01", float,
@@ -154,12 +159,12 @@ def defaults(environ=None) -> argparse.Namespace:
 
 
 def markdown() -> str:
-    """The table as the README shows it (tests/test_settings.py keeps the two the same)."""
-    rows = ["| variable | flag | default | meaning |", "| --- | --- | --- | --- |"]
+    """The table as the README shows it (tests/test_settings.py keeps the two the same).
+    Flags are left to ``--help``: the table stays short enough to read."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
     for s in SETTINGS:
-        flag = f"`{s.flag}`" + (f" / `--no-{s.flag[2:]}`" if s.type is boolean else "") if s.flag else ""
         default = f"`{s.default}`" if s.default is not None else "unset"
-        rows.append(f"| `{s.env}` | {flag} | {default} | {s.meaning} |")
+        rows.append(f"| `{s.env}` | {default} | {s.meaning} |")
     return "\n".join(rows)
 
 

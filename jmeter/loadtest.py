@@ -96,8 +96,7 @@ def seed(db: Path, maxid: int) -> str:
                     "--if-empty"], env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     sys.path.insert(0, str(ROOT))
     import settings  # the project's own store API
-    from store import PROFILES
-    from userprofile_service import open_store
+    from store import PROFILES, open_store
 
     store = open_store(settings.defaults({"USERPROFILE_DB": str(db)}))
     try:

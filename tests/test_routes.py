@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import routes
-from userprofile_service import Service
+from service import Service
 
 
 @pytest.mark.parametrize("path, shape, param", [

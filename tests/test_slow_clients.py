@@ -281,8 +281,10 @@ WRITE_TIMEOUT = 4.0
 
 @pytest.fixture
 def short_write_timeout(seeded_db, tmp_path):
+    # No recycling: the write deadline is what is tested, and a client that pipelines without
+    # reading is otherwise released after its MAX_REQUESTS_PER_CONNECTION answers (below).
     svc = ServiceProcess({"USERPROFILE_DB": str(seeded_db)}, "--write-timeout", str(WRITE_TIMEOUT),
-                         "--header-timeout", "2", "--idle-timeout", "30",
+                         "--header-timeout", "2", "--idle-timeout", "30", "--max-requests-per-connection", "0",
                          log_path=tmp_path / "service.log").start(wait_for="/readyz")
     yield svc
     svc.stop()
@@ -340,7 +342,8 @@ def test_clients_that_never_take_their_answers_are_cut_off_after_the_write_timeo
             s.close()
 
 
-def test_a_client_that_never_reads_its_answers_does_not_stall_others(server, seeded_db):
+def test_a_client_that_never_reads_its_answers_does_not_stall_others(short_write_timeout, seeded_db):
+    server = short_write_timeout
     greedy = never_reading_client(server, seeded_db)
     try:
         for i in range(1, 21):
@@ -374,3 +377,22 @@ def wait_until_value(read, target: float, timeout: float) -> float:
         time.sleep(0.1)
         value = read()
     return value
+
+
+def test_a_client_that_pipelines_without_reading_gets_its_answers_then_a_clean_close(seeded_db, tmp_path):
+    """After MAX_REQUESTS_PER_CONNECTION answers the server closes, however many requests were
+    sent, and lingers: the answers already sent are not destroyed by a reset."""
+    svc = ServiceProcess({"USERPROFILE_DB": str(seeded_db)}, "--max-requests-per-connection", "100",
+                         log_path=tmp_path / "service.log").start()
+    try:
+        s = socket.create_connection((svc.host, svc.port), timeout=10)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 500)
+        released = wait_until_value(lambda: metric(svc, "userprofile_connections_open"), 1, timeout=6)
+        assert released <= 1  # the /metrics request's own
+        received = b""
+        while chunk := s.recv(1 << 20):  # a reset would raise here
+            received += chunk
+        assert received.count(b"HTTP/1.1 200 OK") == 100
+        assert received.count(b"Connection: close") == 1 and received.rstrip(b"}").endswith(b'{"status":"ok"')
+    finally:
+        svc.stop()

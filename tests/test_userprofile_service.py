@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import io
 import json
 import os
 import re
@@ -14,7 +13,6 @@ import sqlite3
 import struct
 import subprocess
 import sys
-import threading
 import time
 import zlib
 
@@ -298,27 +296,82 @@ def test_a_rotated_token_takes_effect_without_a_restart(seeded_db, tmp_path):
 
 
 # -- process -------------------------------------------------------------------------
-def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(seeded_db, tmp_path):
-    svc = ServiceProcess({"USERPROFILE_DB": str(seeded_db)}, log_path=tmp_path / "log").start()
-    idle = socket.create_connection((svc.host, svc.port), timeout=5)
-    idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert idle.recv(4096).startswith(b"HTTP/1.1 200")  # now an idle keep-alive connection
+def read_answer(sock: socket.socket) -> bytes:
+    """One whole answer (headers and Content-Length bytes of body) from a blocking socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before the answer: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "closed in the body"
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+def test_sigterm_drains_without_losing_a_request_then_exits_0(seeded_db, tmp_path):
+    """Not ready at once; still accepting; the request in flight, the next request on an open
+    keep-alive connection and a new connection are all answered, each with Connection: close; a
+    connection idle for DRAIN_IDLE_SECONDS is closed; the process ends when none is left."""
+    svc = ServiceProcess({"USERPROFILE_DB": str(seeded_db), "DRAIN_IDLE_SECONDS": "1.5",
+                          "SHUTDOWN_GRACE_SECONDS": "20"}, log_path=tmp_path / "log").start()
+    get = f"GET /api/v1/id/9 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
+    idle, kept = (socket.create_connection((svc.host, svc.port), timeout=5) for _ in range(2))
+    for sock in (idle, kept):
+        sock.sendall(get)
+        assert b"Connection: close" not in read_answer(sock)  # now open keep-alive connections
     busy = socket.create_connection((svc.host, svc.port), timeout=5)
-    busy.sendall(f"GET /api/v1/id/9 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n".encode())
-    time.sleep(0.3)  # the request is in flight: its headers are not finished
+    busy.sendall(get[:-2])  # in flight: its headers are not finished
+    time.sleep(0.3)
+    signalled = time.monotonic()
     svc.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.5)
-    with pytest.raises(OSError):  # no longer accepting
-        socket.create_connection((svc.host, svc.port), timeout=1).close()
-    assert idle.recv(4096) == b""  # the idle connection was closed
+    time.sleep(0.3)
+    status, headers, _ = svc.get("/readyz")  # a new connection is still accepted
+    assert (status, headers["Connection"]) == (503, "close")
+    kept.sendall(get)
+    answer = read_answer(kept)
+    assert answer.startswith(b"HTTP/1.1 200 OK") and b"Connection: close" in answer and b'"record_id":9,' in answer
+    assert kept.recv(4096) == b""
     busy.sendall(b"\r\n")
-    answer = b""
-    while chunk := busy.recv(65536):
-        answer += chunk
+    answer = read_answer(busy)
     assert answer.startswith(b"HTTP/1.1 200 OK") and b"Connection: close" in answer
-    assert b'"record_id":9,' in answer
+    assert busy.recv(4096) == b""
+    assert idle.recv(4096) == b""  # closed once it had idled 1.5 s, not at the signal
+    assert 1.0 < time.monotonic() - signalled < 3.5
     assert svc.proc.wait(10) == 0
+    assert time.monotonic() - signalled < 5, "it ended with the last connection, not at the grace period"
     assert "stopped" in svc.log()
+
+
+def test_sigterm_answers_a_connection_still_in_the_accept_queue(seeded_db, tmp_path):
+    svc = ServiceProcess({"USERPROFILE_DB": str(seeded_db)}, log_path=tmp_path / "log").start()
+    svc.proc.send_signal(signal.SIGSTOP)  # the kernel still queues connections while it is stopped
+    try:
+        queued = socket.create_connection((svc.host, svc.port), timeout=10)
+        queued.sendall(f"GET /api/v1/id/3 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode())
+        svc.proc.send_signal(signal.SIGTERM)
+    finally:
+        svc.proc.send_signal(signal.SIGCONT)
+    answer = read_answer(queued)
+    assert answer.startswith(b"HTTP/1.1 200 OK") and b"Connection: close" in answer
+    assert svc.proc.wait(10) == 0
+
+
+def test_sigterm_closes_what_is_left_at_the_grace_period(seeded_db, tmp_path):
+    svc = ServiceProcess({"USERPROFILE_DB": str(seeded_db), "SHUTDOWN_GRACE_SECONDS": "1.5",
+                          "DRAIN_IDLE_SECONDS": "60"}, log_path=tmp_path / "log").start()
+    idle = socket.create_connection((svc.host, svc.port), timeout=10)
+    idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    read_answer(idle)
+    signalled = time.monotonic()
+    svc.proc.send_signal(signal.SIGTERM)
+    assert svc.proc.wait(10) == 0
+    assert idle.recv(4096) == b""
+    assert 1.4 < time.monotonic() - signalled < 3.0
+    assert "1 connections still open after 1.5s" in svc.log()
 
 
 def catches(pid: int, sig: int) -> bool:
@@ -391,88 +444,3 @@ def test_a_client_that_vanishes_mid_request_does_not_hurt(server):
     conn = http.client.HTTPConnection(server.host, server.port, timeout=5)
     conn.request("GET", "/api/v1/id/1", headers={"Authorization": f"Bearer {TOKEN}"})
     assert conn.getresponse().status == 200
-
-
-# -- turns ---------------------------------------------------------------------------
-def test_a_turn_is_held_by_one_thread_at_a_time():
-    from userprofile_service import Turn
-
-    turn, inside, most = Turn(patience=0.001), [0], [0]
-
-    def work():
-        for _ in range(50):
-            with turn:
-                inside[0] += 1
-                most[0] = max(most[0], inside[0])
-                time.sleep(0.0002)
-                inside[0] -= 1
-
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert most[0] == 1 and inside[0] == 0
-
-
-def arrival_order(turn) -> list[str]:
-    """Who gets the turn when three waiters have waited past their patience and
-    a newcomer asks at the very moment the turn is free (a plain lock lets the
-    newcomer go first)."""
-    order = []
-    turn.__enter__()  # hold the turn while waiters arrive one by one
-
-    def wait(name):
-        with turn:
-            order.append(name)
-
-    waiters = []
-    for name in "abc":
-        waiters.append(threading.Thread(target=wait, args=(name,)))
-        waiters[-1].start()
-        time.sleep(0.1)  # each has waited past its patience before the next comes
-    turn.__exit__(None, None, None)
-    with turn:
-        order.append("newcomer")
-    for t in waiters:
-        t.join(10)
-    return order
-
-
-def test_after_patience_turns_go_in_arrival_order_and_newcomers_wait():
-    from userprofile_service import Turn
-
-    assert arrival_order(Turn(patience=0.05)) == ["a", "b", "c", "newcomer"]
-
-
-# -- in-process: the Service without a socket ---------------------------------------
-class BrokenStore:
-    """A store with a bug of its own: what a 500 is for."""
-
-    serial = False
-
-    def get_profile(self, record_id):
-        raise KeyError(f"no column for {record_id} near {TOKEN}")
-
-
-def test_a_bug_is_a_500_logged_on_one_line_with_its_frames_and_never_the_token(capsys):
-    import httpparse
-    import settings
-    import userprofile_service as ups
-    from metrics import Metrics
-
-    tokens = ups.TokenKeeper(BrokenStore(), refresh=60)
-    tokens.token = TOKEN.encode()
-    service = ups.Service(BrokenStore(), tokens, Metrics(), b"{}")
-    request = httpparse.read_request(io.BytesIO(
-        f"GET /api/v1/id/5 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()),
-        settings.defaults())
-    route, answer = service.respond(request)
-    assert (route, answer.status, answer.close) == ("/api/v1/id", 500, True)
-    assert json.loads(answer.body) == {"status": "failure", "message": {"error": "Internal Server Error"}}
-    lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 1, lines
-    assert re.search(r" error: KeyError: .*no column for 5 near \*\*\*' at userprofile_service\.py:\d+ in respond"
-                     r" > userprofile_service\.py:\d+ in profile_by_id > test_userprofile_service\.py:\d+ in "
-                     r"get_profile \(route /api/v1/id\)$", lines[0]), lines[0]
-    assert TOKEN not in lines[0]

@@ -1,0 +1,246 @@
+"""One client connection: its rules over a reader and a writer, and the socket that drives them.
+
+The request path, top to bottom:
+
+  Conversation.step   wait for a request's first byte; httpparse.read_request parses it
+  Service.respond     (service.py) the route, the token, one store call: an Answer
+  Conversation.reply  status line, prebuilt headers and body as one bytes object, written
+                      at once (Writer.send_now); what the socket does not take, after the turn
+
+An answer closes its connection, and says so, when the request asked for it
+(HTTP/1.0 without keep-alive, ``Connection: close``), when the answer needs it
+(a request whose framing is in doubt, a 500), when the server is draining
+(SIGTERM), or when the connection has had its answers or its age
+(MAX_REQUESTS_PER_CONNECTION, MAX_CONNECTION_AGE_SECONDS): recycled, so that
+instances added behind an L4 balancer get their share and one connection's
+work is bounded. Any other answer keeps the connection open and says how long
+it may idle (``Keep-Alive: timeout=N``). The server never cuts a connection
+between answers except at a deadline; when it closes first, it lingers.
+
+``Conversation`` needs no socket (tests/test_hostile.py runs the request corpus
+through it on bytes); ``Handler`` runs one over a socket, and the server's
+watchdog ends a phase past its deadline with ``Handler.expire``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import errno
+import io
+import random
+import socket
+import socketserver
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Protocol
+
+import routes
+from httpparse import REASONS, HTTPError, Incomplete, Request, read_request
+from service import Answer, Service, error_body, log, refusal
+
+if TYPE_CHECKING:
+    from server import UserProfileServer
+
+STATUS_LINES = {code: f"HTTP/1.1 {code} {reason}\r\n".encode() for code, reason in REASONS.items()}
+
+# The phases of a connection; each but BUSY has a deadline, enforced by the server's watchdog.
+# BUSY (routing and the store call) is bounded by the store's own timeouts instead.
+IDLE, HEADERS, BUSY, WRITING = "idle", "headers", "busy", "write"
+# The client went away: not worth a log line.
+CLIENT_GONE = (errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED, errno.ENOTCONN, errno.ESHUTDOWN, errno.ETIMEDOUT)
+# Connections born together (a client's pool, a restarted balancer) would all be recycled at
+# once; each one's age limit is lowered by up to this share to spread them.
+AGE_SPREAD = 0.1
+# When the server closes first, what the client still sends is read and dropped for up to this
+# many seconds: closing a socket with unread bytes sends a reset, which can destroy answers the
+# client has not read yet (a pipelining client's, or one sent just before the close).
+LINGER = 2.0
+
+
+def keep_alive_header(idle_timeout: float) -> bytes:
+    """What a keep-alive answer says of the idle timeout: a second under it, so that a client
+    that honours it (Node's http.Agent, undici) retires the connection before the server does."""
+    seconds = int(idle_timeout) - 1
+    return b"Keep-Alive: timeout=%d\r\n" % seconds if seconds >= 1 else b""
+
+
+class Site:
+    """What every connection of one server shares."""
+
+    def __init__(self, service: Service, options, turn=None, access_log=None):
+        self.service = service
+        self.metrics = service.metrics
+        self.options = options  # the settings (settings.py): limits, timeouts, recycling
+        self.turn = turn if turn is not None else contextlib.nullcontext()
+        self.access_log = access_log  # a text stream, or None
+        self.keep_alive = keep_alive_header(options.idle_timeout)
+        self.date_header = b""
+        self.tick()
+
+    def tick(self) -> None:
+        """The Date header, renewed by the server's watchdog rather than formatted per answer."""
+        self.date_header = b"Date: %s\r\n" % email.utils.formatdate(usegmt=True).encode()
+
+
+class Writer(Protocol):
+    def send_now(self, data: bytes) -> bytes:
+        """Write what can be written without waiting; return the rest."""
+        ...
+
+    def send_all(self, data: bytes) -> None:
+        """Write all of it, waiting as long as it takes (a deadline may cut the wait)."""
+        ...
+
+
+class Conversation:
+    """The rules of one HTTP/1.x connection over a buffered reader (``peek``, ``readline``,
+    ``read``) and a ``Writer``: requests are read and answered in turn until one closes."""
+
+    def __init__(self, rfile, writer: Writer, site: Site):
+        self.rfile = rfile
+        self.writer = writer
+        self.site = site
+        options = site.options
+        self.phase = IDLE
+        self.deadline = float("inf")  # of the phase
+        self.expired = False  # a deadline, or the drain, cut the wait
+        self.closing = False  # no further request: an answer said so, or the client left
+        self.answers_left = options.max_requests_per_connection or -1  # -1: counts down, never to 0
+        age = options.max_connection_age
+        spread = 1 - AGE_SPREAD * random.random()  # nosec B311  # a spread of times, not a secret
+        self.retire_at = time.monotonic() + age * spread if age else float("inf")
+
+    def step(self) -> None:
+        """Wait for one request, answer it and write the answer."""
+        site = self.site
+        options = site.options
+        self.phase, self.deadline = IDLE, time.monotonic() + options.idle_timeout
+        if not self.rfile.peek(1):  # the client closed, or it idled past a deadline or the drain
+            if self.expired and not site.service.draining:
+                site.metrics.timed_out(IDLE)
+            self.closing = True
+            return
+        started = time.monotonic()
+        self.phase, self.deadline = HEADERS, started + options.header_timeout
+        request = None
+        try:
+            request = read_request(self.rfile, options)
+        except HTTPError as err:  # the parser's errors all close: the request's framing is in doubt
+            route, answer = routes.NO_ROUTE, refusal(err)
+        except Incomplete:
+            if not self.expired:
+                self.closing = True  # the client left mid-request
+                return
+            site.metrics.timed_out(HEADERS)
+            route, answer = routes.NO_ROUTE, Answer(408, error_body("Request not received in time"), close=True)
+        if request is None:
+            rest = self.reply(None, answer, started)
+        else:
+            self.phase = BUSY
+            with site.turn:  # see server.py
+                route, answer = site.service.respond(request)
+                rest = self.writer.send_now(self.reply(request, answer, started))
+        if rest:  # a client slow to read gets the rest outside the turn, so it never holds it
+            self.phase, self.deadline = WRITING, time.monotonic() + options.write_timeout
+            self.writer.send_all(rest)
+        elapsed = time.monotonic() - started
+        site.metrics.observe(route, answer.status, elapsed)
+        if site.access_log is not None:
+            log_access(site.access_log, request.method if request else "-", route, answer.status, elapsed,
+                       len(answer.body))
+
+    def reply(self, request: Request | None, answer: Answer, started: float) -> bytes:
+        """The whole answer, status line, headers and body, for one write."""
+        site = self.site
+        extra = answer.extra
+        self.answers_left -= 1
+        if (request is None or not request.keep_alive or answer.close or site.service.draining
+                or self.answers_left == 0 or started >= self.retire_at):
+            self.closing = True
+            extra += b"Connection: close\r\n"
+        elif request.keep_alive_10:
+            extra += b"Connection: keep-alive\r\n" + site.keep_alive
+        else:
+            extra += site.keep_alive
+        head = b"%sContent-Type: %s\r\nContent-Length: %d\r\n%s%s\r\n" % (
+            STATUS_LINES[answer.status], answer.content_type, len(answer.body), site.date_header, extra)
+        return head if request is not None and request.head else head + answer.body
+
+
+def log_access(stream, method: str, route: str, status: int, seconds: float, size: int) -> None:
+    stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
+    stream.write(f"{stamp} method={method} route={route} status={status} ms={seconds * 1000:.3f} bytes={size}\n")
+
+
+class SocketWriter:
+    __slots__ = ("sock",)
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+
+    def send_now(self, data: bytes) -> bytes:
+        try:
+            written = self.sock.send(data, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return data
+        return data[written:]
+
+    def send_all(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+
+class Handler(socketserver.BaseRequestHandler):
+    """A conversation over one client socket, in its own thread."""
+
+    request: socket.socket
+    server: UserProfileServer
+
+    def setup(self):
+        sock = self.request
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)  # the answer is one write
+        # Read through a FileIO on the socket's descriptor, all in C (socket.makefile's reader
+        # runs Python on every read). A FileIO needs a blocking socket, and this one is: no
+        # socket timeout, as deadlines end a blocked read with shutdown() (expire).
+        self.rfile = open(sock.fileno(), "rb", buffering=io.DEFAULT_BUFFER_SIZE, closefd=False)
+        self.conversation = Conversation(self.rfile, SocketWriter(sock), self.server.site)
+
+    def handle(self):
+        conversation = self.conversation
+        self.server.connections[self.request] = self
+        try:
+            while not conversation.closing:
+                conversation.step()
+        except OSError as exc:
+            if conversation.expired and conversation.phase == WRITING:
+                self.server.site.metrics.timed_out(WRITING)
+            elif exc.errno not in CLIENT_GONE and not conversation.expired:
+                log(f"error: connection from {self.client_address[0]}: {exc!r}")
+
+    def finish(self):
+        self.rfile.close()
+        if self.conversation.closing and not self.conversation.expired:
+            linger(self.request)
+
+    def expire(self) -> None:
+        """Called by the watchdog when this connection's phase is past its deadline (or idle
+        while draining): wake the blocked read (or write) so the connection ends."""
+        conversation = self.conversation
+        conversation.expired = True
+        try:
+            # A read is cut so that a 408 can still be written; a write has nowhere to go.
+            self.request.shutdown(socket.SHUT_RDWR if conversation.phase == WRITING else socket.SHUT_RD)
+        except OSError:
+            pass
+
+
+def linger(sock: socket.socket) -> None:
+    """Close our side first, then drop what the client still sends until it closes (see LINGER)."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(LINGER)
+        until = time.monotonic() + LINGER
+        while sock.recv(65536) and time.monotonic() < until:
+            pass
+    except OSError:
+        pass

@@ -1,0 +1,242 @@
+"""The answer to a request, without a socket: the routes, the token and the store call.
+
+``Service.respond`` takes a parsed ``httpparse.Request`` and gives an ``Answer``:
+``routes.match`` splits the path once, the token is checked in constant time,
+one store call returns stored JSON as bytes, and every failure becomes its
+status, never an exception. ``TokenKeeper`` holds the bearer token, re-read from
+the store so a rotated token takes effect without a restart. The connection
+(``connection.py``) and the server (``server.py``) are built on top of these.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import re
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import NamedTuple
+
+import routes
+from httpparse import REASONS, HTTPError, Request, decode_param
+from metrics import Metrics
+from store import Store, StoreTimeout, StoreUnavailable
+
+JSON = b"application/json"
+TEXT_METRICS = b"text/plain; version=0.0.4; charset=utf-8"
+HEALTHY = b'{"status":"ok"}'
+READY = b'{"status":"ready"}'
+BEARER_CHALLENGE = b'WWW-Authenticate: Bearer realm="userprofile"\r\n'
+IMAGE_TYPE = re.compile(r"[a-z0-9.+-]{1,32}")
+NO_TOKEN_YET = "Service Unavailable: no service token has been read yet"
+SHUTTING_DOWN = "Service Unavailable: shutting down"
+
+
+def error_body(message: str) -> bytes:
+    return json.dumps({"status": "failure", "message": {"error": message}}, separators=(",", ":")).encode()
+
+
+def log(message: str) -> None:
+    """Service events on stderr, one line each. Never a token or a password."""
+    stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
+    sys.stderr.write(f"{stamp} {message}\n")
+    sys.stderr.flush()
+
+
+def where(exc: BaseException) -> str:
+    """The frames of an exception as one line: file:line in function, outermost first."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return " > ".join(f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in frames)
+
+
+class Answer(NamedTuple):
+    status: int
+    body: bytes
+    content_type: bytes = JSON
+    extra: bytes = b""  # more header lines
+    close: bool = False  # the connection must close after this answer
+
+
+def refusal(err: HTTPError) -> Answer:
+    return Answer(err.status, error_body(err.message), extra=err.extra, close=err.close)
+
+
+class Service:
+    """Requests in, answers out. No socket here, so a request can be answered in-process."""
+
+    def __init__(self, store: Store, tokens: TokenKeeper, metrics: Metrics, openapi: bytes,
+                 render_metrics: Callable[[], bytes] | None = None):
+        self.store = store
+        self.tokens = tokens
+        self.metrics = metrics
+        self.openapi = openapi
+        self.render_metrics = render_metrics or (lambda: metrics.render(0, 0))
+        self.handlers = {route: getattr(self, route.handler) for route in routes.ROUTES}
+        # Set on SIGTERM: readiness fails at once, so load balancers stop sending new work,
+        # and every answer from then on closes its connection (connection.py).
+        self.draining = False
+        self._last_store_log = 0.0
+
+    def respond(self, request: Request) -> tuple[str, Answer]:
+        """The route's name (for metrics and the access log) and the answer to one request."""
+        route, param = routes.match(request.path)
+        name = route.name if route is not None else routes.NO_ROUTE
+        try:
+            if route is None:
+                raise HTTPError(404)
+            if request.method not in route.methods:
+                raise HTTPError(405, extra=route.allow)
+            if route.needs_token:
+                self.authorize(request.token)
+            if param is None:
+                return name, self.handlers[route]()
+            value = decode_param(param)
+            if not value:
+                raise HTTPError(404)
+            return name, self.handlers[route](value)
+        except HTTPError as err:
+            return name, refusal(err)
+        except StoreTimeout as exc:
+            self.store_failed("timeout", exc)
+            return name, Answer(504, error_body(REASONS[504]))
+        except StoreUnavailable as exc:
+            self.store_failed("unavailable", exc)
+            return name, Answer(503, error_body(REASONS[503]))
+        except Exception as exc:  # a bug of ours: answer 500, log one line, keep serving
+            self.bug(name, exc)
+            return name, Answer(500, error_body(REASONS[500]), close=True)
+
+    def authorize(self, given: bytes | None) -> None:
+        token = self.tokens.token
+        if token is None:
+            # No token could be read: refuse the API rather than serve it unauthenticated.
+            raise HTTPError(503, NO_TOKEN_YET)
+        if not given or not hmac.compare_digest(given, token):
+            raise HTTPError(401, extra=BEARER_CHALLENGE)
+
+    # -- the routes' handlers (routes.ROUTES names them) ----------------------
+    def profile_by_id(self, record_id: str) -> Answer:
+        return document(self.store.get_profile(record_id))
+
+    def profiles_by_nickname(self, nickname: str) -> Answer:
+        return documents(self.store.find_by_nickname(nickname))
+
+    def profile_by_username(self, username: str) -> Answer:
+        return documents(self.store.find_by_username(username))
+
+    def image_record(self, record_id: str) -> Answer:
+        return document(self.store.get_image(record_id))
+
+    def image_raw(self, record_id: str) -> Answer:
+        doc = self.store.get_image(record_id)
+        if doc is None:
+            raise HTTPError(404)
+        # The one route that must look inside a document: to decode the image.
+        image = json.loads(doc)
+        data = base64.b64decode(image["image"], validate=True)
+        kind = str(image.get("type", "")).lower()
+        content_type = f"image/{kind}".encode() if IMAGE_TYPE.fullmatch(kind) else b"application/octet-stream"
+        return Answer(200, data, content_type)
+
+    def liveness(self) -> Answer:
+        return Answer(200, HEALTHY)
+
+    def readiness(self) -> Answer:
+        if self.draining:
+            raise HTTPError(503, SHUTTING_DOWN)
+        if self.tokens.token is None:
+            raise HTTPError(503, NO_TOKEN_YET)
+        self.store.ping()  # StoreUnavailable becomes 503 (StoreTimeout 504)
+        return Answer(200, READY)
+
+    def exposition(self) -> Answer:
+        return Answer(200, self.render_metrics(), TEXT_METRICS)
+
+    def openapi_json(self) -> Answer:
+        return Answer(200, self.openapi)
+
+    # -- failures -------------------------------------------------------------
+    def store_failed(self, kind: str, exc: Exception) -> None:
+        self.metrics.store_error(kind)
+        now = time.monotonic()
+        if now - self._last_store_log >= 1.0:  # at most a line a second under a fault
+            self._last_store_log = now
+            log(f"store {kind}: {exc}")
+
+    def bug(self, route: str, exc: Exception) -> None:
+        line = f"error: {type(exc).__name__}: {exc} at {where(exc)} (route {route})"
+        token = self.tokens.token
+        if token:  # whatever the exception held, the token never reaches the log
+            line = line.replace(token.decode(errors="replace"), "***")
+        log(line)
+
+
+def documents(docs: list[bytes]) -> Answer:
+    """Stored JSON documents as a JSON array, never decoded: 404 when there are none."""
+    if not docs:
+        raise HTTPError(404)
+    return Answer(200, b"[" + b",".join(docs) + b"]")
+
+
+def document(doc: bytes | None) -> Answer:
+    """One stored JSON document as a JSON array of one, never decoded: 404 when there is none."""
+    if doc is None:
+        raise HTTPError(404)
+    return Answer(200, b"[" + doc + b"]")
+
+
+class TokenKeeper:
+    """The bearer token from ``service_auth:1``: read at start-up, then re-read
+    every ``refresh`` seconds so a rotated token takes effect without a restart."""
+
+    def __init__(self, store: Store, refresh: float):
+        self.store = store
+        self.refresh = refresh
+        self.token: bytes | None = None
+        self._problem: str | None = None
+        self._stop = threading.Event()
+
+    def read(self) -> None:
+        try:
+            value = self.store.read_token()
+        except StoreUnavailable as exc:
+            self._report(f"token: cannot read service_auth:1 from the store ({exc})"
+                         + ("; the API answers 503 until it can" if self.token is None else
+                            "; keeping the token read before"))
+            return
+        if not value:
+            self.token = None
+            self._report("token: service_auth:1 has no token; the API answers 503 (run loaddata.py)")
+            return
+        token = value.encode()
+        if self.token is not None and token != self.token:
+            log("token: a rotated token was read and is now in force")
+        elif self.token is None:
+            log("token: read from service_auth:1")
+        self.token = token
+        self._problem = None
+
+    def _report(self, problem: str) -> None:
+        if problem != self._problem:  # say it once, not at every retry
+            log(problem)
+            self._problem = problem
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="token-refresh", daemon=True).start()
+
+    def _run(self) -> None:
+        # Without a token the API is down, so retry soon (backing off to 5 s), not
+        # at the refresh interval: the store may come up at any moment.
+        retry = 0.5
+        while not self._stop.wait(self.refresh if self.token else retry):
+            self.read()
+            retry = min(retry * 2, 5.0, self.refresh) if self.token is None else 0.5
+
+    def stop(self) -> None:
+        self._stop.set()
