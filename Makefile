@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip --disable-pip-version-check --quiet
 
-.PHONY: run test check lint bench bench-ab loadtest soak clean image
+.PHONY: run test check lint bench bench-ab loadtest soak clean image fleet
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,11 +25,12 @@ endif
 	exec $(PY) userprofile_service.py
 
 # The whole suite, as CI runs it: the linters, then every test (real sockets, the
-# CAVES emulator, JMeter, the container image).
+# CAVES emulator, JMeter, the container image, a fleet behind haproxy and nginx).
 test: $(VENV)/.dev
 	bash tools/install_caves.sh
 	bash tools/install_jmeter.sh
 	bash tools/install_podman.sh
+	bash tools/install_fleet.sh
 	bash tools/lint.sh
 	$(PY) -m pytest
 
@@ -82,6 +83,15 @@ bench-ab: $(VENV)/.runtime
 soak: $(VENV)/.dev
 	bash tools/install_caves.sh
 	$(PY) tools/soak.py
+
+# A fleet of instances behind haproxy (TCP and HTTP modes) and nginx, loaded by three kinds of
+# keep-alive clients and JMeter through a rolling restart, scale-out, scale-in, the idle race and
+# a pipelining client (tools/fleet.py --help); prints the summary table k8s/README.md shows.
+# FLEET_ARGS="--only rolling idle" for some scenarios. tests/test_fleet.py asserts the figures.
+fleet: $(VENV)/.runtime
+	bash tools/install_jmeter.sh >/dev/null
+	bash tools/install_fleet.sh
+	$(PY) tools/fleet.py $(FLEET_ARGS)
 
 lint: $(VENV)/.dev
 	bash tools/lint.sh

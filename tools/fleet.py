@@ -391,7 +391,10 @@ class DelayProxy:
             queue.put_nowait((loop.time() + self.delay, None))
         except OSError:
             queue.put_nowait((loop.time() + self.delay, "reset"))
-        await task
+        try:
+            await task
+        finally:
+            task.cancel()
 
     async def handle(self, client_reader, client_writer) -> None:
         try:
@@ -419,6 +422,7 @@ class Outcome:
     result: str  # "ok", "HTTP 502", "refused", "reset", "closed before the answer", "timeout"
     reused: bool
     close: bool  # the answer carried Connection: close
+    idle: float = math.nan  # how long the reused connection had been idle (s)
 
 
 class Connection:
@@ -516,6 +520,7 @@ class Client:
     def one(self, conn: Connection | None) -> tuple[Connection | None, Outcome]:
         start = time.monotonic()
         reused = conn is not None
+        idle = start - conn.last_used if conn is not None else math.nan
         path = f"/api/v1/id/{self.rng.randint(1, PROFILES)}"
         try:
             if conn is None:
@@ -524,9 +529,9 @@ class Client:
         except (OSError, Closed, ValueError, IndexError) as exc:
             if conn is not None:
                 conn.close()
-            return None, Outcome(start, (time.monotonic() - start) * 1000, classify(exc), reused, False)
+            return None, Outcome(start, (time.monotonic() - start) * 1000, classify(exc), reused, False, idle)
         outcome = Outcome(start, (time.monotonic() - start) * 1000, "ok" if status == 200 else f"HTTP {status}",
-                          reused, close)
+                          reused, close, idle)
         if close:
             conn.close()
             conn = None
@@ -869,9 +874,15 @@ def scenario_idle_race(workdir: Path, db: Path, token: str, idle: float = 3, del
         for c in clients:
             for t in c.threads:
                 t.join(per_connection * (idle + 1) + 30)
-        return [row("idle race", f"{delay * 1000:.0f} ms proxy", c.kind, c.stop()[connections:], 0, math.inf,
-                    note=f"IDLE_TIMEOUT_SECONDS={idle:g}; pauses {idle - 0.4:g}..{idle + 0.4:g} s")
-                for c in clients]
+        rows = []
+        for c in clients:
+            outcomes = c.stop()[connections:]  # less each connection's first request
+            failed_idle = sorted(round(o.idle, 3) for o in outcomes if o.result != "ok")
+            where = f"; failed at idle {failed_idle[0]:.2f}..{failed_idle[-1]:.2f} s" if failed_idle else ""
+            rows.append(row("idle race", f"{delay * 1000:.0f} ms proxy", c.kind, outcomes, 0, math.inf,
+                            note=f"IDLE_TIMEOUT_SECONDS={idle:g}; pauses {idle - 0.4:g}..{idle + 0.4:g} s{where}",
+                            failed_idle=failed_idle, idle_timeout=idle, delay=delay))
+        return rows
     finally:
         proxy.stop()
         inst.stop()
@@ -924,7 +935,28 @@ def scenario_pipelining(workdir: Path, db: Path, token: str, write_timeout: floa
         inst.stop()
 
 
-SCENARIOS = ("rolling", "scale", "idle", "pipelining", "jmeter")
+def scenario_nginx_reloads(workdir: Path, db: Path, token: str, rate: float, reloads: int = 8) -> list[Row]:
+    """The control for nginx: as many reloads as a rolling restart of 4 makes, nothing else changed."""
+    fleet = Fleet("reloads", db, workdir, ["nginx"], 4)
+    nginx = fleet.balancers[0]
+    clients = [Client(kind, nginx.port, token, rate=rate, label=f"reloads/{kind}").start() for kind in KINDS]
+    try:
+        time.sleep(STEADY_WINDOW)
+        change_start = time.monotonic()
+        for _ in range(reloads):
+            nginx.reload()
+            time.sleep(ENDPOINT_DELAY_SECONDS)
+        change_end = time.monotonic()
+        time.sleep(2)
+        return [row("nginx reloads alone", "nginx", c.kind, c.stop(), change_start, change_end,
+                    note=f"{reloads} reloads, the same servers") for c in clients]
+    finally:
+        for c in clients:
+            c.stopping.set()
+        fleet.stop()
+
+
+SCENARIOS = ("rolling", "scale", "idle", "pipelining", "jmeter", "reloads")
 
 
 def run(only=SCENARIOS, rate: float = 200, balancers=("haproxy-tcp", "haproxy-http", "nginx"),
@@ -959,17 +991,19 @@ def run(only=SCENARIOS, rate: float = 200, balancers=("haproxy-tcp", "haproxy-ht
         jobs.append(job("scale", scenario_scale, workdir, db, token, rate))
     if "idle" in only:
         jobs.append(job("idle", scenario_idle_race, workdir, db, token))
-    if "pipelining" in only:
-        for t in jobs[:1]:  # a burst of CPU: after the rolling restart's latencies are measured
+    if "pipelining" in only or "reloads" in only:
+        for t in jobs[:1]:  # after the rolling restart's latencies are measured
             t.join()
         jobs.append(job("pipelining", scenario_pipelining, workdir, db, token))
+    if "reloads" in only:
+        jobs.append(job("reloads", scenario_nginx_reloads, workdir, db, token, rate))
     for t in jobs:
         t.join()
     if errors:
         raise errors[0]
     if own_dir:
         shutil.rmtree(workdir, ignore_errors=True)
-    return [r for name in ("rolling", "scale", "idle", "pipelining") for r in results.get(name, [])]
+    return [r for name in ("rolling", "reloads", "scale", "idle", "pipelining") for r in results.get(name, [])]
 
 
 def main(argv=None) -> int:

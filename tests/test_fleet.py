@@ -1,0 +1,111 @@
+"""The fleet while it changes: the figures of issue 15, measured by tools/fleet.py.
+
+One run of every scenario at once, about two minutes: 4 instances behind HAProxy in TCP mode
+(as kube-proxy or an NLB), HAProxy in HTTP mode (as an ingress) and nginx (an HTTP/1.1
+keep-alive upstream pool), each with the three client kinds at 200 requests/s over 16
+connections, through a rolling restart as the Deployment does it, with JMeter on the TCP
+balancer too; scale-out 2 -> 4 and scale-in 4 -> 2 on L4; the idle race through 2 x 50 ms of
+network; a client that pipelines and never reads. Every part is real: the service's processes,
+Debian's haproxy and nginx (tools/install_fleet.sh), JMeter, sockets on loopback.
+`make fleet` prints the same table; k8s/README.md holds a measured one.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import settings
+from tools import fleet
+
+pytestmark = pytest.mark.external
+
+
+@pytest.fixture(scope="module")
+def rows(tmp_path_factory) -> list[fleet.Row]:
+    measured = fleet.run(workdir=tmp_path_factory.mktemp("fleet"))
+    print("\n" + fleet.table(measured))
+    return measured
+
+
+def select(rows, scenario: str, balancer: str | None = None) -> list[fleet.Row]:
+    found = [r for r in rows if r.scenario == scenario and (balancer is None or r.balancer == balancer)]
+    assert found, f"no {scenario} ({balancer}) in the results"
+    return found
+
+
+def failures(found: list[fleet.Row], rows) -> str:
+    return "\n" + fleet.table([r for r in found if r.failed]) + "\n\nall results:\n" + fleet.table(rows)
+
+
+def test_every_client_group_was_really_loaded(rows):
+    # A client that never reached the fleet would lose nothing: each paced group must have made
+    # most of its requests (200/s over the whole run) and had nearly all of them answered.
+    for r in rows:
+        if r.scenario in ("rolling restart", "scale-out 2 -> 4", "nginx reloads alone"):
+            assert r.requests > 3000, f"{r.balancer}/{r.client}: only {r.requests} requests"
+        if r.scenario == "idle race":
+            assert r.requests == 144, f"idle race {r.client}: {r.requests} requests"
+
+
+def test_a_rolling_restart_loses_nothing_through_an_l4_balancer(rows):
+    found = select(rows, "rolling restart", "haproxy-tcp")
+    assert {r.client for r in found} >= {"check", "blind", "hint", "JMeter (HttpClient4)"}
+    assert all(r.failed == 0 for r in found), failures(found, rows)
+
+
+def test_a_rolling_restart_loses_nothing_through_haproxy_in_http_mode(rows):
+    found = select(rows, "rolling restart", "haproxy-http")
+    assert all(r.failed == 0 for r in found), failures(found, rows)
+
+
+def test_a_rolling_restart_gives_no_error_answer_through_nginx(rows):
+    # nginx is reloaded at each endpoint change, and its old worker closes the idle client
+    # connections it holds: those losses are nginx's (k8s/README.md), and counted apart. Every
+    # request that reached the fleet through nginx is answered 200 (no 502 "no live upstreams").
+    found = select(rows, "rolling restart", "nginx")
+    assert all(r.service_side == 0 for r in found), failures(found, rows)
+
+
+def test_drained_instances_exit_0_before_the_grace_period_ends(rows):
+    for r in select(rows, "rolling restart") + select(rows, "scale-in 4 -> 2"):
+        codes = r.extra["exit_codes"]
+        assert codes and set(codes.values()) == {0}, f"{r.scenario}: exit codes {codes} (-9: killed at the grace)"
+
+
+def test_scale_in_loses_nothing_for_a_blind_client_on_l4(rows):
+    found = select(rows, "scale-in 4 -> 2")
+    assert all(r.failed == 0 for r in found), failures(found, rows)
+
+
+def test_scale_out_reaches_the_new_instances_through_l4(rows):
+    (r,) = select(rows, "scale-out 2 -> 4")
+    assert r.failed == 0, failures([r], rows)
+    assert r.extra["share"] >= 0.40, r.note  # a fair share is 50%
+
+
+def test_the_idle_race_loses_nothing_for_a_client_that_honours_the_hint(rows):
+    (r,) = select(rows, "idle race")[:1]
+    assert r.client == "hint"
+    assert r.failed == 0, failures([r], rows)
+
+
+def test_the_idle_race_loses_only_what_crossed_the_close_for_a_client_that_checks(rows):
+    # A client that checks before reuse but ignores the hint sends, now and then, into a close
+    # already on its way (k8s/README.md): no server can prevent that; only a request sent within
+    # one round trip of the idle deadline (plus the watchdog's interval) may be lost. A close
+    # before the idle timeout, or a loss away from it, fails here.
+    (r,) = select(rows, "idle race")[1:]
+    assert r.client == "check"
+    timeout, delay = r.extra["idle_timeout"], r.extra["delay"]
+    watchdog = float(settings.BY_NAME["watchdog_interval"].default)
+    slack = 0.1  # a busy machine's scheduling
+    window = (timeout - 2 * delay - slack, timeout + watchdog + slack)
+    outside = [idle for idle in r.extra["failed_idle"] if not window[0] <= idle <= window[1]]
+    assert not outside, f"lost at idle {outside} s, outside {window}: {r.note}"
+
+
+def test_a_client_that_pipelines_and_never_reads_is_let_go(rows):
+    (r,) = select(rows, "pipelining, never reading")
+    assert r.extra["release_seconds"] <= r.extra["write_timeout"] + 5, r.note
+    limit = int(settings.BY_NAME["max_requests_per_connection"].default)
+    assert r.extra["answers_per_connection"] <= limit, r.note
