@@ -405,6 +405,8 @@ class DelayProxy:
         try:
             await asyncio.gather(self.pipe(client_reader, server_writer, client_writer),
                                  self.pipe(server_reader, client_writer, server_writer), return_exceptions=True)
+        except asyncio.CancelledError:
+            pass  # the proxy stops: a handler ends quietly (asyncio logs a cancelled one as an error)
         finally:
             for w in (client_writer, server_writer):
                 w.close()
@@ -697,6 +699,10 @@ class Fleet:
     def exit_codes(self) -> dict[str, int | None]:
         return {inst.name: inst.exit_code for inst in self.leaving}
 
+    def drain_seconds(self) -> float:
+        """The longest time from SIGTERM to exit among the instances that left."""
+        return max((inst.exit_at - inst.term_at for inst in self.leaving), default=math.nan)
+
     def stop(self) -> None:
         for b in self.balancers:
             with contextlib.suppress(Exception):
@@ -797,7 +803,9 @@ def scenario_rolling(workdir: Path, db: Path, token: str, rate: float, balancers
         change_end = time.monotonic()
         log(f"rolling: restart done in {change_end - change_start:.1f} s; exit codes {fleet.exit_codes()}")
         time.sleep(2)
-        rows = [row("rolling restart", name, c.kind, c.stop(), change_start, change_end,
+        drained = (f"exit codes {sorted(set(fleet.exit_codes().values()))}, "
+                   f"drained in {fleet.drain_seconds():.1f} s at most")
+        rows = [row("rolling restart", name, c.kind, c.stop(), change_start, change_end, note=drained,
                     exit_codes=fleet.exit_codes()) for name, c in clients]
         if jmeter:
             s = jmeter.finish()
@@ -850,7 +858,8 @@ def scenario_scale(workdir: Path, db: Path, token: str, rate: float, steady: flo
                 share=share),
             row("scale-in 4 -> 2", "haproxy-tcp", "blind", inside, in_start, in_end,
                 steady=[o for o in out if o.start >= in_start - steady],
-                note=f"exit codes {sorted(fleet.exit_codes().values())}", exit_codes=fleet.exit_codes()),
+                note=f"exit codes {sorted(set(fleet.exit_codes().values()))}, drained in "
+                     f"{fleet.drain_seconds():.1f} s at most", exit_codes=fleet.exit_codes()),
         ]
     finally:
         client.stopping.set()
