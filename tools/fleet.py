@@ -968,7 +968,10 @@ def scenario_nginx_reloads(workdir: Path, db: Path, token: str, rate: float, rel
 SCENARIOS = ("rolling", "scale", "idle", "pipelining", "jmeter", "reloads")
 
 
-def run(only=SCENARIOS, rate: float = 200, balancers=("haproxy-tcp", "haproxy-http", "nginx"),
+BALANCERS = ("haproxy-tcp", "haproxy-http", "nginx")
+
+
+def run(only=SCENARIOS, rate: float = 200, balancers=BALANCERS,
         workdir: Path | None = None) -> list[Row]:
     """The scenarios asked for, those that do not disturb each other at the same time."""
     for tool in ("haproxy", "nginx"):
@@ -994,8 +997,10 @@ def run(only=SCENARIOS, rate: float = 200, balancers=("haproxy-tcp", "haproxy-ht
 
     jobs = []
     if "rolling" in only or "jmeter" in only:
-        jobs.append(job("rolling", scenario_rolling, workdir, db, token, rate,
-                        list(balancers) if "rolling" in only else ["haproxy-tcp"], "jmeter" in only))
+        behind = list(balancers) if "rolling" in only else []
+        if "jmeter" in only and "haproxy-tcp" not in behind:
+            behind.insert(0, "haproxy-tcp")  # JMeter's balancer
+        jobs.append(job("rolling", scenario_rolling, workdir, db, token, rate, behind, "jmeter" in only))
     if "scale" in only:
         jobs.append(job("scale", scenario_scale, workdir, db, token, rate))
     if "idle" in only:
@@ -1019,10 +1024,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     p.add_argument("--rate", type=float, default=200, help="requests/s of each client group (default 200)")
+    p.add_argument("--balancers", nargs="+", choices=BALANCERS, default=list(BALANCERS),
+                   help="the balancers of the rolling restart (default all three, at once)")
     p.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = p.parse_args(argv)
     started = time.monotonic()
-    rows = run(args.only, args.rate)
+    rows = run(args.only, args.rate, args.balancers)
     print(table(rows))
     print(f"\n{time.monotonic() - started:.0f} s in all; `make fleet` (tools/fleet.py)")
     if args.json:
