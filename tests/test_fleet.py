@@ -91,17 +91,16 @@ def test_the_idle_race_loses_nothing_for_a_client_that_honours_the_hint(rows):
 
 def test_the_idle_race_loses_only_what_crossed_the_close_for_a_client_that_checks(rows):
     # A client that checks before reuse but ignores the hint sends, now and then, into a close
-    # already on its way (k8s/README.md): no server can prevent that; only a request sent within
-    # one round trip of the idle deadline (plus the watchdog's interval) may be lost. A close
-    # before the idle timeout, or a loss away from it, fails here.
+    # already on its way (k8s/README.md): no server can prevent that. What a server can get wrong
+    # is to close before its idle timeout: a request sent more than a round trip (and a busy
+    # machine's scheduling) before the deadline must never be lost. (A close late by the
+    # watchdog's interval or a stalled thread only moves the race later: not checked.)
     (r,) = select(rows, "idle race")[1:]
     assert r.client == "check"
-    timeout, delay = r.extra["idle_timeout"], r.extra["delay"]
-    watchdog = float(settings.BY_NAME["watchdog_interval"].default)
-    slack = 0.1  # a busy machine's scheduling
-    window = (timeout - 2 * delay - slack, timeout + watchdog + slack)
-    outside = [idle for idle in r.extra["failed_idle"] if not window[0] <= idle <= window[1]]
-    assert not outside, f"lost at idle {outside} s, outside {window}: {r.note}"
+    slack = 0.15
+    earliest = r.extra["idle_timeout"] - 2 * r.extra["delay"] - slack
+    early = [idle for idle in r.extra["failed_idle"] if idle < earliest]
+    assert not early, f"lost at idle {early} s, before {earliest:g} s: {r.note}"
 
 
 def test_a_client_that_pipelines_and_never_reads_is_let_go(rows):

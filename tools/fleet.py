@@ -316,6 +316,35 @@ class Nginx:
                 self.proc.wait()
 
 
+class DelayProxyProcess:
+    """The DelayProxy in a process of its own: the clients' threads here would delay its loop."""
+
+    def __init__(self, target_port: int, delay: float = 0.05):
+        self.cmd = [sys.executable, __file__, "--delay-proxy", str(target_port), "--delay", str(delay)]
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> DelayProxyProcess:
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.port = int(self.proc.stdout.readline())
+        return self
+
+    def stop(self) -> None:
+        self.proc.stdin.close()  # the proxy serves until its standard input ends
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def serve_delay_proxy(target_port: int, delay: float) -> None:
+    proxy = DelayProxy(target_port, delay).start()
+    print(proxy.port, flush=True)
+    sys.stdin.read()
+    proxy.stop()
+
+
 def make_balancer(kind: str, workdir: Path):
     return Nginx(workdir) if kind == "nginx" else HAProxy(workdir, kind.removeprefix("haproxy-"))
 
@@ -563,6 +592,46 @@ class Client:
             conn.close()
 
 
+    def abort(self) -> None:
+        self.stopping.set()
+
+
+class ClientProcess:
+    """A paced Client in a process of its own, so that its latencies are the fleet's, not those
+    of the interpreter lock shared with every other client group and the harness."""
+
+    def __init__(self, kind: str, port: int, token: str, connections: int = 16, rate: float = 200, label: str = ""):
+        self.kind, self.label, self.token = kind, label or kind, token
+        self.cmd = [sys.executable, __file__, "--client", kind, "--port", str(port),
+                    "--connections", str(connections), "--rate", str(rate)]
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> ClientProcess:
+        env = {**os.environ, "FLEET_TOKEN": self.token}  # never on a command line, where ps shows it
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
+        if self.proc.stdout.readline().strip() != "started":
+            raise RuntimeError(f"client {self.label} did not start")
+        return self
+
+    def stop(self) -> list[Outcome]:
+        """Ends the load (its standard input closes) and reads every request's outcome."""
+        out, _ = self.proc.communicate(input="", timeout=REQUEST_TIMEOUT + 30)
+        return [Outcome(*json.loads(line)) for line in out.splitlines() if line]
+
+    def abort(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def serve_client(kind: str, port: int, connections: int, rate: float) -> None:
+    client = Client(kind, port, os.environ["FLEET_TOKEN"], connections, rate).start()
+    print("started", flush=True)
+    sys.stdin.read()
+    for o in client.stop():
+        print(json.dumps([o.start, o.ms, o.result, o.reused, o.close, o.idle]))
+
+
 # -- results -------------------------------------------------------------------------------------
 def p99(outcomes: list[Outcome]) -> float:
     ms = sorted(o.ms for o in outcomes if o.result == "ok")
@@ -795,7 +864,8 @@ def scenario_rolling(workdir: Path, db: Path, token: str, rate: float, balancers
             jmeter.first_sample()
         for b in fleet.balancers:
             for kind in KINDS:
-                clients.append((b.name, Client(kind, b.port, token, rate=rate, label=f"{b.name}/{kind}").start()))
+                client = ClientProcess(kind, b.port, token, rate=rate, label=f"{b.name}/{kind}")
+                clients.append((b.name, client.start()))
         time.sleep(steady)
         change_start = time.monotonic()
         log(f"rolling: restart begins ({len(clients)} client groups)")
@@ -816,7 +886,7 @@ def scenario_rolling(workdir: Path, db: Path, token: str, rate: float, balancers
         return rows
     finally:
         for _, c in clients:
-            c.stopping.set()
+            c.abort()
         if jmeter and jmeter.proc.poll() is None:
             jmeter.proc.terminate()
         fleet.stop()
@@ -826,7 +896,7 @@ def scenario_scale(workdir: Path, db: Path, token: str, rate: float, steady: flo
                    settle: float = 30, window: float = 30) -> list[Row]:
     """Scale-out 2 -> 4 under load on L4, the new instances' share; then scale-in 4 -> 2."""
     fleet = Fleet("scale", db, workdir, ["haproxy-tcp"], 2)
-    client = Client("blind", fleet.balancers[0].port, token, rate=rate, label="scale/blind").start()
+    client = ClientProcess("blind", fleet.balancers[0].port, token, rate=rate, label="scale/blind").start()
     try:
         time.sleep(steady)
         out_start = time.monotonic()
@@ -862,7 +932,7 @@ def scenario_scale(workdir: Path, db: Path, token: str, rate: float, steady: flo
                      f"{fleet.drain_seconds():.1f} s at most", exit_codes=fleet.exit_codes()),
         ]
     finally:
-        client.stopping.set()
+        client.abort()
         fleet.stop()
 
 
@@ -872,7 +942,7 @@ def scenario_idle_race(workdir: Path, db: Path, token: str, idle: float = 3, del
     d = workdir / "idle"
     d.mkdir(parents=True, exist_ok=True)
     inst = Instance("idle-1", db, d, {"IDLE_TIMEOUT_SECONDS": str(idle)}).start().wait_ready()
-    proxy = DelayProxy(inst.port, delay).start()
+    proxy = DelayProxyProcess(inst.port, delay).start()
     try:
         # Pauses spread evenly over idle +- 0.4 s (a low-discrepancy sweep, the same for both kinds).
         n = connections * per_connection
@@ -948,7 +1018,7 @@ def scenario_nginx_reloads(workdir: Path, db: Path, token: str, rate: float, rel
     """The control for nginx: as many reloads as a rolling restart of 4 makes, nothing else changed."""
     fleet = Fleet("reloads", db, workdir, ["nginx"], 4)
     nginx = fleet.balancers[0]
-    clients = [Client(kind, nginx.port, token, rate=rate, label=f"reloads/{kind}").start() for kind in KINDS]
+    clients = [ClientProcess(kind, nginx.port, token, rate=rate, label=f"reloads/{kind}").start() for kind in KINDS]
     try:
         time.sleep(STEADY_WINDOW)
         change_start = time.monotonic()
@@ -961,7 +1031,7 @@ def scenario_nginx_reloads(workdir: Path, db: Path, token: str, rate: float, rel
                     note=f"{reloads} reloads, the same servers") for c in clients]
     finally:
         for c in clients:
-            c.stopping.set()
+            c.abort()
         fleet.stop()
 
 
@@ -1027,7 +1097,18 @@ def main(argv=None) -> int:
     p.add_argument("--balancers", nargs="+", choices=BALANCERS, default=list(BALANCERS),
                    help="the balancers of the rolling restart (default all three, at once)")
     p.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    p.add_argument("--delay-proxy", type=int, metavar="PORT", help=argparse.SUPPRESS)  # DelayProxyProcess
+    p.add_argument("--delay", type=float, default=0.05, help=argparse.SUPPRESS)
+    p.add_argument("--client", choices=KINDS, help=argparse.SUPPRESS)  # ClientProcess
+    p.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--connections", type=int, default=16, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.client:
+        serve_client(args.client, args.port, args.connections, args.rate)
+        return 0
+    if args.delay_proxy:
+        serve_delay_proxy(args.delay_proxy, args.delay)
+        return 0
     started = time.monotonic()
     rows = run(args.only, args.rate, args.balancers)
     print(table(rows))
