@@ -860,7 +860,7 @@ def scenario_rolling(workdir: Path, db: Path, token: str, rate: float, balancers
     jmeter = None
     try:
         if with_jmeter:
-            jmeter = JMeter(fleet.dir, fleet.by_name["haproxy-tcp"].port, token, duration=int(steady + 45)).start()
+            jmeter = JMeter(fleet.dir, fleet.by_name["haproxy-tcp"].port, token, duration=int(steady + 60)).start()
             jmeter.first_sample()
         for b in fleet.balancers:
             for kind in KINDS:
@@ -1004,10 +1004,10 @@ def scenario_pipelining(workdir: Path, db: Path, token: str, write_timeout: floa
         for s in socks:
             s.close()
         release = released_at - start
-        return [Row("pipelining, never reading", "direct", f"{connections} connections", sum(sent), {},
+        return [Row("pipelining, never reading", "direct", f"{connections} connections", int(answered), {},
                     note=f"WRITE_TIMEOUT_SECONDS={write_timeout:g}: released {release:.1f} s after the first "
                          f"request ({released_at - stopped_sending:+.1f} s after the last was sent); "
-                         f"{answered / connections:,.0f} answers per connection",
+                         f"{answered / connections:,.0f} answers per connection, of {sum(sent):,} requests sent",
                     extra={"release_seconds": release, "answers_per_connection": answered / connections,
                            "write_timeout": write_timeout})]
     finally:
