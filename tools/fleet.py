@@ -143,6 +143,13 @@ class Instance:
             time.sleep(0.05)
         raise RuntimeError(f"{self.name} was not ready in {timeout} s")
 
+    def ready_or_stop(self) -> Instance:
+        try:
+            return self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
     def metrics(self) -> str:
         status, body = http_get(self.port, "/metrics")
         if status != 200:
@@ -326,7 +333,12 @@ class DelayProxyProcess:
 
     def start(self) -> DelayProxyProcess:
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.port = int(self.proc.stdout.readline())
+        try:
+            self.port = int(self.proc.stdout.readline())
+        except ValueError:
+            self.proc.kill()
+            self.proc.wait()
+            raise RuntimeError("the delaying proxy did not start") from None
         return self
 
     def stop(self) -> None:
@@ -610,6 +622,7 @@ class ClientProcess:
         env = {**os.environ, "FLEET_TOKEN": self.token}  # never on a command line, where ps shows it
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
         if self.proc.stdout.readline().strip() != "started":
+            self.abort()
             raise RuntimeError(f"client {self.label} did not start")
         return self
 
@@ -718,10 +731,18 @@ class Fleet:
         self.instances: list[Instance] = []  # in the endpoints
         self.leaving: list[Instance] = []
         self.terminators: list[threading.Thread] = []
-        for inst in [self.new() for _ in range(size)]:
-            inst.wait_ready()
-            self.instances.append(inst)
-        self.balancers = [make_balancer(b, self.dir).start(self.instances) for b in balancers]
+        self.balancers: list = []
+        try:
+            for _ in range(size):
+                self.instances.append(self.new())
+            for inst in self.instances:
+                inst.wait_ready()
+            for b in balancers:
+                self.balancers.append(make_balancer(b, self.dir))
+                self.balancers[-1].start(self.instances)
+        except BaseException:
+            self.stop()  # nothing is left running when the fleet cannot start
+            raise
         self.by_name = {b.name: b for b in self.balancers}
 
     def new(self) -> Instance:
@@ -730,7 +751,7 @@ class Fleet:
 
     def scale_up(self) -> Instance:
         """A new pod: started, ready, then in the endpoints."""
-        inst = self.new().wait_ready()
+        inst = self.new().ready_or_stop()
         self.instances.append(inst)
         for b in self.balancers:
             b.add(inst)
@@ -896,8 +917,9 @@ def scenario_scale(workdir: Path, db: Path, token: str, rate: float, steady: flo
                    settle: float = 30, window: float = 30) -> list[Row]:
     """Scale-out 2 -> 4 under load on L4, the new instances' share; then scale-in 4 -> 2."""
     fleet = Fleet("scale", db, workdir, ["haproxy-tcp"], 2)
-    client = ClientProcess("blind", fleet.balancers[0].port, token, rate=rate, label="scale/blind").start()
+    client = ClientProcess("blind", fleet.balancers[0].port, token, rate=rate, label="scale/blind")
     try:
+        client.start()
         time.sleep(steady)
         out_start = time.monotonic()
         new = [fleet.scale_up(), fleet.scale_up()]
@@ -941,8 +963,12 @@ def scenario_idle_race(workdir: Path, db: Path, token: str, idle: float = 3, del
     """Requests after pauses swept across the server's idle timeout, through 2 x 50 ms of network."""
     d = workdir / "idle"
     d.mkdir(parents=True, exist_ok=True)
-    inst = Instance("idle-1", db, d, {"IDLE_TIMEOUT_SECONDS": str(idle)}).start().wait_ready()
-    proxy = DelayProxyProcess(inst.port, delay).start()
+    inst = Instance("idle-1", db, d, {"IDLE_TIMEOUT_SECONDS": str(idle)}).start().ready_or_stop()
+    try:
+        proxy = DelayProxyProcess(inst.port, delay).start()
+    except BaseException:
+        inst.stop()
+        raise
     try:
         # Pauses spread evenly over idle +- 0.4 s (a low-discrepancy sweep, the same for both kinds).
         n = connections * per_connection
@@ -972,7 +998,7 @@ def scenario_pipelining(workdir: Path, db: Path, token: str, write_timeout: floa
     """Clients that pipeline requests and never read: how long until the service lets them go."""
     d = workdir / "pipelining"
     d.mkdir(parents=True, exist_ok=True)
-    inst = Instance("pipe-1", db, d, {"WRITE_TIMEOUT_SECONDS": str(write_timeout)}).start().wait_ready()
+    inst = Instance("pipe-1", db, d, {"WRITE_TIMEOUT_SECONDS": str(write_timeout)}).start().ready_or_stop()
     try:
         served_before = inst.served()
         request = f"GET /api/v1/id/7 HTTP/1.1\r\nHost: fleet\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
@@ -1018,8 +1044,10 @@ def scenario_nginx_reloads(workdir: Path, db: Path, token: str, rate: float, rel
     """The control for nginx: as many reloads as a rolling restart of 4 makes, nothing else changed."""
     fleet = Fleet("reloads", db, workdir, ["nginx"], 4)
     nginx = fleet.balancers[0]
-    clients = [ClientProcess(kind, nginx.port, token, rate=rate, label=f"reloads/{kind}").start() for kind in KINDS]
+    clients = [ClientProcess(kind, nginx.port, token, rate=rate, label=f"reloads/{kind}") for kind in KINDS]
     try:
+        for c in clients:
+            c.start()
         time.sleep(STEADY_WINDOW)
         change_start = time.monotonic()
         for _ in range(reloads):
