@@ -156,6 +156,15 @@ def problems(docs: dict) -> list[str]:
     grace = spec.get("terminationGracePeriodSeconds")
     drain = float(config.get("SHUTDOWN_GRACE_SECONDS", 20)) + prestop_seconds(c)
     need(grace is not None and grace > drain, f"terminationGracePeriodSeconds {grace} not above {drain}")
+    # The fleet's figures (k8s/README.md) rest on these: the pod leaves the endpoints before
+    # SIGTERM, a rollout never lowers capacity, and an idle connection is closed within the drain.
+    import settings
+
+    need(prestop_seconds(c) > 0, "no preStop pause: SIGTERM would come before the endpoints drop the pod")
+    rolling = dep["spec"].get("strategy", {}).get("rollingUpdate", {})
+    need(rolling.get("maxUnavailable") in (0, "0%"), "a rollout may take pods away before new ones are ready")
+    drain_idle = float(config.get("DRAIN_IDLE_SECONDS", settings.BY_NAME["drain_idle"].default))
+    need(drain_idle < float(config.get("SHUTDOWN_GRACE_SECONDS", 20)), "DRAIN_IDLE_SECONDS not below the drain")
     ann = pod["metadata"].get("annotations", {})
     need(ann.get("prometheus.io/scrape") == "true", "no prometheus.io/scrape annotation")
     need(ann.get("prometheus.io/port") == str(PORT), "no prometheus.io/port annotation")
@@ -217,6 +226,8 @@ REMOVALS = {
     "drop ALL": C + ("securityContext", "capabilities", "drop"),
     "automountServiceAccountToken": POD + ("automountServiceAccountToken",),
     "terminationGracePeriodSeconds": POD + ("terminationGracePeriodSeconds",),
+    "preStop": C + ("lifecycle",),
+    "maxUnavailable 0": ("Deployment", "spec", "strategy", "rollingUpdate", "maxUnavailable"),
     "replicas": ("Deployment", "spec", "replicas"),
     "scrape annotation": ANN + ("prometheus.io/scrape",),
     "scrape port annotation": ANN + ("prometheus.io/port",),
