@@ -52,10 +52,12 @@ CLIENT_GONE = (errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED, errno.ENOTCONN
 # Connections born together (a client's pool, a restarted balancer) would all be recycled at
 # once; each one's age limit is lowered by up to this share to spread them.
 AGE_SPREAD = 0.1
-# When the server closes first, what the client still sends is read and dropped for up to this
-# many seconds: closing a socket with unread bytes sends a reset, which can destroy answers the
-# client has not read yet (a pipelining client's, or one sent just before the close).
+# When the server closes first, what the client still sends is read and dropped, for up to this
+# many seconds and bytes: closing a socket with unread bytes sends a reset, which can destroy
+# answers the client has not read yet (a pipelining client's, or one sent just before the close).
+# A client that sends more than that is not reading its answers anyway.
 LINGER = 2.0
+LINGER_BYTES = 1 << 20
 
 
 def keep_alive_header(idle_timeout: float) -> bytes:
@@ -239,8 +241,8 @@ def linger(sock: socket.socket) -> None:
     try:
         sock.shutdown(socket.SHUT_WR)
         sock.settimeout(LINGER)
-        until = time.monotonic() + LINGER
-        while sock.recv(65536) and time.monotonic() < until:
-            pass
+        until, left = time.monotonic() + LINGER, LINGER_BYTES
+        while left > 0 and time.monotonic() < until and (dropped := len(sock.recv(65536))):
+            left -= dropped
     except OSError:
         pass
