@@ -223,6 +223,7 @@ class Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # the answer is one write; never let Nagle hold it
 
     server: UserProfileServer
+    rfile: io.BufferedReader  # made by setup(): peek() waits for a request's first byte
 
     # -- connection ---------------------------------------------------------
     def setup(self):
@@ -232,7 +233,7 @@ class Handler(BaseHTTPRequestHandler):
         # about 1 us a request. A FileIO needs a blocking socket, and this one is: no
         # socket timeout, as deadlines end a blocked read with shutdown() (expire).
         self.rfile.close()
-        self.rfile = open(self.connection.fileno(), "rb", buffering=io.DEFAULT_BUFFER_SIZE, closefd=False)
+        self.rfile = io.BufferedReader(io.FileIO(self.connection.fileno(), "rb", closefd=False), io.DEFAULT_BUFFER_SIZE)
 
     def handle(self):
         server = self.server
@@ -458,7 +459,7 @@ class UserProfileServer(ThreadingHTTPServer):
         # HTTPServer.server_bind resolves our own name (getfqdn), which can stall
         # start-up on a host without DNS; we never use that name.
         socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
+        self.server_name, self.server_port = self.socket.getsockname()[:2]
 
     def process_request(self, request, client_address):
         if len(self.connections) >= self.options.max_connections:
@@ -479,7 +480,7 @@ class UserProfileServer(ThreadingHTTPServer):
 
     def handle_error(self, request, client_address):
         exc = sys.exc_info()[1]
-        log(f"error: connection from {client_address[0]}: {type(exc).__name__}: {exc} at {where(exc)}")
+        log(f"error: connection from {client_address[0]}: {type(exc).__name__}: {exc} at {where(exc) if exc else '?'}")
 
     # -- the watchdog -------------------------------------------------------
     def _tick(self):
@@ -561,7 +562,7 @@ def serve(options: argparse.Namespace, reuse_port: bool = False) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     raise_fd_limit()
-    if options.access_log:
+    if options.access_log and isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)
     store = open_store(options)
     tokens = TokenKeeper(store, options.token_refresh)

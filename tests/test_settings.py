@@ -12,6 +12,8 @@ from conftest import ROOT
 
 import settings
 
+pytestmark = pytest.mark.inprocess
+
 
 def test_defaults_come_from_the_table_typed():
     options = settings.defaults()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import io
 import json
 import os
 import re
@@ -14,12 +13,13 @@ import sqlite3
 import struct
 import subprocess
 import sys
-import threading
 import time
 import zlib
 
 import pytest
 from conftest import COUNT, ROOT, TOKEN, ServiceProcess, free_port, run_loaddata
+
+pytestmark = pytest.mark.socket
 
 NOT_FOUND = {"status": "failure", "message": {"error": "Not Found"}}
 
@@ -391,88 +391,3 @@ def test_a_client_that_vanishes_mid_request_does_not_hurt(server):
     conn = http.client.HTTPConnection(server.host, server.port, timeout=5)
     conn.request("GET", "/api/v1/id/1", headers={"Authorization": f"Bearer {TOKEN}"})
     assert conn.getresponse().status == 200
-
-
-# -- turns ---------------------------------------------------------------------------
-def test_a_turn_is_held_by_one_thread_at_a_time():
-    from userprofile_service import Turn
-
-    turn, inside, most = Turn(patience=0.001), [0], [0]
-
-    def work():
-        for _ in range(50):
-            with turn:
-                inside[0] += 1
-                most[0] = max(most[0], inside[0])
-                time.sleep(0.0002)
-                inside[0] -= 1
-
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert most[0] == 1 and inside[0] == 0
-
-
-def arrival_order(turn) -> list[str]:
-    """Who gets the turn when three waiters have waited past their patience and
-    a newcomer asks at the very moment the turn is free (a plain lock lets the
-    newcomer go first)."""
-    order = []
-    turn.__enter__()  # hold the turn while waiters arrive one by one
-
-    def wait(name):
-        with turn:
-            order.append(name)
-
-    waiters = []
-    for name in "abc":
-        waiters.append(threading.Thread(target=wait, args=(name,)))
-        waiters[-1].start()
-        time.sleep(0.1)  # each has waited past its patience before the next comes
-    turn.__exit__(None, None, None)
-    with turn:
-        order.append("newcomer")
-    for t in waiters:
-        t.join(10)
-    return order
-
-
-def test_after_patience_turns_go_in_arrival_order_and_newcomers_wait():
-    from userprofile_service import Turn
-
-    assert arrival_order(Turn(patience=0.05)) == ["a", "b", "c", "newcomer"]
-
-
-# -- in-process: the Service without a socket ---------------------------------------
-class BrokenStore:
-    """A store with a bug of its own: what a 500 is for."""
-
-    serial = False
-
-    def get_profile(self, record_id):
-        raise KeyError(f"no column for {record_id} near {TOKEN}")
-
-
-def test_a_bug_is_a_500_logged_on_one_line_with_its_frames_and_never_the_token(capsys):
-    import httpparse
-    import settings
-    import userprofile_service as ups
-    from metrics import Metrics
-
-    tokens = ups.TokenKeeper(BrokenStore(), refresh=60)
-    tokens.token = TOKEN.encode()
-    service = ups.Service(BrokenStore(), tokens, Metrics(), b"{}")
-    request = httpparse.read_request(io.BytesIO(
-        f"GET /api/v1/id/5 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()),
-        settings.defaults())
-    route, answer = service.respond(request)
-    assert (route, answer.status, answer.close) == ("/api/v1/id", 500, True)
-    assert json.loads(answer.body) == {"status": "failure", "message": {"error": "Internal Server Error"}}
-    lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 1, lines
-    assert re.search(r" error: KeyError: .*no column for 5 near \*\*\*' at userprofile_service\.py:\d+ in respond"
-                     r" > userprofile_service\.py:\d+ in profile_by_id > test_userprofile_service\.py:\d+ in "
-                     r"get_profile \(route /api/v1/id\)$", lines[0]), lines[0]
-    assert TOKEN not in lines[0]

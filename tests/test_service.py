@@ -1,0 +1,56 @@
+"""The service without a socket: a request in, an answer out, and what a bug in the code
+below it leaves in the log (the routes and the store's faults: test_hostile.py's corpus)."""
+
+from __future__ import annotations
+
+import inspect
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+from conftest import TOKEN
+
+import httpparse
+import settings
+import userprofile_service as ups
+from metrics import Metrics
+
+pytestmark = pytest.mark.inprocess
+
+
+class BrokenStore:
+    """A store with a bug of its own: what a 500 is for. Its message holds the token."""
+
+    serial = False
+
+    def get_profile(self, record_id):
+        raise KeyError(f"no column for {record_id} near {TOKEN}")
+
+
+def raise_site() -> str:
+    """Where BrokenStore raises, as a log line names a frame: file:line in function."""
+    lines, first = inspect.getsourcelines(BrokenStore.get_profile)
+    offset = next(i for i, line in enumerate(lines) if "raise " in line)
+    return f"{Path(__file__).name}:{first + offset} in get_profile"
+
+
+def test_a_bug_is_a_500_logged_on_one_line_with_where_it_was_raised_and_never_the_token(capsys):
+    tokens = ups.TokenKeeper(BrokenStore(), refresh=60)
+    tokens.token = TOKEN.encode()
+    service = ups.Service(BrokenStore(), tokens, Metrics(), b"{}")
+    request = httpparse.read_request(io.BytesIO(
+        f"GET /api/v1/id/5 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()),
+        settings.defaults())
+    route, answer = service.respond(request)
+    assert (route, answer.status, answer.close) == ("/api/v1/id", 500, True)
+    assert json.loads(answer.body) == {"status": "failure", "message": {"error": "Internal Server Error"}}
+    [line] = capsys.readouterr().err.splitlines()
+    # The exception's type and message (the token masked), then its frames outermost first, so the
+    # last is where it was raised, then the route. The frames above it are the service's own,
+    # whatever their names.
+    frames = r"(?:[\w.]+:\d+ in [\w<>]+ > )+"
+    assert re.search(rf" error: KeyError: .*no column for 5 near \*\*\*.* at {frames}{re.escape(raise_site())}"
+                     r" \(route /api/v1/id\)$", line), line
+    assert TOKEN not in line and TOKEN[:-1] not in line
