@@ -27,8 +27,8 @@ ifndef COUCHBASE_HOST
 endif
 	exec $(PY) userprofile_service.py
 
-# The whole suite, as CI runs it: the linters, then every test (real sockets, the
-# CAVES emulator, JMeter, the container image).
+# The whole suite, as CI runs it: the linters, then every tier (tests/README.md): in-process,
+# over real sockets, and with outside programs (the CAVES emulator, JMeter, the container image).
 test: $(VENV)/.dev
 	bash tools/install_caves.sh
 	bash tools/install_jmeter.sh
