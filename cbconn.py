@@ -26,6 +26,7 @@ import re
 import sys
 import threading
 from datetime import timedelta
+from typing import Any
 
 from couchbase import exceptions as cbe
 from couchbase import subdocument
@@ -144,7 +145,10 @@ class CouchbaseStore(Store):
         self.retry_max = options.couchbase_retry_max
         self.health_interval = options.couchbase_health_interval
         self.observability = options.couchbase_sdk_observability
-        self.cluster = self.bucket = self.scope = None
+        # The SDK's objects once connected, None before (the SDK ships no type hints).
+        self.cluster: Any = None
+        self.bucket: Any = None
+        self.scope: Any = None
         self.collections: dict = {}
         self._core_get = None
         self._connected = threading.Event()
@@ -292,9 +296,9 @@ class CouchbaseStore(Store):
             found = coll.get_multi(keys)
         except Exception as exc:
             raise mapped(exc) from exc
-        for exc in (found.exceptions or {}).values():
-            if not isinstance(exc, cbe.DocumentNotFoundException):  # deleted since the query: skip it
-                raise mapped(exc) from exc
+        for error in (found.exceptions or {}).values():
+            if not isinstance(error, cbe.DocumentNotFoundException):  # deleted since the query: skip it
+                raise mapped(error) from error
         # In query order (record_id), which get_multi's dict does not promise.
         return [found.results[key].value for key in keys if key in found.results]
 
@@ -378,8 +382,8 @@ class CouchbaseStore(Store):
             if not failed:
                 return
             if attempt == 2:
-                exc = next(iter(failed.values()))
-                raise mapped(exc) from exc
+                error = next(iter(failed.values()))
+                raise mapped(error) from error
             pending = {key: pending[key] for key in failed}
 
     def count(self, collection: str) -> int:

@@ -44,10 +44,9 @@ from couchbase.auth import PasswordAuthenticator
 from couchbase.cluster import Cluster
 from couchbase.options import ClusterOptions, ClusterTimeoutOptions, GetOptions
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import cbconn  # the service's own store (the project is installed: make)
 
-import cbconn  # noqa: E402  # the service's own store
+ROOT = Path(__file__).resolve().parent.parent
 
 KV_TIMEOUT = timedelta(seconds=2.5)
 

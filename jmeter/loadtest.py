@@ -94,7 +94,6 @@ def seed(db: Path, maxid: int) -> str:
     # --if-empty: an existing store is reused as it is (seeding is idempotent but not free).
     subprocess.run([sys.executable, str(ROOT / "loaddata.py"), "--count", str(maxid), "--seed", "1",
                     "--if-empty"], env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    sys.path.insert(0, str(ROOT))
     import settings  # the project's own store API
     from store import PROFILES, open_store
 

@@ -1,6 +1,10 @@
-"""Shared fixtures: a seeded embedded store and the real service process.
+"""Shared fixtures (a seeded embedded store, the real service process) and the tiers.
 
-Every test talks to a real server over real sockets; nothing is mocked here.
+Every test has exactly one tier marker (pyproject.toml lists them; tests/README.md says
+what each needs and how to run it): ``inprocess`` (no service process, no socket),
+``socket`` (the service process, or the SDK, over real sockets on loopback) or
+``external`` (a program from outside the Python environment: CAVES, podman, JMeter,
+HAProxy, nginx, iptables). A test with none, or with two, stops the collection.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -20,6 +25,22 @@ ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-token-5f1c2a9e7b3d4c60"
 SEED = 42
 COUNT = 300
+
+# The tiers are the markers pyproject.toml registers (pytest's own and plugins' are not tiers).
+TIERS = [line.split(":", 1)[0] for line in
+         tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["markers"]]
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects anything, so every collected test is checked
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    wrong = []
+    for item in items:
+        marked = [mark.name for mark in item.iter_markers() if mark.name in TIERS]
+        if len(marked) != 1:
+            wrong.append(f"{item.nodeid}: {', '.join(marked) or 'no tier'}")
+    if wrong:
+        raise pytest.UsageError(f"every test needs exactly one tier marker of {TIERS} "
+                                "(tests/README.md):\n  " + "\n  ".join(wrong))
 
 
 def free_port() -> int:

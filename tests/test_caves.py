@@ -21,6 +21,8 @@ from couchbase.exceptions import DocumentNotFoundException
 
 import cbconn
 
+pytestmark = pytest.mark.external
+
 KV_TIMEOUT = 1.0
 REFRESH = 1.0  # seconds between token re-reads of the service under test
 NOT_FOUND = {"status": "failure", "message": {"error": "Not Found"}}

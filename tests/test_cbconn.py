@@ -1,5 +1,6 @@
-"""cbconn at the SDK boundary: the SQL++ path CAVES cannot run, error mapping,
-connection strings, and a start-up that does not wait for the cluster.
+"""cbconn at the SDK boundary, in-process: the SQL++ path CAVES cannot run, error
+mapping and connection strings (a start-up that does not wait for an absent
+cluster, over a real socket: test_cbconn_socket.py).
 
 The fakes below stand in for the SDK's scope and collection objects only; what
 cbconn hands them (statement text, options) is what the SDK would send.
@@ -7,7 +8,6 @@ cbconn hands them (statement text, options) is what the SDK would send.
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 import pytest
@@ -17,6 +17,8 @@ from couchbase.transcoder import RawJSONTranscoder
 import cbconn
 import settings
 from store import StoreTimeout, StoreUnavailable
+
+pytestmark = pytest.mark.inprocess
 
 
 class Row:
@@ -239,33 +241,3 @@ def test_cluster_options(monkeypatch):
         assert isinstance(options["transcoder"], RawJSONTranscoder)  # stored bytes, not re-encoded JSON
         assert options["kv_timeout"] == timedelta(seconds=0.75)
         assert (options["enable_tracing"], options["enable_metrics"]) == (expected, expected), setting
-
-
-def test_start_up_does_not_wait_for_an_absent_cluster(capfd):
-    """Nothing listens on port 1: from_environ returns at once, lookups fail fast,
-    and each failed attempt is one stderr line that does not show the password."""
-    started = time.monotonic()
-    store = cbconn.CouchbaseStore.from_environ({
-        "COUCHBASE_HOST": "couchbase://127.0.0.1:1", "COUCHBASE_PASSWORD": "pw-9c1e77",
-        "COUCHBASE_CONNECT_TIMEOUT": "0.5",
-    })
-    try:
-        assert time.monotonic() - started < 0.5
-        with pytest.raises(StoreUnavailable):
-            store.get_profile("1")
-        with pytest.raises(StoreUnavailable):
-            store.ping()
-        with pytest.raises(StoreUnavailable):
-            store.wait_connected(0.1)
-        assert time.monotonic() - started < 1
-        deadline = time.monotonic() + 10
-        err = ""
-        while "failed (attempt 1)" not in err and time.monotonic() < deadline:
-            time.sleep(0.1)
-            err += capfd.readouterr().err
-    finally:
-        store.close()
-    lines = [line for line in err.splitlines() if "failed (attempt" in line]
-    assert lines, err
-    assert "retrying in" in lines[0] and "127.0.0.1:1" in lines[0]
-    assert "pw-9c1e77" not in err

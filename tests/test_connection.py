@@ -14,6 +14,8 @@ from connection import Conversation, Site, keep_alive_header
 from metrics import Metrics
 from service import Service, TokenKeeper
 
+pytestmark = pytest.mark.inprocess
+
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+pytestmark = pytest.mark.inprocess
+
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
 DOCKERFILE = ROOT / "Dockerfile"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import json
 import socket
-import sys
 import time
 import tomllib
 from dataclasses import dataclass
@@ -23,13 +22,11 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, TOKEN, ServiceProcess
 
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-import settings  # noqa: E402
-from connection import Conversation, Site  # noqa: E402
-from metrics import Metrics  # noqa: E402
-from service import Service, TokenKeeper  # noqa: E402
-from sqlitestore import SQLiteStore  # noqa: E402
+import settings
+from connection import Conversation, Site
+from metrics import Metrics
+from service import Service, TokenKeeper
+from sqlitestore import SQLiteStore
 
 CORPUS = Path(__file__).resolve().parent / "requests"
 FOLDERS = ("valid", "invalid", "either")
@@ -70,6 +67,7 @@ def matches(statuses: list[int], expected: list) -> bool:
 
 
 # -- the corpus itself -------------------------------------------------------------
+@pytest.mark.inprocess
 def test_the_corpus_is_whole():
     """Every request file has its expectation and the other way round; names are unique across folders."""
     for folder in FOLDERS:
@@ -87,6 +85,7 @@ def test_the_corpus_is_whole():
         assert (case.folder == "either") == any(isinstance(s, list) for s in case.statuses), case.name
 
 
+@pytest.mark.inprocess
 def test_the_store_is_the_one_the_corpus_was_written_for(store):
     profile = json.loads(store.get_profile("1"))
     assert {k: profile[k] for k in RECORD_1} == RECORD_1, "the cases name record 1's nickname and username"
@@ -149,6 +148,7 @@ def check_error(status: int, content_type: str, body: bytes, headers: str) -> No
         assert "\r\nAllow: GET, HEAD\r\n" in "\r\n" + headers, headers
 
 
+@pytest.mark.inprocess
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_request(case, service, store, capsys):
     answers = converse(service, case.data)
@@ -241,6 +241,7 @@ def server(seeded_db, tmp_path_factory):
     assert TOKEN not in log and TOKEN[:-1] not in log
 
 
+@pytest.mark.inprocess
 def test_socket_cases_cover_what_needs_a_connection():
     """Pipelining, a half-close mid-request and a refusal that ends the connection are among them."""
     assert len(SOCKET_CASES) >= 10
@@ -249,6 +250,7 @@ def test_socket_cases_cover_what_needs_a_connection():
     assert any(len(c.statuses) > 1 and c.statuses[-1] == 400 for c in SOCKET_CASES)
 
 
+@pytest.mark.socket
 @pytest.mark.parametrize("case", SOCKET_CASES, ids=[c.name for c in SOCKET_CASES])
 def test_over_a_socket(case, server, store):
     raw = exchange(server, case.data)

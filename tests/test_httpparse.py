@@ -11,6 +11,8 @@ import pytest
 import settings
 from httpparse import HTTPError, Incomplete, read_request
 
+pytestmark = pytest.mark.inprocess
+
 LIMITS = settings.defaults()
 
 

@@ -36,6 +36,8 @@ import yaml
 from caves import Caves
 from conftest import TOKEN, free_port, wait_until
 
+pytestmark = pytest.mark.external
+
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
 CONF = ROOT / "tools" / "containers.conf"

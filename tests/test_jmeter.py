@@ -34,6 +34,7 @@ def id_requests(svc: ServiceProcess) -> int:
                    if s.name == "userprofile_requests_total" and s.labels["route"] == "/api/v1/id"))
 
 
+@pytest.mark.inprocess
 def test_plan_uses_exactly_the_six_documented_properties():
     text = PLAN.read_text()
     assert set(re.findall(r"__P\((\w+)", text)) == {"threads", "duration", "maxid", "token", "host", "port"}
@@ -59,6 +60,7 @@ def jmeter_installed():
         pytest.fail(f"JMeter install failed (needs java 17 and mvn):\n{exc.stderr[-3000:]}")
 
 
+@pytest.mark.external
 def test_short_jmeter_run_has_no_errors_and_agrees_with_metrics(jmeter_installed, seeded_db, tmp_path):
     svc = ServiceProcess({"USERPROFILE_DB": str(seeded_db)}, log_path=tmp_path / "service.log")
     svc.start(wait_for="/readyz")

@@ -8,9 +8,12 @@ import sqlite3
 import struct
 import zlib
 
+import pytest
 from conftest import run_loaddata
 
 import loaddata
+
+pytestmark = pytest.mark.inprocess
 
 
 def dump(db) -> dict:

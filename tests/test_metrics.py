@@ -13,10 +13,13 @@ import socket
 import sqlite3
 import time
 
+import pytest
 from conftest import TOKEN, ServiceProcess
 from prometheus_client.parser import text_string_to_metric_families
 
 from store import PROFILES
+
+pytestmark = pytest.mark.socket
 
 ID = "/api/v1/id"
 FAMILIES = {  # family name as the parser gives it (counters lose _total) -> type

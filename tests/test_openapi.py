@@ -13,14 +13,13 @@ import pytest
 import yaml
 from conftest import ROOT, TOKEN, ServiceProcess
 
+from routes import ROUTES
+
 YAML = ROOT / "openapi.yaml"
 JSON = ROOT / "openapi.json"
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 REGENERATE = ("regenerate it: python -c \"import json, yaml; print(json.dumps(yaml.safe_load(open('openapi.yaml')), "
               "indent=2, ensure_ascii=False))\" > openapi.json")
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-from routes import ROUTES  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +27,13 @@ def spec() -> dict:
     return yaml.safe_load(YAML.read_text())
 
 
+@pytest.mark.inprocess
 def test_openapi_json_is_the_yaml_document(spec):
     with open(JSON) as f:
         assert json.load(f) == spec, f"openapi.json differs from openapi.yaml: {REGENERATE}"
 
 
+@pytest.mark.inprocess
 def test_the_document_and_the_route_table_agree(spec):
     """Each route of routes.ROUTES is a path of the document, with its methods (HEAD is
     GET's, implied) and its token requirement, and the document has no other path."""
@@ -57,6 +58,7 @@ def test_the_document_and_the_route_table_agree(spec):
     assert "WWW-Authenticate" in spec["components"]["responses"]["Unauthorized"]["headers"]
 
 
+@pytest.mark.socket
 def test_the_service_serves_openapi_json_as_it_is_without_a_token(server):
     status, headers, body = server.get("/api/v1/openapi.json")
     assert status == 200
@@ -64,6 +66,7 @@ def test_the_service_serves_openapi_json_as_it_is_without_a_token(server):
     assert body == JSON.read_bytes()
 
 
+@pytest.mark.socket
 def test_schemathesis_finds_no_5xx_and_every_answer_conforms(seeded_db, tmp_path):
     """Every schemathesis check (status codes, content types, headers, response schemas,
     405 on other methods, negative data rejected, auth not ignored) over all phases."""

@@ -12,17 +12,14 @@ from __future__ import annotations
 import json
 import re
 import socket
-import sys
 from urllib.parse import quote
 
 import pytest
-from conftest import ROOT, TOKEN, ServiceProcess
+from conftest import TOKEN, ServiceProcess
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-import httpparse  # noqa: E402
+import httpparse
 
 SETTINGS = settings(max_examples=200, deadline=3000, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -95,6 +92,7 @@ def check_shape(status: int, headers: dict, body: bytes, allowed: set[int], head
             assert error["status"] == "failure" and isinstance(error["message"]["error"], str), error
 
 
+@pytest.mark.socket
 @SETTINGS
 @given(target=TARGETS)
 def test_any_target_gets_a_spec_status_in_the_json_shape(service, target):
@@ -123,6 +121,7 @@ NEAR_LINES = st.builds(
 )
 
 
+@pytest.mark.socket
 @SETTINGS
 @given(request_line=st.one_of(st.binary(max_size=64), NEAR_LINES))
 def test_any_request_line_gets_one_answer_with_a_spec_status(service, request_line):
@@ -142,6 +141,7 @@ def test_any_request_line_gets_one_answer_with_a_spec_status(service, request_li
         assert status == 400 or (status == 505 and http2), (status, line)
 
 
+@pytest.mark.socket
 @SETTINGS
 @given(route=st.sampled_from(["id", "nickname", "username", "picture/raw", "picture/record"]),
        value=st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=40))
@@ -157,6 +157,7 @@ def test_a_percent_encoded_parameter_finds_nothing_or_the_right_thing(service, r
         assert {p[field] for p in json.loads(body)} == {value}
 
 
+@pytest.mark.socket
 @SETTINGS
 @given(record_id=st.integers(min_value=-5, max_value=400), encode=st.booleans())
 def test_ids_route_to_their_record(service, record_id, encode):
@@ -169,6 +170,7 @@ def test_ids_route_to_their_record(service, record_id, encode):
         assert status == 404 and json.loads(body) == {"status": "failure", "message": {"error": "Not Found"}}
 
 
+@pytest.mark.socket
 @SETTINGS
 @given(method=st.from_regex(r"[A-Z]{1,20}", fullmatch=True), target=st.sampled_from(ROUTE_PREFIXES[:5]),
        token=st.booleans())
@@ -182,6 +184,7 @@ def test_methods_route_by_spec(service, method, target, token):
         assert status == 405 and headers["allow"] == "GET, HEAD"
 
 
+@pytest.mark.inprocess
 @settings(max_examples=300, deadline=None, derandomize=True, database=None)
 @given(raw=st.text(max_size=30))
 def test_decode_param_returns_text_or_raises_400(raw):
@@ -193,6 +196,7 @@ def test_decode_param_returns_text_or_raises_400(raw):
     assert isinstance(value, str)
 
 
+@pytest.mark.inprocess
 @settings(max_examples=300, deadline=None, derandomize=True, database=None)
 @given(value=st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=30))
 def test_decode_param_inverts_percent_encoding(value):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from conftest import ROOT
+
+pytestmark = pytest.mark.inprocess
 
 README = (ROOT / "README.md").read_text()
 

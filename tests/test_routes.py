@@ -8,6 +8,8 @@ import pytest
 import routes
 from service import Service
 
+pytestmark = pytest.mark.inprocess
+
 
 @pytest.mark.parametrize("path, shape, param", [
     ("/api/v1/id/42", "/api/v1/id/{id}", "42"),

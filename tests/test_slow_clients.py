@@ -17,6 +17,8 @@ import time
 import pytest
 from conftest import TOKEN, ServiceProcess
 
+pytestmark = pytest.mark.socket
+
 HEADER_TIMEOUT = 1.0
 IDLE_TIMEOUT = 2.0
 TICK = 0.25  # the watchdog's period: a timeout is enforced within it

@@ -10,6 +10,8 @@ import pytest
 from sqlitestore import SQLiteStore
 from store import AUTH, IMAGES, PROFILES, TOKEN_KEY, StoreUnavailable, encode_doc
 
+pytestmark = pytest.mark.inprocess
+
 
 @pytest.fixture
 def store(tmp_path):

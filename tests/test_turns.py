@@ -1,11 +1,16 @@
-"""turns: one holder at a time, and arrival order once waiters have waited past their patience."""
+"""Turn: the lock that lets one request at a time from routing to its first write, fairly
+(after its patience, waiters go in arrival order), without a server or a socket."""
 
 from __future__ import annotations
 
 import threading
 import time
 
+import pytest
+
 from turns import Turn
+
+pytestmark = pytest.mark.inprocess
 
 
 def test_a_turn_is_held_by_one_thread_at_a_time():

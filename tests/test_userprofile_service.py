@@ -19,6 +19,8 @@ import zlib
 import pytest
 from conftest import COUNT, ROOT, TOKEN, ServiceProcess, free_port, run_loaddata
 
+pytestmark = pytest.mark.socket
+
 NOT_FOUND = {"status": "failure", "message": {"error": "Not Found"}}
 
 

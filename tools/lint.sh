@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Static checks of the repository, outside pytest: ruff, bandit, hadolint,
+# Static checks of the repository, outside pytest: ruff, mypy, bandit, hadolint,
 # kubernetes-validate and openapi-spec-validator. Each prints what it checked;
 # the script runs them all and exits non-zero when any of them found anything.
 # Usage: tools/lint.sh   (from anywhere; the tools come from the project's .venv, made by `make .venv/.dev`,
@@ -22,6 +22,11 @@ check() {  # check NAME COMMAND...: run one check, remember its failure
 
 ruff() {
     "$PYTHON" -m ruff check --no-cache . && echo "ruff: $("$PYTHON" -m ruff check --no-cache --show-files . | grep -c '\.py$') Python files"
+}
+
+mypy() {
+    # What it checks and how strictly: pyproject.toml's [tool.mypy] (every module at the root).
+    "$PYTHON" -m mypy && echo "mypy: $(ls ./*.py | wc -l) modules"
 }
 
 hadolint() {
@@ -51,6 +56,7 @@ openapi() {
 }
 
 check ruff ruff
+check mypy mypy
 check bandit "$PYTHON" tools/check_bandit.py
 check hadolint hadolint
 check kubernetes-validate kubernetes

@@ -1,0 +1,31 @@
+"""pyproject.toml's [project]: what `pip install -e .` (the Makefile) makes importable, so
+tests, tools and bench import the service's modules without touching sys.path."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import pytest
+from conftest import ROOT
+
+pytestmark = pytest.mark.inprocess
+
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_every_module_at_the_root_is_installed():
+    """A module left out of py-modules imports from the root's own directory (the service's
+    start) but from nowhere else: bench, jmeter/loadtest.py and tools would miss it."""
+    listed = PYPROJECT["tool"]["setuptools"]["py-modules"]
+    assert sorted(listed) == sorted(p.stem for p in ROOT.glob("*.py")), "list every root module in py-modules"
+
+
+def test_dependencies_are_the_pinned_requirements():
+    pinned = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
+    assert PYPROJECT["project"]["dependencies"] == [p for p in pinned if p]
+
+
+def test_the_version_is_the_image_tag():
+    tag = re.search(r"image: userprofile-service:(\S+)", (ROOT / "k8s" / "deployment.yaml").read_text()).group(1)
+    assert PYPROJECT["project"]["version"] == tag
