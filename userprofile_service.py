@@ -16,6 +16,7 @@ Stored documents arrive as bytes and leave as bytes, never decoded and re-encode
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import resource
 import signal
@@ -52,7 +53,7 @@ def serve(options: argparse.Namespace, reuse_port: bool = False) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     raise_fd_limit()
-    if options.access_log:
+    if options.access_log and isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)
     store = open_store(options)
     tokens = TokenKeeper(store, options.token_refresh)
