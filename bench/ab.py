@@ -9,7 +9,9 @@ first swapped each round, and each round starts both servers afresh, so that
 whatever else the machine does falls on both alike.
 
 It prints every round, then each side's median req/s, server CPU per request
-and p99, and in how many rounds the working tree served more requests.
+and p99, in how many rounds the working tree served more requests, and the
+median and range of the rounds' own after/before ratios (the two sides of a
+round ran back to back, so the ratio cancels load that drifts between rounds).
 
 Each side may run on its own interpreter (--against-python, --python), so the
 same code on two Pythons is an A/B too; --couchbase serves one CAVES cluster
@@ -124,7 +126,9 @@ def main(argv=None) -> int:
                 caves.stop()
     median = {side: {key: statistics.median(r[key] for r in runs[side])
                      for key in ("rps", "server_us_per_request", "p99_ms")} for side in SIDES}
-    won = sum(a["rps"] > b["rps"] for a, b in zip(runs["after"], runs["before"], strict=True))
+    pairs = list(zip(runs["after"], runs["before"], strict=True))
+    won = sum(a["rps"] > b["rps"] for a, b in pairs)
+    paired = {key: sorted(a[key] / b[key] for a, b in pairs) for key in ("rps", "server_us_per_request")}
     print()
     for side in SIDES:
         m = median[side]
@@ -134,13 +138,16 @@ def main(argv=None) -> int:
     print(f"after / before: req/s {after['rps'] / before['rps']:.3f}x,"
           f" CPU per request {after['server_us_per_request'] / before['server_us_per_request']:.3f}x;"
           f" after served more in {won} of {args.rounds} rounds")
+    spread = {key: f"{statistics.median(r):.3f}x ({r[0]:.2f}-{r[-1]:.2f})" for key, r in paired.items()}
+    print(f"per round, after / before: req/s {spread['rps']}, CPU per request {spread['server_us_per_request']}")
     errors = sum(r["errors"] for side in SIDES for r in runs[side])
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     for side in SIDES:
         for r in runs[side]:
             del r["wrk_output"]
     out = raw / f"ab-{stamp}.json"
-    out.write_text(json.dumps({"labels": labels, "args": vars(args), "median": median, "runs": runs}, indent=1) + "\n")
+    result = {"labels": labels, "args": vars(args), "median": median, "paired": paired, "runs": runs}
+    out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"numbers kept in {out}")
     return 1 if errors else 0
 
