@@ -4,9 +4,11 @@
 # COUCHBASE_PASSWORD, COUCHBASE_BUCKET, COUCHBASE_SCOPE, COUCHBASE_TLS, COUCHBASE_NETWORK,
 # USERPROFILE_DB, SERVICE_HOST, SERVICE_PORT, ACCESS_LOG, WORKERS, SHUTDOWN_GRACE_SECONDS...
 
-# Pinned by version, so a rebuild gets the same interpreter. The couchbase SDK ships manylinux
-# wheels for CPython 3.11, so unlike the blog's image no compiler or apt packages are needed.
-FROM python:3.11.13-slim-bookworm
+# Pinned by version, so a rebuild gets the same interpreter: CPython 3.13 on Debian 13 (trixie).
+# The code runs on 3.11 and later (make test runs the suite on 3.11 and 3.13). The couchbase SDK
+# ships manylinux wheels for CPython 3.11 to 3.14, so unlike the blog's image no compiler or apt
+# packages are needed.
+FROM python:3.13.16-slim-trixie
 
 # No .pyc writes at run time (the root filesystem is read-only in Kubernetes; the code is
 # byte-compiled below instead), unbuffered logs, and pip without caches or version nags.

@@ -9,10 +9,17 @@ first swapped each round, and each round starts both servers afresh, so that
 whatever else the machine does falls on both alike.
 
 It prints every round, then each side's median req/s, server CPU per request
-and p99, and in how many rounds the working tree served more requests.
+and p99, in how many rounds the working tree served more requests, and the
+median and range of the rounds' own after/before ratios (the two sides of a
+round ran back to back, so the ratio cancels load that drifts between rounds).
+
+Each side may run on its own interpreter (--against-python, --python), so the
+same code on two Pythons is an A/B too; --couchbase serves one CAVES cluster
+instead of the SQLite store.
 
     .venv/bin/python bench/ab.py                           # HEAD~1, 32 connections, 8 rounds
     .venv/bin/python bench/ab.py --against 6946c67 --rounds 12 --conns 128
+    .venv/bin/python bench/ab.py --against HEAD --python .venv-3.13/bin/python   # 3.11 vs 3.13
 """
 
 from __future__ import annotations
@@ -28,7 +35,19 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from run import BENCH, ROOT, Server, git_commit, seed, store_arguments, wait_quiet, wrk
+from run import (
+    BENCH,
+    ROOT,
+    Server,
+    git_commit,
+    python_argument,
+    python_version,
+    seed,
+    start_caves,
+    store_arguments,
+    wait_quiet,
+    wrk,
+)
 
 SIDES = ("before", "after")
 
@@ -43,6 +62,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--settle", type=float, default=10,
                    help="wait up to this many seconds before each run for an idle machine (default 10)")
     store_arguments(p)
+    python_argument(p)
+    p.add_argument("--against-python", default=sys.executable,
+                   help="the Python the earlier commit runs on (default: this one)")
+    p.add_argument("--couchbase", action="store_true",
+                   help="serve from one CAVES cluster instead of the SQLite store (needs .tools/bin/gocaves)")
     return p.parse_args(argv)
 
 
@@ -57,38 +81,54 @@ def checkout(ref: str, into: Path) -> str:
     return commit
 
 
-def measure(root: Path, args, token: str, log_dir: Path) -> dict:
+def measure(root: Path, python: str, env: dict, args, token: str, log_dir: Path, store_pid: int | None) -> dict:
     log_dir.mkdir(parents=True, exist_ok=True)
-    server = Server("ours", {"USERPROFILE_DB": args.db}, log_dir, root)
+    server = Server("ours-cb" if args.couchbase else "ours", env, log_dir, root, python)
     try:
         server.wait_ready(token)
-        wrk(server, args.conns, args.warmup, token, args.count, None)
+        wrk(server, args.conns, args.warmup, token, args.count, store_pid)
         wait_quiet(args.settle)
-        return wrk(server, args.conns, args.duration, token, args.count, None)
+        return wrk(server, args.conns, args.duration, token, args.count, store_pid)
     finally:
         server.stop()
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    token = seed(args.db, args.count, args.token)
     raw = BENCH / "results" / "raw"
+    caves, env, store_pid = None, {"USERPROFILE_DB": args.db}, None
+    if args.couchbase:
+        envs: dict[str, dict] = {}
+        caves = start_caves(args, envs)
+        env, store_pid, token = envs["ours-cb"], caves.proc.pid, args.token
+    else:
+        token = seed(args.db, args.count, args.token)
+    pythons = {"before": args.against_python, "after": args.python}
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
         labels = {"before": checkout(args.against, Path(tmp)), "after": git_commit()}
+        for side in SIDES:
+            labels[side] += f" on Python {python_version(pythons[side])}"
         roots = {"before": Path(tmp), "after": ROOT}
         print(f"before: {labels['before']} ({args.against}); after: the working tree, {labels['after']}")
-        print(f"{args.rounds} rounds of {args.duration:g} s at {args.conns} connections", flush=True)
+        print(f"{args.rounds} rounds of {args.duration:g} s at {args.conns} connections"
+              f" on {'CAVES' if args.couchbase else 'the SQLite store'}", flush=True)
         runs: dict[str, list[dict]] = {side: [] for side in SIDES}
-        for n in range(args.rounds):
-            for side in SIDES if n % 2 == 0 else SIDES[::-1]:
-                run = measure(roots[side], args, token, raw / "ab" / side)
-                runs[side].append(run)
-                print(f"  round {n + 1} {side:6} {run['rps']:9,.0f} req/s {run['server_us_per_request']:6.1f} us/req"
-                      f"  p99 {run['p99_ms']:6.2f} ms  errors {run['errors']}"
-                      f"{'  (noisy machine)' if run['noisy'] else ''}", flush=True)
+        try:
+            for n in range(args.rounds):
+                for side in SIDES if n % 2 == 0 else SIDES[::-1]:
+                    run = measure(roots[side], pythons[side], env, args, token, raw / "ab" / side, store_pid)
+                    runs[side].append(run)
+                    print(f"  round {n + 1} {side:6} {run['rps']:9,.0f} req/s"
+                          f" {run['server_us_per_request']:6.1f} us/req  p99 {run['p99_ms']:6.2f} ms"
+                          f"  errors {run['errors']}{'  (noisy machine)' if run['noisy'] else ''}", flush=True)
+        finally:
+            if caves:
+                caves.stop()
     median = {side: {key: statistics.median(r[key] for r in runs[side])
                      for key in ("rps", "server_us_per_request", "p99_ms")} for side in SIDES}
-    won = sum(a["rps"] > b["rps"] for a, b in zip(runs["after"], runs["before"], strict=True))
+    pairs = list(zip(runs["after"], runs["before"], strict=True))
+    won = sum(a["rps"] > b["rps"] for a, b in pairs)
+    paired = {key: sorted(a[key] / b[key] for a, b in pairs) for key in ("rps", "server_us_per_request")}
     print()
     for side in SIDES:
         m = median[side]
@@ -98,13 +138,16 @@ def main(argv=None) -> int:
     print(f"after / before: req/s {after['rps'] / before['rps']:.3f}x,"
           f" CPU per request {after['server_us_per_request'] / before['server_us_per_request']:.3f}x;"
           f" after served more in {won} of {args.rounds} rounds")
+    spread = {key: f"{statistics.median(r):.3f}x ({r[0]:.2f}-{r[-1]:.2f})" for key, r in paired.items()}
+    print(f"per round, after / before: req/s {spread['rps']}, CPU per request {spread['server_us_per_request']}")
     errors = sum(r["errors"] for side in SIDES for r in runs[side])
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     for side in SIDES:
         for r in runs[side]:
             del r["wrk_output"]
     out = raw / f"ab-{stamp}.json"
-    out.write_text(json.dumps({"labels": labels, "args": vars(args), "median": median, "runs": runs}, indent=1) + "\n")
+    result = {"labels": labels, "args": vars(args), "median": median, "paired": paired, "runs": runs}
+    out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"numbers kept in {out}")
     return 1 if errors else 0
 

@@ -82,6 +82,16 @@ def store_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token", default="bench-token", help="token stored when seeding")
 
 
+def python_argument(p: argparse.ArgumentParser) -> None:
+    """The interpreter our service runs on (also bench/ab.py's): its environment must have requirements.txt."""
+    p.add_argument("--python", default=sys.executable,
+                   help="the Python our service runs on, e.g. .venv-3.13/bin/python (default: this one)")
+
+
+def python_version(python: str) -> str:
+    return command_output([python, "-c", "import platform; print(platform.python_version())"])
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=float, default=10, help="seconds per run (default 10)")
@@ -93,6 +103,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--only", help=f"comma-separated subset of {','.join(IMPLS)}")
     p.add_argument("--conns", help="comma-separated connection counts (default 1,8,32,128,512)")
     store_arguments(p)
+    python_argument(p)
     p.add_argument("--out", default=str(BENCH / "results"), help="results folder")
     p.add_argument("--settle", type=float, default=30,
                    help="wait up to this many seconds before each run for an idle machine (default 30)")
@@ -158,11 +169,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def server_command(impl: str, port: int, root: Path = ROOT) -> tuple[list[str], dict, Path]:
-    """argv, extra environment and working directory of one implementation (ours from `root`)."""
+def server_command(impl: str, port: int, root: Path = ROOT,
+                   python: str = sys.executable) -> tuple[list[str], dict, Path]:
+    """argv, extra environment and working directory of one implementation (ours from `root` on `python`)."""
     pin = ["taskset", "-c", SERVER_CORE]
     if impl in ("ours", "ours-2w", "ours-cb", "ours-cb-obs"):
-        argv = [sys.executable, str(root / "userprofile_service.py"),
+        argv = [python, str(root / "userprofile_service.py"),
                 "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
         if impl == "ours-2w":
             return argv + ["--workers", "2"], {}, root
@@ -188,10 +200,10 @@ def server_command(impl: str, port: int, root: Path = ROOT) -> tuple[list[str], 
 
 
 class Server:
-    def __init__(self, impl: str, env: dict, log_dir: Path, root: Path = ROOT):
+    def __init__(self, impl: str, env: dict, log_dir: Path, root: Path = ROOT, python: str = sys.executable):
         self.impl = impl
         self.port = free_port()
-        argv, extra, cwd = server_command(impl, self.port, root)
+        argv, extra, cwd = server_command(impl, self.port, root, python)
         self.sha = service_sha(root) if impl.startswith("ours") else None  # the lead may edit it between runs
         self.log = open(log_dir / f"{impl}.log", "wb")
         # Its own session, so stop() ends exactly this server and the processes it started.
@@ -331,7 +343,7 @@ def wrk(server: Server, conns: int, duration: float, token: str, count: int, sto
 
 def bench_impl(impl: str, args, env: dict, token: str, log_dir: Path, store_pid: int | None) -> list[dict]:
     """Start one implementation, warm it up, measure it at each connection count, stop it."""
-    server = Server(impl, env, log_dir)
+    server = Server(impl, env, log_dir, python=args.python)
     runs = []
     try:
         server.wait_ready(token)
@@ -460,7 +472,7 @@ def markdown(result: dict) -> str:
         f"{meta['warmup_s']:g} s of warm-up, GET /api/v1/id/<random 1..{meta['count']}>"
         " with the bearer token.",
         f"Our service: {'commit ' + meta['commit'] + ', ' if meta.get('commit') else ''}"
-        f"code sha256 {meta['service_sha256']}…."
+        f"code sha256 {meta['service_sha256']}…, on Python {meta.get('ours_python', v['python'])}."
         f" Machine: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}"
         f" (load average before the run: {', '.join(map(str, m['loadavg_before']))}).",
         f"Versions: {versions}",
@@ -655,7 +667,7 @@ def main(argv=None) -> int:
     meta = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": " ".join([".venv/bin/python bench/run.py", *(sys.argv[1:] if argv is None else argv)]),
-        "service_sha256": service_sha(), "commit": git_commit(),
+        "service_sha256": service_sha(), "commit": git_commit(), "ours_python": python_version(args.python),
         "caves": command_output(["cat", str(ROOT / ".tools" / "bin" / "gocaves.version")]),
         "duration_s": args.duration, "warmup_s": args.warmup, "repeat": args.repeat,
         "count": args.count, "conns": args.conns_list,

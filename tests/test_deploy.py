@@ -43,8 +43,8 @@ def test_dockerfile_conventions():
     ins = instructions()
     kinds = [k for k, _ in ins]
     args = dict(ins)  # the last of each kind
-    # An official slim Python 3.11 base pinned to a patch version.
-    base = r"python:3\.11\.\d+-slim(-bookworm)?(@sha256:[0-9a-f]{64})?"
+    # An official slim Python 3.13 base on Debian trixie, pinned to a patch version.
+    base = r"python:3\.13\.\d+-slim-trixie(@sha256:[0-9a-f]{64})?"
     assert re.fullmatch(base, args["FROM"]), args["FROM"]
     # Dependencies installed without a cache, in a layer before the code is copied.
     copies = [a for k, a in ins if k == "COPY"]

@@ -44,9 +44,9 @@ CONF = ROOT / "tools" / "containers.conf"
 ENV = {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(CONF))}
 COUNT = 300
 # The image may be at most this big on the official base. Where that base cannot be pulled,
-# the estimate is the layers the Dockerfile adds (measured) plus the official
-# python:3.11-slim-bookworm's size: commonly reported at about 125 MB uncompressed for amd64,
-# not measurable here, so counted with a margin.
+# the estimate is the layers the Dockerfile adds (measured) plus the official slim base's size:
+# not measurable here, so counted with a margin (python:3.11-slim-bookworm was commonly reported
+# at about 125 MB uncompressed for amd64; the sizes measured here: k8s/README.md).
 MAX_IMAGE_MB = 200
 OFFICIAL_SLIM_BASE_MB = 130
 STAND_IN_LABEL = "userprofile.base-stand-in"

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The container tools tests/test_image.py needs, from Debian's archive: podman (to build and
-# run the image), runc (its runtime here: crun refuses a hybrid cgroup hierarchy) and
+# run the image), runc (its runtime here: crun refuses a hybrid cgroup hierarchy), catatonit
+# (the init of the pause image `podman kube play` builds; podman only recommends it) and
 # mmdebstrap (builds the stand-in base image when the real one cannot be pulled).
 # Idempotent: installs only what is missing. Needs root, as apt-get does.
 set -euo pipefail
 
 missing=()
-for cmd in podman runc mmdebstrap; do
+for cmd in podman runc catatonit mmdebstrap; do
     command -v "$cmd" >/dev/null || missing+=("$cmd")
 done
 if [ ${#missing[@]} -eq 0 ]; then

@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
 # A stand-in for the Dockerfile's base image, for machines that cannot pull it (only the package
-# registries are reachable): Debian bookworm's own python3, pip and CA certificates in a minimal
+# registries are reachable): the python3, pip and CA certificates of the Debian release the
+# base's name ends with (python:3.13.16-slim-trixie: trixie, whose python3 is 3.13) in a minimal
 # root filesystem, trimmed as Debian's slim images are, imported under the base image's name so
 # the Dockerfile builds unchanged. Usage: tools/standin_base.sh IMAGE-NAME
-# The root filesystem is cached in .tools/image/ (one mmdebstrap run, about a minute).
+# The root filesystem is cached in .tools/image/, one per release (one mmdebstrap run, a minute or two).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 name=$1
-tarball=.tools/image/standin-bookworm-python3.tar
+# The release is the tag's last word, so the Dockerfile's FROM line is the one place it is named.
+suite=${name##*-}
+suite=${suite%%@*}
+case "$suite" in
+    bookworm | trixie) ;;
+    *) echo "standin_base.sh: $name does not end in a Debian release this knows (bookworm, trixie)" >&2; exit 1 ;;
+esac
+tarball=.tools/image/standin-$suite-python3.tar
 engine=${ENGINE:-podman}
 
 if [ ! -s "$tarball" ]; then
     command -v mmdebstrap >/dev/null || { echo "standin_base.sh: mmdebstrap missing: run tools/install_podman.sh" >&2; exit 1; }
     mkdir -p "$(dirname "$tarball")"
-    log=.tools/image/standin.log
+    log=.tools/image/standin-$suite.log
     echo "standin_base.sh: building the stand-in root filesystem with mmdebstrap (log: $log)"
     # python-is-python3: the Dockerfile runs `python` as the official image provides it.
     # EXTERNALLY-MANAGED removed: pip installs system-wide, as in the official image.
@@ -30,14 +38,14 @@ if [ ! -s "$tarball" ]; then
         --dpkgopt='path-exclude=/usr/share/lintian/*' \
         --customize-hook='rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED' \
         --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
-        bookworm "$tarball.part" >"$log" 2>&1 || { tail -n 20 "$log" >&2; exit 1; }
+        "$suite" "$tarball.part" >"$log" 2>&1 || { tail -n 20 "$log" >&2; exit 1; }
     mv "$tarball.part" "$tarball"
 fi
 
 # The label says what this is wherever the image goes, including images built on it.
 "$engine" import --quiet \
-    --change 'LABEL userprofile.base-stand-in="Debian bookworm python3 from tools/standin_base.sh"' \
+    --change "LABEL userprofile.base-stand-in=\"Debian $suite python3 from tools/standin_base.sh\"" \
     --change 'ENV LANG=C.UTF-8' \
     --change 'CMD ["python3"]' \
     "$tarball" "$name" >/dev/null
-echo "standin_base.sh: $name is the stand-in: Debian bookworm python3 ($(du -m "$tarball" | cut -f1) MB tarball)"
+echo "standin_base.sh: $name is the stand-in: Debian $suite python3 ($(du -m "$tarball" | cut -f1) MB tarball)"
