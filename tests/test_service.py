@@ -14,8 +14,8 @@ from conftest import TOKEN
 
 import httpparse
 import settings
-from service import Service, TokenKeeper
 from metrics import Metrics
+from service import Service, TokenKeeper
 
 pytestmark = pytest.mark.inprocess
 
