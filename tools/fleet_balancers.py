@@ -99,8 +99,9 @@ class Nginx:
     checking loses requests at each one (the "nginx reloads alone" control). So, with
     follows="slots", the upstream lists up front a port for every instance the fleet will
     start: a slot with no instance listening refuses at once, and a draining one answers with
-    Connection: close; max_fails=0 keeps a refusing slot from counting against anything, and
-    proxy_next_upstream sends such a request on to the next slot. Endpoint changes then need
+    Connection: close; proxy_next_upstream sends such a request on to the next slot, and
+    max_fails=0 keeps a refusal from marking a slot down (nginx would then skip it for
+    fail_timeout after its instance came up). Endpoint changes then need
     no reload, but nginx cannot drop a server: an instance out of the endpoints keeps its
     share of nginx's requests until its listener closes.
     """

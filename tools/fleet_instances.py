@@ -142,7 +142,6 @@ class Instance:
             self.wait_exit(30)
 
 
-
 def grace_seconds() -> float:
     """terminationGracePeriodSeconds of k8s/deployment.yaml: the kubelet's SIGKILL comes after it."""
     text = (ROOT / "k8s" / "deployment.yaml").read_text()
