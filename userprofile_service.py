@@ -512,7 +512,7 @@ class UserProfileServer(ThreadingHTTPServer):
     def render_metrics(self) -> bytes:
         handlers = list(self.connections.values())
         in_flight = sum(1 for h in handlers if h is not None and h.phase != IDLE)
-        return self.metrics.render(len(handlers), in_flight)
+        return self.metrics.render(len(handlers), in_flight, self.service.store.counters())
 
     def log_access(self, method: str, route: str, status: int, seconds: float, size: int) -> None:
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
