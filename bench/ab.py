@@ -11,8 +11,14 @@ whatever else the machine does falls on both alike.
 It prints every round, then each side's median req/s, server CPU per request
 and p99, and in how many rounds the working tree served more requests.
 
+With --couchbase both serve one CAVES cluster instead (its bucket keeping a
+replica, as a production bucket does), loaded by loaddata.py; each run also
+reports the replica reads the service counted (/metrics), which a healthy
+cluster should not need.
+
     .venv/bin/python bench/ab.py                           # HEAD~1, 32 connections, 8 rounds
     .venv/bin/python bench/ab.py --against 6946c67 --rounds 12 --conns 128
+    .venv/bin/python bench/ab.py --couchbase --against main --conns 32
 """
 
 from __future__ import annotations
@@ -21,14 +27,17 @@ import argparse
 import datetime
 import io
 import json
+import os
+import re
 import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.request
 from pathlib import Path
 
-from run import BENCH, ROOT, Server, git_commit, seed, store_arguments, wait_quiet, wrk
+from run import BENCH, ROOT, WRK_CORE, Server, git_commit, seed, store_arguments, wait_quiet, wrk
 
 SIDES = ("before", "after")
 
@@ -42,8 +51,39 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=2, help="seconds of discarded load first (default 2)")
     p.add_argument("--settle", type=float, default=10,
                    help="wait up to this many seconds before each run for an idle machine (default 10)")
+    p.add_argument("--couchbase", action="store_true",
+                   help="serve a CAVES cluster (.tools/bin/gocaves) instead of the embedded store")
     store_arguments(p)
     return p.parse_args(argv)
+
+
+def replica_reads(server: Server) -> int | None:
+    """The service's count of replica reads, or None where it counts none."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as r:  # nosec B310  # http://127.0.0.1, built here
+            found = re.search(rb"^userprofile_store_replica_reads_total (\d+)$", r.read(), re.M)
+    except OSError:
+        return None
+    return int(found.group(1)) if found else None
+
+
+def start_caves(args) -> tuple:
+    """A CAVES cluster on wrk's core, its bucket keeping one replica, loaded as run.py loads its own."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from caves import Caves  # the test suite's driver of gocaves
+
+    cores = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {int(WRK_CORE)})  # gocaves inherits it
+    try:
+        caves = Caves().start()
+    finally:
+        os.sched_setaffinity(0, cores)
+    caves.add_bucket("sample_app", replicas=1)
+    env = {"COUCHBASE_HOST": caves.connstr}
+    subprocess.run([sys.executable, str(ROOT / "loaddata.py"), "--count", str(args.count), "--seed", "1",
+                    "--token", args.token], env={**os.environ, **env}, cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)
+    return caves, env
 
 
 def checkout(ref: str, into: Path) -> str:
@@ -57,21 +97,30 @@ def checkout(ref: str, into: Path) -> str:
     return commit
 
 
-def measure(root: Path, args, token: str, log_dir: Path) -> dict:
+def measure(root: Path, args, token: str, log_dir: Path, env: dict) -> dict:
     log_dir.mkdir(parents=True, exist_ok=True)
-    server = Server("ours", {"USERPROFILE_DB": args.db}, log_dir, root)
+    server = Server("ours-cb" if args.couchbase else "ours", env, log_dir, root)
     try:
         server.wait_ready(token)
         wrk(server, args.conns, args.warmup, token, args.count, None)
         wait_quiet(args.settle)
-        return wrk(server, args.conns, args.duration, token, args.count, None)
+        reads = replica_reads(server)
+        run = wrk(server, args.conns, args.duration, token, args.count, None)
+        after = replica_reads(server)
+        run["replica_reads"] = after - reads if reads is not None and after is not None else None
+        return run
     finally:
         server.stop()
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    token = seed(args.db, args.count, args.token)
+    caves = None
+    if args.couchbase:
+        caves, env = start_caves(args)
+        token = args.token
+    else:
+        env, token = {"USERPROFILE_DB": args.db}, seed(args.db, args.count, args.token)
     raw = BENCH / "results" / "raw"
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
         labels = {"before": checkout(args.against, Path(tmp)), "after": git_commit()}
@@ -81,11 +130,14 @@ def main(argv=None) -> int:
         runs: dict[str, list[dict]] = {side: [] for side in SIDES}
         for n in range(args.rounds):
             for side in SIDES if n % 2 == 0 else SIDES[::-1]:
-                run = measure(roots[side], args, token, raw / "ab" / side)
+                run = measure(roots[side], args, token, raw / "ab" / side, env)
                 runs[side].append(run)
+                reads = "" if run["replica_reads"] is None else f"  replica reads {run['replica_reads']}"
                 print(f"  round {n + 1} {side:6} {run['rps']:9,.0f} req/s {run['server_us_per_request']:6.1f} us/req"
-                      f"  p99 {run['p99_ms']:6.2f} ms  errors {run['errors']}"
+                      f"  p99 {run['p99_ms']:6.2f} ms  errors {run['errors']}{reads}"
                       f"{'  (noisy machine)' if run['noisy'] else ''}", flush=True)
+    if caves is not None:
+        caves.stop()
     median = {side: {key: statistics.median(r[key] for r in runs[side])
                      for key in ("rps", "server_us_per_request", "p99_ms")} for side in SIDES}
     won = sum(a["rps"] > b["rps"] for a, b in zip(runs["after"], runs["before"], strict=True))

@@ -260,7 +260,6 @@ def main() -> None:
         report["startup_frozen"] = {"ready_after_s": round(ready, 2) if ready is not None else None,
                                     "ids": COUNT, "statuses": statuses,
                                     "every_id_seconds": round(time.monotonic() - started, 1)}
-        report["startup_frozen"]["iptables"] = subprocess.run(["iptables", "-L", "INPUT", "-vn"], capture_output=True, text=True).stdout
         firewall.clear()
     finally:
         if service is not None:
@@ -268,10 +267,10 @@ def main() -> None:
         if firewall is not None:
             firewall.clear()
         caves.stop()
-    log = (work / "service.log").read_text(errors="replace")
-    report["service_log_lines"] = [line for line in log.splitlines() if "couchbase:" in line][:40]
-    startup = (work / "service-startup.log").read_text(errors="replace")
-    report["startup_log_lines"] = [line for line in startup.splitlines() if "couchbase:" in line][:20]
+    for name in ("service", "service-startup"):
+        log = (work / f"{name}.log").read_text(errors="replace")
+        report[f"{name}_log"] = [line for line in log.splitlines() if "couchbase:" in line][:40]
+        report[f"{name}_tracebacks"] = log.count("Traceback")
     print(json.dumps(report, indent=1))
 
 
