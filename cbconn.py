@@ -11,8 +11,10 @@ service, so nothing waits past it.
 Replica reads (COUCHBASE_REPLICA_READS): a key-value get gives the active copy
 COUCHBASE_REPLICA_DELAY, then asks every copy (``get_any_replica``) and takes
 the first answer. While a ping finds a node lost, gets ask every copy at once,
-so a frozen node costs no wait per request. A replica's answer may be stale by
-the replication lag; they are counted (``counters``, on /metrics).
+so a frozen node costs no wait per request; when it is back, new connections
+replace the SDK's stalled ones. While many gets are slow and every node answers,
+hedging pauses (HEDGE_SHARE). A replica's answer may be stale by the
+replication lag; they are counted (``counters``, on /metrics).
 
 Documents are written and read as raw JSON bytes (``RawJSONTranscoder``) made
 by ``store.encode_doc``, so the service sends exactly the bytes the embedded
@@ -79,6 +81,13 @@ from store import (
 )
 
 RAW = RawJSONTranscoder()
+# More gets than this share waiting out the replica delay while every node answers
+# its ping: the cluster (or this machine) is slow, not a node lost, and asking
+# every copy would only add to the load; hedging pauses for HEDGE_PAUSE seconds.
+HEDGE_SHARE, HEDGE_PAUSE = 0.05, 5.0
+# This many hedged gets since the last ping call the next ping at once: a node
+# frozen since then is found in the time of a ping, not of the health interval.
+HEDGES_TO_PING = 10
 # A memcached binary-protocol NOOP: what a key-value port answers before any login.
 NOOP = struct.pack(">BBHBBHIIQ", 0x80, 0x0A, 0, 0, 0, 0, 0, 0, 0)
 TIMEOUTS = (cbe.TimeoutException, cbe.AmbiguousTimeoutException, cbe.UnAmbiguousTimeoutException)
@@ -192,8 +201,11 @@ class CouchbaseStore(Store):
         # With replica reads the active copy gets the delay, the copies the rest of the kv timeout.
         delay = min(timedelta(seconds=options.couchbase_replica_delay), self.kv_timeout)
         self.replica_delay = delay if self.replica_reads else None
-        self._active_options = (GetOptions(timeout=delay),) if self.replica_reads else ()
-        self._active_timeout_ms = max(1, round(delay.total_seconds() * 1000)) if self.replica_reads else 0
+        self._hedge_options = (GetOptions(timeout=delay),)
+        self._hedge_timeout_ms = max(1, round(delay.total_seconds() * 1000))
+        self._hedging = self.replica_reads  # paused while gets are slow everywhere (HEDGE_SHARE)
+        self._hedging_from = 0.0
+        self._gets = self._hedges = 0  # since the last ping; _gets unlocked: an estimate is enough
         self._after_delay = GetAnyReplicaOptions(timeout=max(self.kv_timeout - delay, timedelta(milliseconds=1)))
         self._any_copy_options = GetAnyReplicaOptions(timeout=self.kv_timeout)
         self.cluster = self.bucket = self.scope = None
@@ -212,6 +224,7 @@ class CouchbaseStore(Store):
         self._replica_reads = 0
         self._count_lock = threading.Lock()
         self._stop = threading.Event()
+        self._ping_now = threading.Event()  # set on close too, so that the watch ends
         self._thread: threading.Thread | None = None
 
     @classmethod
@@ -294,7 +307,11 @@ class CouchbaseStore(Store):
         # Connected: watch the key-value nodes, so that gets skip the wait on a lost
         # node's active copies, and lookups fail fast while no node answers (a killed
         # cluster refuses at once, but the SDK would queue each get until its timeout).
-        while not self._stop.wait(self.health_interval):
+        while True:
+            self._ping_now.wait(self.health_interval)
+            self._ping_now.clear()
+            if self._stop.is_set():
+                return
             self._watch()
 
     def _watch(self) -> None:
@@ -366,6 +383,15 @@ class CouchbaseStore(Store):
         self._answered = False
         self._lost = lost
         self._log_health()
+        gets, hedges, self._gets, self._hedges = self._gets, self._hedges, 0, 0
+        now = time.monotonic()
+        if self.replica_reads and not lost and hedges > max(10, gets * HEDGE_SHARE):
+            if self._hedging:
+                log(f"couchbase: {hedges} of {gets} gets waited over the replica delay while every node "
+                    f"answers: the cluster is slow, not a node lost; no hedged reads for {HEDGE_PAUSE:g}s")
+            self._hedging, self._hedging_from = False, now + HEDGE_PAUSE
+        elif self.replica_reads and now >= self._hedging_from:
+            self._hedging = True
 
     def _log_health(self) -> None:
         """Each change once, at most a line a second: changes in between are in the next line."""
@@ -443,17 +469,17 @@ class CouchbaseStore(Store):
             log(f"couchbase: the SDK's direct calls failed ({describe(exc)}); using the public ones from now on")
 
     # -- read side -----------------------------------------------------------
-    def _active(self, collection: str, coll, key: str) -> bytes:
-        """The active copy, within the replica delay when replica reads are on."""
+    def _active(self, collection: str, coll, key: str, hedge: bool) -> bytes:
+        """The active copy, within the replica delay when hedging, else the kv timeout."""
         direct = self._core
         if direct is not None:
             try:
-                return self._direct(direct[0], GET, collection, key, self._active_timeout_ms)[0]
+                return self._direct(direct[0], GET, collection, key, self._hedge_timeout_ms if hedge else 0)[0]
             except cbe.CouchbaseException:
                 raise
             except Exception as exc:  # noqa: BLE001  # the SDK changed under us: not a store fault
                 self._drop_direct(exc)
-        return coll.get(key, *self._active_options).value
+        return coll.get(key, *(self._hedge_options if hedge else ())).value
 
     def _first_copy(self, collection: str, coll, key: str, options) -> tuple[bytes, bool]:
         direct = self._core
@@ -494,13 +520,19 @@ class CouchbaseStore(Store):
         coll = self._collection(collection)
         if self._degraded:
             return self._any_copy(collection, coll, key, self._any_copy_options)
+        self._gets += 1
+        hedge = self._hedging
         try:
-            return self._active(collection, coll, key)
+            return self._active(collection, coll, key, hedge)
         except cbe.DocumentNotFoundException:
             return None
         except Exception as exc:
-            if not self.replica_reads:
+            if not hedge:
                 raise mapped(exc) from exc
+        with self._count_lock:
+            self._hedges += 1
+            if self._hedges == HEDGES_TO_PING:
+                self._ping_now.set()
         return self._any_copy(collection, coll, key, self._after_delay)
 
     def get_profile(self, record_id: str) -> bytes | None:
@@ -546,6 +578,7 @@ class CouchbaseStore(Store):
 
     def close(self) -> None:
         self._stop.set()
+        self._ping_now.set()
         if self._thread is not None:
             # Not for long: a connection attempt in progress ends by itself (daemon thread).
             self._thread.join(1)

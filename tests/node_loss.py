@@ -165,10 +165,11 @@ def summary(answers: list, start: float, end: float, reads: list, returned: bool
             non_200[str(status)] = non_200.get(str(status), 0) + 1
     before = [n for t, n in reads if t < start]
     count = before[-1] if before else 0
-    total, last_rise = 0, 0.0
+    total, last_rise, late = 0, 0.0, 0
     for t, n in reads:
         if start <= t < end and n > count:
-            total, last_rise, count = total + n - count, t - start, n
+            total, last_rise, late = total + n - count, t - start, late + (n - count if t >= start + 5 else 0)
+            count = n
     result = {
         "seconds": round(end - start, 1),
         "answers": len(mine),
@@ -179,6 +180,8 @@ def summary(answers: list, start: float, end: float, reads: list, returned: bool
     }
     if returned:  # the last replica reads, seconds after the node's return (to the poll's 0.25 s)
         result["replica_reads_stopped_after_s"] = round(last_rise, 2)
+        result["replica_reads_after_5_s"] = late
+        result["answers_after_5_s"] = sum(1 for a in mine if a[0] >= start + 5)
     return result
 
 
@@ -201,11 +204,12 @@ def main() -> None:
     caves = Caves(log_path=work / "caves.log").start()
     service = None
     firewall = None
-    report: dict = {"root": str(args.root), "phases": {}}
+    report: dict = {"root": str(args.root), "phases": {}, "second_node": ""}
     try:
         caves.add_bucket("sample_app", replicas=1)
         # The connection string lists each node's key-value port: the second node's is last.
         second = int(caves.connstr.rsplit(":", 1)[1])
+        report["second_node"] = caves.connstr.rsplit(",", 1)[1]
         firewall = Firewall(second)
         env = {"COUCHBASE_HOST": caves.connstr, "COUCHBASE_KV_TIMEOUT": str(KV_TIMEOUT)}
         try:

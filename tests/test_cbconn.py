@@ -236,6 +236,30 @@ def test_while_a_node_is_lost_gets_ask_every_copy_at_once():
     assert [c[0] for c in profiles.calls] == ["get"]
 
 
+def test_slow_gets_with_every_node_answering_pause_hedging(capsys):
+    """Hedging a slow cluster only adds to its load: when many gets wait out the delay
+    and the ping finds every node, gets wait for the active copy for a while."""
+    profiles = FakeCollection(dict(PROFILE_DOCS), lost={f"user_data:{n}" for n in range(1, 21)})
+    store = make_store(profiles=profiles)
+    for n in range(1, 21):
+        assert store.get_profile(str(n))  # each hedged
+        assert store._ping_now.is_set() == (n >= cbconn.HEDGES_TO_PING)  # the next ping at once
+    store._health({"a:1", "b:2"}, {})
+    assert "no hedged reads" in capsys.readouterr().err
+    profiles.calls.clear()
+    with pytest.raises(StoreTimeout):
+        store.get_profile("1")  # the slow active copy, given the whole kv timeout
+    assert profiles.calls == [("get", "user_data:1", ())]
+    store._hedging_from = 0  # the pause is over
+    store._health({"a:1", "b:2"}, {})
+    assert store.get_profile("1") == b'{"record_id":1}'
+    # A node lost is no reason to pause: its gets ask every copy.
+    for n in range(1, 21):
+        store.get_profile(str(n))
+    store._health({"a:1"}, {"b:2": "timeout"})
+    assert store._hedging and store._degraded
+
+
 def test_not_found_on_every_copy_is_none_but_no_copy_answering_is_a_timeout():
     profiles = FakeCollection(dict(PROFILE_DOCS))
     store = make_store(profiles=profiles, COUCHBASE_KV_TIMEOUT="0.2")

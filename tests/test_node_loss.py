@@ -74,7 +74,8 @@ def test_a_dead_node_costs_no_answer(report):
 def test_replica_reads_stop_within_5_s_of_the_nodes_return(report, phase):
     back = report["phases"][phase]
     assert back["non_200"] == {}
-    assert back["replica_reads_stopped_after_s"] <= 5
+    # From 5 s after the return on, no more than a healthy cluster's (see above).
+    assert back["replica_reads_after_5_s"] <= back["answers_after_5_s"] // 1000
 
 
 def test_start_up_with_a_node_frozen(report):
@@ -83,8 +84,8 @@ def test_start_up_with_a_node_frozen(report):
     assert startup["statuses"] == {"200": startup["ids"]}
 
 
-def test_each_loss_and_return_is_logged_once(report):
-    lines = report["service_log"]
-    assert sum(" lost (" in line for line in lines) == 2, lines  # frozen, then dead
-    assert sum("answers again" in line for line in lines) == 2, lines
+def test_each_loss_and_return_of_the_node_is_logged_once(report):
+    lines, node = report["service_log"], report["second_node"]
+    assert sum(f"node {node} lost (" in line for line in lines) == 2, lines  # frozen, then dead
+    assert sum(f"node {node} answers again" in line for line in lines) == 2, lines
     assert report["service_tracebacks"] == report["service-startup_tracebacks"] == 0
