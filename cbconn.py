@@ -200,7 +200,6 @@ class CouchbaseStore(Store):
         self.replica_reads = options.couchbase_replica_reads
         # With replica reads the active copy gets the delay, the copies the rest of the kv timeout.
         delay = min(timedelta(seconds=options.couchbase_replica_delay), self.kv_timeout)
-        self.replica_delay = delay if self.replica_reads else None
         self._hedge_options = (GetOptions(timeout=delay),)
         self._hedge_timeout_ms = max(1, round(delay.total_seconds() * 1000))
         self._hedging = self.replica_reads  # paused while gets are slow everywhere (HEDGE_SHARE)
