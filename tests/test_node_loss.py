@@ -56,8 +56,8 @@ def test_a_frozen_node_costs_no_answer_and_little_time(report):
     healthy, frozen = report["phases"]["healthy"], report["phases"]["frozen"]
     assert healthy["non_200"] == {} and healthy["answers"] > 0
     # A hedge is a get that waited out the replica delay: on a healthy cluster only a
-    # stall of this shared machine makes one.
-    assert healthy["replica_reads"] <= healthy["answers"] // 1000
+    # stall of the (shared) machine makes one; the Couchbase A/B (bench/README.md) shows none.
+    assert healthy["replica_reads"] <= healthy["answers"] // 100
     assert frozen["non_200"] == {}
     assert frozen["p99_ms"] <= 250
     assert frozen["per_second"] >= healthy["per_second"] / 2
@@ -74,8 +74,9 @@ def test_a_dead_node_costs_no_answer(report):
 def test_replica_reads_stop_within_5_s_of_the_nodes_return(report, phase):
     back = report["phases"][phase]
     assert back["non_200"] == {}
-    # From 5 s after the return on, no more than a healthy cluster's (see above).
-    assert back["replica_reads_after_5_s"] <= back["answers_after_5_s"] // 1000
+    # From 5 s after the return on, no more than a healthy cluster's (see above); a node
+    # still taken for lost would make half the answers replica reads.
+    assert back["replica_reads_after_5_s"] <= back["answers_after_5_s"] // 100
 
 
 def test_start_up_with_a_node_frozen(report):
