@@ -88,7 +88,8 @@ HEDGE_SHARE, HEDGE_PAUSE = 0.05, 5.0
 # This many hedged gets since the last ping call the next ping at once: a node
 # frozen since then is found in the time of a ping, not of the health interval.
 HEDGES_TO_PING = 10
-# A memcached binary-protocol NOOP: what a key-value port answers before any login.
+# A memcached binary-protocol NOOP: any answer to it (even a refusal before a login)
+# shows the node's key-value service is back.
 NOOP = struct.pack(">BBHBBHIIQ", 0x80, 0x0A, 0, 0, 0, 0, 0, 0, 0)
 TIMEOUTS = (cbe.TimeoutException, cbe.AmbiguousTimeoutException, cbe.UnAmbiguousTimeoutException)
 
@@ -172,7 +173,8 @@ def node_name(report) -> str:
 
 
 def answers_noop(node: str, timeout: float) -> bool:
-    """Whether a node's key-value port answers a NOOP on a new connection."""
+    """Whether a node's key-value port answers a NOOP on a new connection (a response's
+    magic byte, whatever its status). A TLS port never does: the SDK's own recovery then."""
     host, _, port = node.rpartition(":")
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout) as sock:
