@@ -2,16 +2,27 @@
 
 Start-up never blocks: ``from_options`` returns at once and a background
 thread connects, retrying with capped exponential backoff, then keeps pinging
-the key-value service. Until connected, and while no key-value node answers a
-ping, every lookup raises ``StoreUnavailable`` at once; otherwise every SDK call
-ends within the cluster's timeout for its service, so nothing waits past it.
+the key-value nodes. It is ready once one node answers: a node that is down
+does not hold up the others. Until connected, and while no key-value node
+answers (neither a ping nor a lookup), every lookup raises ``StoreUnavailable``
+at once; otherwise every SDK call ends within the cluster's timeout for its
+service, so nothing waits past it.
+
+Replica reads (COUCHBASE_REPLICA_READS): a key-value get gives the active copy
+COUCHBASE_REPLICA_DELAY, then asks every copy (``get_any_replica``) and takes
+the first answer. While a ping finds a node lost, gets ask every copy at once,
+so a frozen node costs no wait per request; when it is back, new connections
+replace the SDK's stalled ones. While many gets are slow and every node answers,
+hedging pauses (HEDGE_SHARE). A replica's answer may be stale by the
+replication lag; they are counted (``counters``, on /metrics).
 
 Documents are written and read as raw JSON bytes (``RawJSONTranscoder``) made
 by ``store.encode_doc``, so the service sends exactly the bytes the embedded
 store would. The transcoder and the timeouts are set once, on the cluster,
 so a call passes no options; a get calls the SDK's C++ get directly
-(``core_get``); and the SDK's tracing and metrics are off unless
-COUCHBASE_SDK_OBSERVABILITY asks for them (they cost CPU on every operation).
+(``core_calls``) once a check against the public one agrees; and the SDK's
+tracing and metrics are off unless COUCHBASE_SDK_OBSERVABILITY asks for them
+(they cost CPU on every operation).
 
 Nickname and username lookups are prepared SQL++ statements with named
 parameters that return document keys (``SELECT RAW META().id``); the documents
@@ -23,31 +34,36 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import struct
 import sys
 import threading
-from datetime import timedelta
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from couchbase import exceptions as cbe
-from couchbase import subdocument
 from couchbase.auth import PasswordAuthenticator
 from couchbase.cluster import Cluster
-from couchbase.diagnostics import PingState, ServiceType
+from couchbase.diagnostics import ClusterState, PingState, ServiceType
 from couchbase.options import (
     ClusterOptions,
     ClusterTimeoutOptions,
+    GetAnyReplicaOptions,
+    GetOptions,
     PingOptions,
     QueryOptions,
     WaitUntilReadyOptions,
 )
 from couchbase.transcoder import RawJSONTranscoder
 
-try:  # the SDK's own C++ get, under its Python wrapper: see core_get
+try:  # the SDK's own C++ calls, under its Python wrapper: see core_calls
     from couchbase.exceptions import ErrorMapper
     from couchbase.logic.operation_types import KeyValueOperationCode
     from couchbase.logic.pycbc_core import pycbc_exception, pycbc_kv_request
 
     GET = KeyValueOperationCode.Get.value
+    GET_ANY_REPLICA = KeyValueOperationCode.GetAnyReplica.value
 except ImportError:  # another SDK's layout: the public get only
     pycbc_kv_request = None
 
@@ -66,6 +82,16 @@ from store import (
 )
 
 RAW = RawJSONTranscoder()
+# More gets than this share waiting out the replica delay while every node answers
+# its ping: the cluster (or this machine) is slow, not a node lost, and asking
+# every copy would only add to the load; hedging pauses for HEDGE_PAUSE seconds.
+HEDGE_SHARE, HEDGE_PAUSE = 0.05, 5.0
+# This many hedged gets since the last ping call the next ping at once: a node
+# frozen since then is found in the time of a ping, not of the health interval.
+HEDGES_TO_PING = 10
+# A memcached binary-protocol NOOP: any answer to it (even a refusal before a login)
+# shows the node's key-value service is back.
+NOOP = struct.pack(">BBHBBHIIQ", 0x80, 0x0A, 0, 0, 0, 0, 0, 0, 0)
 TIMEOUTS = (cbe.TimeoutException, cbe.AmbiguousTimeoutException, cbe.UnAmbiguousTimeoutException)
 
 # Keys, not documents: see the module docstring. Scope-level queries, so the
@@ -85,18 +111,22 @@ INDEXES = (
     f"CREATE INDEX IF NOT EXISTS {PROFILES}_user_id ON {PROFILES}(user_id)",
 )
 
-def core_get(collection):
-    """The C++ get under ``Collection.get``, or None when the SDK is not laid out as 4.6's is.
+def core_calls(collection):
+    """The C++ get and get-any-replica under ``Collection``'s, or None when the SDK is
+    not laid out as 4.6's is.
 
     Per call ``Collection.get`` merges options, opens an observability handler and
-    wraps the answer in a result object, none of which the service uses: about 4 us
-    of CPU of the ~45 a get costs at 32 threads (bench/sdk_micro.py: store, sdk-core).
-    These are the SDK's internals, not its API; without them the public get is used.
+    wraps the answer in a result object, none of which the service uses: a tenth of
+    a get's CPU (bench/README.md, bench/sdk_micro.py: store, sdk-core). These are
+    the SDK's internals, not its API: the store uses them only once they agree with
+    the public calls (``CouchbaseStore._check_direct``), and drops them for good at
+    their first error that is not a store error.
     """
     if pycbc_kv_request is None:
         return None
     try:
-        return collection._impl._client_adapter.connection.pycbc_get
+        connection = collection._impl._client_adapter.connection
+        return connection.pycbc_get, connection.pycbc_get_any_replica
     except AttributeError:
         return None
 
@@ -114,7 +144,9 @@ def connection_string(options) -> str:
 
 
 def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """One line on stderr, stamped as the service stamps its own. Never a password."""
+    stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
+    print(f"{stamp} {message}", file=sys.stderr, flush=True)
 
 
 def describe(exc: BaseException) -> str:
@@ -131,6 +163,29 @@ def mapped(exc: Exception) -> StoreUnavailable:
     return StoreUnavailable(f"couchbase: {describe(exc)}")
 
 
+def node_name(report) -> str:
+    """A pinged endpoint's node: its address, or the one its error names (a refused
+    node is reported with no remote address)."""
+    remote = str(report.remote or "")
+    if remote and not remote.startswith("0.0.0.0:"):  # nosec B104  # how the SDK says "no address"
+        return remote
+    named = re.search(r'"([^"\s]+:\d+)"', str(report.error or ""))
+    return named.group(1) if named else "unnamed"  # its id changes from ping to ping
+
+
+def answers_noop(node: str, timeout: float) -> bool:
+    """Whether a node's key-value port answers a NOOP on a new connection (a response's
+    magic byte, whatever its status). A TLS port never does: the SDK's own recovery then."""
+    host, _, port = node.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(NOOP)
+            return sock.recv(24)[:1] == b"\x81"
+    except (OSError, ValueError):
+        return False
+
+
 class CouchbaseStore(Store):
     def __init__(self, options):
         """Configured from the ``couchbase_*`` settings (settings.py); ``start()`` connects."""
@@ -145,15 +200,36 @@ class CouchbaseStore(Store):
         self.retry_max = options.couchbase_retry_max
         self.health_interval = options.couchbase_health_interval
         self.observability = options.couchbase_sdk_observability
+        self.replica_reads = options.couchbase_replica_reads
+        # With replica reads the active copy gets the delay, the copies the rest of the kv timeout.
+        delay = min(timedelta(seconds=options.couchbase_replica_delay), self.kv_timeout)
+        self._hedge_options = (GetOptions(timeout=delay),)
+        self._hedge_timeout_ms = max(1, round(delay.total_seconds() * 1000))
+        self._hedging = self.replica_reads  # paused while gets are slow everywhere (HEDGE_SHARE)
+        self._hedging_from = 0.0
+        self._gets = self._hedges = 0  # since the last ping; _gets unlocked: an estimate is enough
+        self._after_delay = GetAnyReplicaOptions(timeout=max(self.kv_timeout - delay, timedelta(milliseconds=1)))
+        self._any_copy_options = GetAnyReplicaOptions(timeout=self.kv_timeout)
         # The SDK's objects once connected, None before (the SDK ships no type hints).
         self.cluster: Any = None
         self.bucket: Any = None
         self.scope: Any = None
         self.collections: dict = {}
-        self._core_get = None
+        self._core = None  # the direct (get, get_any_replica), once checked (_check_direct)
+        self._unchecked_core = None  # found, not yet checked: no document to check it on yet
         self._connected = threading.Event()
-        self._healthy = False  # the last key-value ping had an answering node
+        self._healthy = False  # a node answered the last ping, or a lookup since
+        self._degraded = False  # the last ping found a node lost: gets ask every copy at once
+        self._answered = False  # a lookup was answered by way of the replicas since the last ping
+        self._lost: dict[str, str] = {}  # node -> why, as the last ping found it
+        self._logged: tuple = ({}, True)  # (lost, healthy) as last logged
+        self._logged_at = 0.0
+        self._renew_after = 0.0  # no reconnection before this (time.monotonic)
+        self._retired: list[tuple[float, Cluster]] = []  # (when to close, cluster) after a reconnection
+        self._replica_reads = 0
+        self._count_lock = threading.Lock()
         self._stop = threading.Event()
+        self._ping_now = threading.Event()  # set on close too, so that the watch ends
         self._thread: threading.Thread | None = None
 
     @classmethod
@@ -171,6 +247,10 @@ class CouchbaseStore(Store):
     def __str__(self) -> str:
         return f"Couchbase at {self.connstr}, bucket {self.bucket_name}, scope {self.scope_name}"
 
+    def counters(self) -> dict[str, int]:
+        with self._count_lock:
+            return {"replica_reads": self._replica_reads}
+
     # -- connection ----------------------------------------------------------
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="couchbase-connect", daemon=True)
@@ -178,12 +258,14 @@ class CouchbaseStore(Store):
 
     def _options(self) -> ClusterOptions:
         # Everything a key-value call needs is set here, once: the calls pass no options.
+        # One node's socket gets a quarter of an attempt, so that a frozen node
+        # tried first leaves time to bootstrap from another.
         return ClusterOptions(
             self._auth, transcoder=RAW,
             enable_tracing=self.observability, enable_metrics=self.observability,
             timeout_options=ClusterTimeoutOptions(
                 kv_timeout=self.kv_timeout, query_timeout=self.query_timeout,
-                connect_timeout=self.connect_timeout, bootstrap_timeout=self.connect_timeout,
+                connect_timeout=self.connect_timeout / 4, bootstrap_timeout=self.connect_timeout,
                 management_timeout=self.mgmt_timeout,
             ))
 
@@ -191,8 +273,9 @@ class CouchbaseStore(Store):
         cluster = Cluster(self.connstr, self._options())  # blocks up to the bootstrap timeout
         try:
             bucket = cluster.bucket(self.bucket_name)
+            # Degraded: one key-value node answering is enough; the others may be down.
             cluster.wait_until_ready(self.connect_timeout, WaitUntilReadyOptions(
-                service_types=[ServiceType.KeyValue]))
+                service_types=[ServiceType.KeyValue], desired_state=ClusterState.Degraded))
         except Exception:
             cluster.close()
             raise
@@ -203,7 +286,8 @@ class CouchbaseStore(Store):
         self.cluster, self.bucket, self.scope = cluster, bucket, scope
         self.collections = {name: scope.collection(name) for name in COLLECTIONS}
         # With observability on, every get goes through the wrapper, which records it.
-        self._core_get = None if self.observability else core_get(self.collections[PROFILES])
+        self._unchecked_core = None if self.observability else core_calls(self.collections[PROFILES])
+        self._check_direct()
         self._healthy = True
         self._connected.set()
 
@@ -225,25 +309,109 @@ class CouchbaseStore(Store):
                 log(f"{line}; retrying in {delay:g}s")
                 self._stop.wait(delay)
                 delay = min(delay * 2, self.retry_max)
-        # Connected: watch the key-value service so that lookups fail fast while
-        # no node answers (a killed cluster refuses at once, but the SDK would
-        # queue each get until its timeout), and resume as soon as one does.
-        while not self._stop.wait(self.health_interval):
-            healthy = self._ping()
-            if healthy != self._healthy:
-                log(f"couchbase: key-value service {'answers again' if healthy else 'is not answering'}")
-            self._healthy = healthy
+        # Connected: watch the key-value nodes, so that gets skip the wait on a lost
+        # node's active copies, and lookups fail fast while no node answers (a killed
+        # cluster refuses at once, but the SDK would queue each get until its timeout).
+        while True:
+            self._ping_now.wait(self.health_interval)
+            self._ping_now.clear()
+            if self._stop.is_set():
+                return
+            self._watch()
 
-    def _ping(self) -> bool:
-        # A short timeout: a node that takes half a second to answer a ping is in
-        # trouble, and failing fast then spares every request its full kv timeout.
+    def _watch(self) -> None:
+        answered, lost = self._ping()
+        if answered and lost and time.monotonic() >= self._renew_after and any(
+                answers_noop(node, 0.25) for node in lost if ":" in node):
+            # Back, but the SDK's connection to it still waits out TCP's retransmission
+            # backoff (it stalled while the node was frozen): as long as the node was
+            # gone, up to that again. New connections to every node end that at once.
+            self._renew_after = time.monotonic() + 5
+            if self._reconnect():
+                answered, lost = self._ping()
+        while self._retired and self._retired[0][0] <= time.monotonic():
+            self._retired.pop(0)[1].close()
+        self._health(answered, lost)
+        if self._unchecked_core is not None:
+            self._check_direct()
+
+    def _reconnect(self) -> bool:
+        """A new connection to the cluster, used when every node answers on it; the
+        old one is closed once the requests that went out on it have ended."""
+        try:
+            cluster = Cluster(self.connstr, self._options())
+        except Exception as exc:  # noqa: BLE001  # the connection in use goes on
+            log(f"couchbase: reconnecting failed ({describe(exc)})")
+            return False
+        try:
+            bucket = cluster.bucket(self.bucket_name)
+            cluster.wait_until_ready(min(self.connect_timeout, timedelta(seconds=2)), WaitUntilReadyOptions(
+                service_types=[ServiceType.KeyValue]))
+            lost = self._ping(bucket)[1]
+        except Exception as exc:  # noqa: BLE001  # not every node answers yet
+            lost = {"": describe(exc)}
+        if lost:
+            cluster.close()
+            log(f"couchbase: reconnecting: not every key-value node answers yet ({'; '.join(lost.values())})")
+            return False
+        scope = bucket.scope(self.scope_name)
+        old, self._core = self.cluster, None
+        self.collections = {name: scope.collection(name) for name in COLLECTIONS}
+        self.cluster, self.bucket, self.scope = cluster, bucket, scope
+        self._retired.append((time.monotonic() + self.kv_timeout.total_seconds() + 1, old))
+        self._unchecked_core = None if self.observability else core_calls(self.collections[PROFILES])
+        self._check_direct()
+        log("couchbase: reconnected, every key-value node answers on the new connections")
+        return True
+
+    def _ping(self, bucket=None) -> tuple[set[str], dict[str, str]]:
+        """The nodes that answered and those that did not (with the SDK's reason).
+        A short timeout: a node that takes half a second to answer a ping is in
+        trouble, and going to the replicas then spares requests the wait."""
         try:
             timeout = min(self.kv_timeout, timedelta(seconds=0.5))
             kv_only = PingOptions(service_types=[ServiceType.KeyValue], timeout=timeout)
-            result = self.bucket.ping(kv_only)
-        except Exception:
-            return False
-        return any(r.state == PingState.OK for rs in result.endpoints.values() for r in rs)
+            reports = [r for rs in (bucket or self.bucket).ping(kv_only).endpoints.values() for r in rs]
+        except Exception as exc:
+            return set(), {"every node": describe(exc)}
+        answered = {node_name(r) for r in reports if r.state == PingState.OK}
+        lost = {node_name(r): f"{r.state.value}: {r.error}" if r.error else str(r.state.value)
+                for r in reports if r.state != PingState.OK}
+        return answered, {node: why for node, why in lost.items() if node not in answered}
+
+    def _health(self, answered: set[str], lost: dict[str, str]) -> None:
+        """Act on a ping: a lost node sends gets to every copy; no node answering
+        (and no lookup answered since the last ping, as the ping may list only the
+        lost node) refuses lookups at once."""
+        self._degraded = self.replica_reads and bool(lost)
+        self._healthy = bool(answered) or (bool(lost) and self._answered)
+        self._answered = False
+        self._lost = lost
+        self._log_health()
+        gets, hedges, self._gets, self._hedges = self._gets, self._hedges, 0, 0
+        now = time.monotonic()
+        if self.replica_reads and not lost and hedges > max(10, gets * HEDGE_SHARE):
+            if self._hedging:
+                log(f"couchbase: {hedges} of {gets} gets waited over the replica delay while every node "
+                    f"answers: the cluster is slow, not a node lost; no hedged reads for {HEDGE_PAUSE:g}s")
+            self._hedging, self._hedging_from = False, now + HEDGE_PAUSE
+        elif self.replica_reads and now >= self._hedging_from:
+            self._hedging = True
+
+    def _log_health(self) -> None:
+        """Each change once, at most a line a second: changes in between are in the next line."""
+        logged_lost, logged_healthy = self._logged
+        now = time.monotonic()
+        if (self._lost.keys() == logged_lost.keys() and self._healthy == logged_healthy) or now - self._logged_at < 1:
+            return
+        parts = [f"key-value node {node} lost ({why})" for node, why in self._lost.items() if node not in logged_lost]
+        parts += [f"key-value node {node} answers again" for node in logged_lost if node not in self._lost]
+        if self._healthy != logged_healthy:
+            parts.append("lookups resume" if self._healthy else "no key-value node answers: lookups refused")
+        elif self._lost and self.replica_reads:
+            parts.append("its documents are read from replicas")
+        log("couchbase: " + "; ".join(parts))
+        self._logged, self._logged_at = (dict(self._lost), self._healthy), now
 
     def wait_connected(self, timeout: float) -> None:
         """Block until connected; StoreUnavailable after ``timeout`` seconds."""
@@ -257,34 +425,127 @@ class CouchbaseStore(Store):
             raise StoreUnavailable("couchbase: no key-value node answers")
         return self.collections[name]
 
+    # -- the direct calls --------------------------------------------------------
+    def _check_direct(self) -> None:
+        """Use the direct calls only once they give the public calls' answers for a real
+        document (the token's); until there is one, check again at the next ping."""
+        candidate = self._unchecked_core
+        if candidate is None:
+            return
+        auth = self.collections[AUTH]
+        # Briefly: this runs between pings.
+        timeout = min(self.kv_timeout, timedelta(seconds=0.5))
+        try:
+            expected = (auth.get(TOKEN_KEY, GetOptions(timeout=timeout)).value,
+                        auth.get_any_replica(TOKEN_KEY, GetAnyReplicaOptions(timeout=timeout)).value)
+        except Exception:  # noqa: BLE001  # nothing to check against yet (not loaded, or a node down)
+            return
+        self._unchecked_core = None
+        timeout_ms = round(timeout.total_seconds() * 1000)
+        found: tuple[bytes, bytes] | Exception
+        try:
+            found = (self._direct(candidate[0], GET, AUTH, TOKEN_KEY, timeout_ms)[0],
+                     self._direct(candidate[1], GET_ANY_REPLICA, AUTH, TOKEN_KEY, timeout_ms)[0])
+        except Exception as exc:  # noqa: BLE001  # whatever it is, the public calls are the safe ones
+            found = exc
+        if found == expected:
+            self._core = candidate
+        else:
+            log("couchbase: the SDK's direct calls do not agree with its public ones "
+                f"({describe(found) if isinstance(found, Exception) else 'other bytes'}); using the public ones")
+
+    def _direct(self, call, opcode: int, collection: str, key: str, timeout_ms: int) -> tuple[bytes, bool]:
+        """The document and whether a replica gave it. What ``Collection.get`` (or
+        ``get_any_replica``) does with no options but a timeout, minus the wrapper."""
+        request = pycbc_kv_request()
+        request.opcode = opcode
+        request.bucket, request.scope, request.collection, request.key = (
+            self.bucket_name, self.scope_name, collection, key)
+        if timeout_ms:
+            request.timeout = timeout_ms
+        found = call(request)
+        if isinstance(found, pycbc_exception):
+            raise ErrorMapper.build_exception(found)
+        raw = found.raw_result
+        return RAW.decode_value(raw["value"], raw["flags"]), raw.get("replica", False)
+
+    def _drop_direct(self, exc: Exception) -> None:
+        if self._core is not None:
+            self._core = None
+            log(f"couchbase: the SDK's direct calls failed ({describe(exc)}); using the public ones from now on")
+
     # -- read side -----------------------------------------------------------
-    def _get(self, collection: str, record_id: str) -> bytes | None:
-        key = f"{collection}:{record_id}"
+    def _active(self, collection: str, coll, key: str, hedge: bool) -> bytes:
+        """The active copy, within the replica delay when hedging, else the kv timeout."""
+        direct = self._core
+        if direct is not None:
+            try:
+                return self._direct(direct[0], GET, collection, key, self._hedge_timeout_ms if hedge else 0)[0]
+            except cbe.CouchbaseException:
+                raise
+            except Exception as exc:  # noqa: BLE001  # the SDK changed under us: not a store fault
+                self._drop_direct(exc)
+        return coll.get(key, *(self._hedge_options if hedge else ())).value
+
+    def _first_copy(self, collection: str, coll, key: str, options) -> tuple[bytes, bool]:
+        direct = self._core
+        if direct is not None:
+            try:
+                return self._direct(direct[1], GET_ANY_REPLICA, collection, key,
+                                    round(options["timeout"].total_seconds() * 1000))
+            except cbe.CouchbaseException:
+                raise
+            except Exception as exc:  # noqa: BLE001  # the SDK changed under us: not a store fault
+                self._drop_direct(exc)
+        found = coll.get_any_replica(key, options)
+        return found.value, found.is_replica
+
+    def _any_copy(self, collection: str, coll, key: str, options) -> bytes | None:
+        """The first copy to answer, active or replica."""
+        started = time.monotonic()
+        try:
+            value, from_replica = self._first_copy(collection, coll, key, options)
+        except cbe.DocumentUnretrievableException as exc:
+            # The SDK's answer both when every copy said "not found" and when none answered:
+            # only an answer before the deadline is a "not found".
+            if time.monotonic() - started < options["timeout"].total_seconds() * 0.9:
+                self._answered = True
+                return None
+            raise StoreTimeout(f"couchbase: no copy of {key} answered: {describe(exc)}") from exc
+        except Exception as exc:
+            raise mapped(exc) from exc
+        self._answered = True
+        if from_replica:
+            with self._count_lock:
+                self._replica_reads += 1
+        return value
+
+    def _get(self, collection: str, key: str) -> bytes | None:
         if len(key.encode()) > MAX_KEY_BYTES:
             return None  # Couchbase refuses such a key: it cannot exist
         coll = self._collection(collection)
+        if self._degraded:
+            return self._any_copy(collection, coll, key, self._any_copy_options)
+        self._gets += 1
+        hedge = self._hedging
         try:
-            if self._core_get is None:
-                return coll.get(key).value  # the cluster's transcoder and kv timeout
-            # What Collection.get does with no options (the cluster's kv timeout), minus the wrapper.
-            request = pycbc_kv_request()
-            request.opcode = GET
-            request.bucket, request.scope, request.collection, request.key = (
-                self.bucket_name, self.scope_name, collection, key)
-            found = self._core_get(request)
-            if isinstance(found, pycbc_exception):
-                raise ErrorMapper.build_exception(found)
-            return RAW.decode_value(found.raw_result["value"], found.raw_result["flags"])
+            return self._active(collection, coll, key, hedge)
         except cbe.DocumentNotFoundException:
             return None
         except Exception as exc:
-            raise mapped(exc) from exc
+            if not hedge:
+                raise mapped(exc) from exc
+        with self._count_lock:
+            self._hedges += 1
+            if self._hedges == HEDGES_TO_PING:
+                self._ping_now.set()
+        return self._any_copy(collection, coll, key, self._after_delay)
 
     def get_profile(self, record_id: str) -> bytes | None:
-        return self._get(PROFILES, record_id)
+        return self._get(PROFILES, f"{PROFILES}:{record_id}")
 
     def get_image(self, record_id: str) -> bytes | None:
-        return self._get(IMAGES, record_id)
+        return self._get(IMAGES, f"{IMAGES}:{record_id}")
 
     def _find(self, statement: str, params: dict) -> list[bytes]:
         coll = self._collection(PROFILES)
@@ -309,15 +570,12 @@ class CouchbaseStore(Store):
         return self._find(BY_USERNAME, {"username": username})
 
     def read_token(self) -> str | None:
-        coll = self._collection(AUTH)
+        # The whole (small) document, so that a lost node's token is read from a replica too.
+        doc = self._get(AUTH, TOKEN_KEY)
         try:
-            result = coll.lookup_in(TOKEN_KEY, [subdocument.get("token")])
-            # The cluster's raw transcoder decodes sub-document values too: JSON text here.
-            token = json.loads(result.content_as[bytes](0))
-        except (cbe.DocumentNotFoundException, cbe.PathNotFoundException):
+            token = json.loads(doc).get("token") if doc is not None else None
+        except (ValueError, AttributeError):  # not a JSON object: no token in it
             return None
-        except Exception as exc:
-            raise mapped(exc) from exc
         return token if isinstance(token, str) and token else None
 
     def ping(self) -> None:
@@ -326,9 +584,13 @@ class CouchbaseStore(Store):
 
     def close(self) -> None:
         self._stop.set()
+        self._ping_now.set()
         if self._thread is not None:
             # Not for long: a connection attempt in progress ends by itself (daemon thread).
             self._thread.join(1)
+        for _, cluster in self._retired:
+            cluster.close()
+        self._retired = []
         if self.cluster is not None:
             self.cluster.close()
             self.cluster = None

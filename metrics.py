@@ -13,6 +13,12 @@ import threading
 # Request latency bucket bounds, in seconds.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
+# What a store counts (Store.counters), as /metrics explains it.
+STORE_COUNTERS = {
+    "replica_reads": "Key-value lookups answered from a replica copy (its active copy did not answer in time,"
+                     " or its node was lost); such an answer may be stale by the replication lag.",
+}
+
 
 def empty_histogram() -> list:
     """Requests in each latency bucket, then above the last bound, then the sum of seconds."""
@@ -50,7 +56,7 @@ class Metrics:
         with self._lock:
             self._rejected += 1
 
-    def render(self, connections_open: int, in_flight: int) -> bytes:
+    def render(self, connections_open: int, in_flight: int, store_counters: dict[str, int] | None = None) -> bytes:
         with self._lock:
             by_status = {key: list(hist) for key, hist in self._requests.items()}
             store_errors = sorted(self._store_errors.items())
@@ -101,4 +107,7 @@ class Metrics:
             "# TYPE userprofile_store_errors_total counter",
         ]
         out += [f'userprofile_store_errors_total{{kind="{k}"}} {n}' for k, n in store_errors]
+        for name, n in sorted((store_counters or {}).items()):
+            out += [f"# HELP userprofile_store_{name}_total {STORE_COUNTERS[name]}",
+                    f"# TYPE userprofile_store_{name}_total counter", f"userprofile_store_{name}_total {n}"]
         return ("\n".join(out) + "\n").encode()

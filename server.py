@@ -146,4 +146,4 @@ class UserProfileServer(socketserver.ThreadingTCPServer):
     def render_metrics(self) -> bytes:
         handlers = list(self.connections.values())
         in_flight = sum(1 for h in handlers if h is not None and h.conversation.phase != IDLE)
-        return self.metrics.render(len(handlers), in_flight)
+        return self.metrics.render(len(handlers), in_flight, self.service.store.counters())

@@ -47,6 +47,10 @@ class Store:
     # at a time, which keeps its threads from contending for the interpreter lock.
     serial = False
 
+    def counters(self) -> dict[str, int]:
+        """Counts of the store's own events for /metrics (``metrics.STORE_COUNTERS``), by name."""
+        return {}
+
     # -- read side: the request path -----------------------------------------
     def get_profile(self, record_id: str) -> bytes | None:
         """The ``user_data:<id>`` document, or None."""

@@ -28,11 +28,13 @@ import argparse
 import datetime
 import io
 import json
+import re
 import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.request
 from pathlib import Path
 
 from run import (
@@ -81,6 +83,16 @@ def checkout(ref: str, into: Path) -> str:
     return commit
 
 
+def replica_reads(server: Server) -> int | None:
+    """The service's count of replica reads, or None where it counts none."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as r:  # nosec B310  # http://127.0.0.1, built here
+            found = re.search(rb"^userprofile_store_replica_reads_total (\d+)$", r.read(), re.M)
+    except OSError:
+        return None
+    return int(found.group(1)) if found else None
+
+
 def measure(root: Path, python: str, env: dict, args, token: str, log_dir: Path, store_pid: int | None) -> dict:
     log_dir.mkdir(parents=True, exist_ok=True)
     server = Server("ours-cb" if args.couchbase else "ours", env, log_dir, root, python)
@@ -88,7 +100,11 @@ def measure(root: Path, python: str, env: dict, args, token: str, log_dir: Path,
         server.wait_ready(token)
         wrk(server, args.conns, args.warmup, token, args.count, store_pid)
         wait_quiet(args.settle)
-        return wrk(server, args.conns, args.duration, token, args.count, store_pid)
+        reads = replica_reads(server)
+        run = wrk(server, args.conns, args.duration, token, args.count, store_pid)
+        after = replica_reads(server)
+        run["replica_reads"] = after - reads if reads is not None and after is not None else None
+        return run
     finally:
         server.stop()
 
@@ -118,9 +134,10 @@ def main(argv=None) -> int:
                 for side in SIDES if n % 2 == 0 else SIDES[::-1]:
                     run = measure(roots[side], pythons[side], env, args, token, raw / "ab" / side, store_pid)
                     runs[side].append(run)
+                    reads = "" if run["replica_reads"] is None else f"  replica reads {run['replica_reads']}"
                     print(f"  round {n + 1} {side:6} {run['rps']:9,.0f} req/s"
                           f" {run['server_us_per_request']:6.1f} us/req  p99 {run['p99_ms']:6.2f} ms"
-                          f"  errors {run['errors']}{'  (noisy machine)' if run['noisy'] else ''}", flush=True)
+                          f"  errors {run['errors']}{reads}{'  (noisy machine)' if run['noisy'] else ''}", flush=True)
         finally:
             if caves:
                 caves.stop()

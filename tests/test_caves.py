@@ -168,27 +168,32 @@ def test_sdk_observability_is_off_unless_asked_for(cluster, loaded):
 
 
 def test_the_core_get_answers_as_the_sdk_get(cluster, loaded):
-    """The service's gets skip the SDK's Python wrapper (cbconn.core_get): found, missing and
-    refused keys give what the SDK's own Collection.get gives. With observability on, the
-    wrapper records every get, so it is not skipped."""
-    store = cbconn.CouchbaseStore.from_environ(couchbase_env(cluster))
+    """The service's gets skip the SDK's Python wrapper (cbconn.core_calls) once a check
+    against the public get passed: found, missing and refused keys give what the SDK's own
+    Collection.get (and get_any_replica, while a node is lost) gives. With observability
+    on, the wrapper records every get, so it is not skipped."""
+    # No ping in between to undo the lost node set below.
+    store = cbconn.CouchbaseStore.from_environ({**couchbase_env(cluster), "COUCHBASE_HEALTH_INTERVAL": "600"})
     try:
         store.wait_connected(10)
-        assert store._core_get is not None  # in use: every key-value route test above went through it
+        assert wait_until(lambda: store._core is not None, 5)  # checked at connection: the token is there
         profiles = store.collections["user_data"]
-        for record_id in ("1", "2", str(COUNT)):
-            assert store.get_profile(record_id) == profiles.get(f"user_data:{record_id}").value
-        for record_id in (str(COUNT + 1), "0", "abc"):
-            with pytest.raises(DocumentNotFoundException):
-                profiles.get(f"user_data:{record_id}")
-            assert store.get_profile(record_id) is None
-        assert store.get_image("1") == store.collections["user_images"].get("user_images:1").value
+        for lost in (False, True):  # as when a ping finds a node lost: every get asks every copy
+            store._degraded = lost
+            for record_id in ("1", "2", str(COUNT)):
+                assert store.get_profile(record_id) == profiles.get(f"user_data:{record_id}").value
+            for record_id in (str(COUNT + 1), "0", "abc"):
+                with pytest.raises(DocumentNotFoundException):
+                    profiles.get(f"user_data:{record_id}")
+                assert store.get_profile(record_id) is None
+            assert store.get_image("1") == store.collections["user_images"].get("user_images:1").value
+        assert store._core is not None  # still: nothing above was anything but a store answer
     finally:
         store.close()
     store = cbconn.CouchbaseStore.from_environ({**couchbase_env(cluster), "COUCHBASE_SDK_OBSERVABILITY": "on"})
     try:
         store.wait_connected(10)
-        assert store._core_get is None
+        assert store._core is None
         assert store.get_profile("1") is not None
     finally:
         store.close()

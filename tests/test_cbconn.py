@@ -1,29 +1,35 @@
-"""cbconn at the SDK boundary, in-process: the SQL++ path CAVES cannot run, error
-mapping and connection strings (a start-up that does not wait for an absent
-cluster, over a real socket: test_cbconn_socket.py).
+"""cbconn at the SDK boundary, in-process: the SQL++ path CAVES cannot run, error mapping,
+replica reads and the health model, the direct calls' safety, connection strings (over
+real sockets: test_cbconn_socket.py).
 
-The fakes below stand in for the SDK's scope and collection objects only; what
-cbconn hands them (statement text, options) is what the SDK would send.
+Nothing here is the SDK but its exception classes and option types: the fakes
+below stand in for its scope, collection and bucket objects and for its C++
+calls, so they show what cbconn does with what the SDK answers (and what it
+hands the SDK: statement text, options), not what the SDK does. The real SDK
+runs against CAVES in test_caves.py and, with a node lost, test_node_loss.py.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
 from couchbase import exceptions as cbe
+from couchbase.diagnostics import PingState, ServiceType
 from couchbase.transcoder import RawJSONTranscoder
 
 import cbconn
 import settings
-from store import StoreTimeout, StoreUnavailable
+from metrics import Metrics
+from store import Store, StoreTimeout, StoreUnavailable
 
 pytestmark = pytest.mark.inprocess
 
 
 class Row:
-    def __init__(self, value: bytes):
-        self.value = value
+    def __init__(self, value: bytes, is_replica: bool = False):
+        self.value, self.is_replica = value, is_replica
 
 
 class MultiResult:
@@ -33,20 +39,34 @@ class MultiResult:
 
 
 class FakeCollection:
-    """Stored raw bytes by key; ``fail`` makes every call raise it."""
+    """Stored raw bytes by key; ``fail`` makes every call raise it; the active copies
+    of the keys in ``lost`` do not answer (their replicas do)."""
 
-    def __init__(self, docs: dict[str, bytes] | None = None, fail: Exception | None = None):
+    def __init__(self, docs: dict[str, bytes] | None = None, fail: Exception | None = None,
+                 lost: set[str] = frozenset()):
         self.docs = docs or {}
         self.fail = fail
+        self.lost = set(lost)
+        self.replica_fail: Exception | None = None
         self.calls: list[tuple] = []
 
     def get(self, key, *options):
         self.calls.append(("get", key, options))
         if self.fail:
             raise self.fail
+        if key in self.lost:
+            raise cbe.UnAmbiguousTimeoutException(message="unambiguous_timeout")
         if key not in self.docs:
             raise cbe.DocumentNotFoundException()
         return Row(self.docs[key])
+
+    def get_any_replica(self, key, *options):
+        self.calls.append(("get_any_replica", key, options))
+        if self.replica_fail:
+            raise self.replica_fail
+        if key not in self.docs:
+            raise cbe.DocumentUnretrievableException()
+        return Row(self.docs[key], is_replica=key in self.lost)
 
     def get_multi(self, keys, *options):
         self.calls.append(("get_multi", list(keys), options))
@@ -77,10 +97,10 @@ class FakeScope:
         return FakeQueryResult(self.rows)
 
 
-def make_store(scope=None, profiles=None, auth=None, connected=True, healthy=True):
+def make_store(scope=None, profiles=None, auth=None, connected=True, healthy=True, **env):
     store = cbconn.CouchbaseStore(settings.defaults({
         "COUCHBASE_HOST": "couchbase://fake", "COUCHBASE_USER": "user", "COUCHBASE_PASSWORD": "pw",
-        "COUCHBASE_KV_TIMEOUT": "1.5", "COUCHBASE_QUERY_TIMEOUT": "3"}))
+        "COUCHBASE_KV_TIMEOUT": "1.5", "COUCHBASE_QUERY_TIMEOUT": "3", **env}))
     store.scope = scope or FakeScope()
     store.collections = {"user_data": profiles or FakeCollection(), "user_images": FakeCollection(),
                          "service_auth": auth or FakeCollection()}
@@ -156,40 +176,285 @@ def test_a_failing_fetch_after_the_query_is_a_store_error():
 
 
 # -- key-value path ----------------------------------------------------------------
+PROFILE_DOCS = {f"user_data:{n}": b'{"record_id":%d}' % n for n in range(1, 21)}
+TOKEN_DOC = {"service_auth:1": b'{"token":"t-1"}'}
+
+
 def test_key_value_gets_and_their_errors():
     profiles = FakeCollection({"user_data:1": b'{"a":1}'})
     store = make_store(profiles=profiles)
     assert store.get_profile("1") == b'{"a":1}'
     assert store.get_profile("2") is None
     assert store.get_profile("9" * 300) is None  # longer than any Couchbase key: not asked
-    assert profiles.calls == [("get", "user_data:1", ()), ("get", "user_data:2", ())]
-    profiles.fail = cbe.AmbiguousTimeoutException()
+    # The active copy gets the replica delay (COUCHBASE_REPLICA_DELAY), no more.
+    (_, key, (options,)), (_, key2, _) = profiles.calls
+    assert (key, key2) == ("user_data:1", "user_data:2")
+    assert options["timeout"] == timedelta(seconds=0.1)
+    for error, expected in ((cbe.AmbiguousTimeoutException(), StoreTimeout),
+                            (cbe.TemporaryFailException(), StoreUnavailable)):
+        profiles.fail = profiles.replica_fail = error
+        with pytest.raises(expected):
+            store.get_profile("1")
+
+
+def test_replica_reads_off_is_todays_get():
+    profiles = FakeCollection({"user_data:1": b'{"a":1}'}, lost={"user_data:1"})
+    store = make_store(profiles=profiles, COUCHBASE_REPLICA_READS="false")
     with pytest.raises(StoreTimeout):
         store.get_profile("1")
-    profiles.fail = cbe.TemporaryFailException()
+    assert profiles.calls == [("get", "user_data:1", ())]  # the cluster's kv timeout; no replica asked
+    store._health(set(), {"b:2": "timeout"})
+    assert not store._degraded
+
+
+def test_an_active_copy_that_does_not_answer_in_time_is_read_from_a_replica():
+    profiles = FakeCollection(dict(PROFILE_DOCS), lost={"user_data:1"})
+    store = make_store(profiles=profiles)
+    assert store.get_profile("1") == b'{"record_id":1}'
+    assert store.get_profile("2") == b'{"record_id":2}'
+    assert [c[:2] for c in profiles.calls] == [
+        ("get", "user_data:1"), ("get_any_replica", "user_data:1"), ("get", "user_data:2")]
+    # The copies get what is left of the kv timeout.
+    assert profiles.calls[1][2][0]["timeout"] == timedelta(seconds=1.4)
+    assert store.counters() == {"replica_reads": 1}
+    rendered = Metrics().render(0, 0, store.counters()).decode()
+    assert "\nuserprofile_store_replica_reads_total 1\n" in rendered
+    assert "# TYPE userprofile_store_replica_reads_total counter" in rendered
+
+
+def test_while_a_node_is_lost_gets_ask_every_copy_at_once():
+    profiles = FakeCollection(dict(PROFILE_DOCS), lost={"user_data:1"})
+    store = make_store(profiles=profiles)
+    store._health({"a:1"}, {"b:2": "timeout"})
+    assert store.get_profile("1") == b'{"record_id":1}'
+    assert store.get_profile("2") == b'{"record_id":2}'  # its active copy answered first: not a replica read
+    assert [c[:2] for c in profiles.calls] == [("get_any_replica", "user_data:1"),
+                                              ("get_any_replica", "user_data:2")]
+    assert profiles.calls[0][2][0]["timeout"] == timedelta(seconds=1.5)
+    assert store.counters() == {"replica_reads": 1}
+    store._health({"a:1", "b:2"}, {})  # back: the active copy first again
+    profiles.calls.clear()
+    assert store.get_profile("2") == b'{"record_id":2}'
+    assert [c[0] for c in profiles.calls] == ["get"]
+
+
+def test_slow_gets_with_every_node_answering_pause_hedging(capsys):
+    """Hedging a slow cluster only adds to its load: when many gets wait out the delay
+    and the ping finds every node, gets wait for the active copy for a while."""
+    profiles = FakeCollection(dict(PROFILE_DOCS), lost={f"user_data:{n}" for n in range(1, 21)})
+    store = make_store(profiles=profiles)
+    for n in range(1, 21):
+        assert store.get_profile(str(n))  # each hedged
+        assert store._ping_now.is_set() == (n >= cbconn.HEDGES_TO_PING)  # the next ping at once
+    store._health({"a:1", "b:2"}, {})
+    assert "no hedged reads" in capsys.readouterr().err
+    profiles.calls.clear()
+    with pytest.raises(StoreTimeout):
+        store.get_profile("1")  # the slow active copy, given the whole kv timeout
+    assert profiles.calls == [("get", "user_data:1", ())]
+    store._hedging_from = 0  # the pause is over
+    store._health({"a:1", "b:2"}, {})
+    assert store.get_profile("1") == b'{"record_id":1}'
+    # A node lost is no reason to pause: its gets ask every copy.
+    for n in range(1, 21):
+        store.get_profile(str(n))
+    store._health({"a:1"}, {"b:2": "timeout"})
+    assert store._hedging and store._degraded
+
+
+def test_not_found_on_every_copy_is_none_but_no_copy_answering_is_a_timeout():
+    profiles = FakeCollection(dict(PROFILE_DOCS))
+    store = make_store(profiles=profiles, COUCHBASE_KV_TIMEOUT="0.2")
+    store._health({"a:1"}, {"b:2": "timeout"})
+    assert store.get_profile("999") is None  # every copy said so, at once
+
+    def unanswered(key, options):  # what the SDK does when no copy answers: the same exception, late
+        time.sleep(options["timeout"].total_seconds())
+        raise cbe.DocumentUnretrievableException()
+
+    profiles.get_any_replica = unanswered
+    with pytest.raises(StoreTimeout):
+        store.get_profile("1")
+
+
+def test_a_lookup_is_refused_only_when_no_node_answers():
+    store = make_store()
+    store._health({"a:1"}, {"b:2": "timeout"})  # one node of two: lookups go on
+    assert store._healthy and store._degraded
+    store._health(set(), {"b:2": "timeout"})  # the ping listed only the lost node...
+    assert not store._healthy  # ...and no lookup had been answered since
+    store._health({"a:1"}, {})
+    store._answered = True  # a lookup was answered through the replicas since the last ping
+    store._health(set(), {"b:2": "timeout"})
+    assert store._healthy
+    store._health(set(), {"a:1": "timeout", "b:2": "timeout"})  # and nothing answered since
+    assert not store._healthy
     with pytest.raises(StoreUnavailable):
-        store.get_profile("1")
+        store.ping()
 
 
-def test_without_the_sdks_internals_gets_take_the_public_path():
-    """core_get finds nothing on an object that is not a 4.6 collection; the store then calls
-    Collection.get, as with every fake here (the direct path runs against CAVES: test_caves.py)."""
-    assert cbconn.core_get(FakeCollection()) is None
-    assert make_store()._core_get is None
+def test_a_lost_node_and_its_return_are_logged_once_at_most_a_line_a_second(capsys):
+    store = make_store()
+    for _ in range(50):  # pings in quick succession, the node lost
+        store._health({"a:1"}, {"b:2": "timeout: code=14, message=unambiguous_timeout"})
+    store._logged_at -= 1  # a second later
+    for _ in range(5):
+        store._health({"a:1"}, {"b:2": "timeout"})
+        store._health({"a:1", "b:2"}, {})
+        store._health({"a:1"}, {"b:2": "timeout"})
+    store._logged_at -= 1
+    store._health({"a:1", "b:2"}, {})
+    store._health({"a:1", "b:2"}, {})
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2, lines
+    assert "key-value node b:2 lost (timeout: code=14, message=unambiguous_timeout)" in lines[0]
+    assert "read from replicas" in lines[0]
+    assert "key-value node b:2 answers again" in lines[1]
 
 
-def test_token_lookup_maps_missing_document_and_path_to_none():
-    class Auth(FakeCollection):
-        def lookup_in(self, key, specs, *options):
-            raise self.fail
+class Report:
+    def __init__(self, remote, state, error=None):
+        self.remote, self.state, self.error, self.id = remote, state, error, "1f89a0"
 
-    store = make_store(auth=Auth(fail=cbe.DocumentNotFoundException()))
-    assert store.read_token() is None
-    store.collections["service_auth"].fail = cbe.PathNotFoundException()
-    assert store.read_token() is None
-    store.collections["service_auth"].fail = cbe.UnAmbiguousTimeoutException()
+
+class FakeBucket:
+    def __init__(self, reports):
+        self.reports = reports
+
+    def ping(self, options):
+        return type("PingResult", (), {"endpoints": {ServiceType.KeyValue: self.reports}})()
+
+
+def test_a_ping_names_each_node_and_why_it_is_lost():
+    store = make_store()
+    store.bucket = FakeBucket([
+        Report("127.0.0.1:11210", PingState.OK),
+        Report("127.0.0.1:11211", PingState.TIMEOUT, "code=14, message=unambiguous_timeout (14)"),
+        Report("0.0.0.0:0", PingState.ERROR, 'no more endpoints left to connect to "127.0.0.1:11212"'),
+        Report("0.0.0.0:0", PingState.ERROR, "Bootstrap incomplete, cannot perform ping."),
+    ])
+    answered, lost = store._ping()
+    assert answered == {"127.0.0.1:11210"}
+    assert lost == {"127.0.0.1:11211": "timeout: code=14, message=unambiguous_timeout (14)",
+                    "127.0.0.1:11212": 'error: no more endpoints left to connect to "127.0.0.1:11212"',
+                    "unnamed": "error: Bootstrap incomplete, cannot perform ping."}
+
+
+# -- the direct calls (cbconn.core_calls): used only while they agree with the public ones
+class RawResult:
+    def __init__(self, value: bytes, replica: bool = False):
+        self.raw_result = {"value": value, "flags": 0x2000000, "replica": replica}
+
+
+class NewSdkError(Exception):
+    """An exception type the error mapper has never seen."""
+
+
+def fake_core(docs: dict[str, bytes], calls: list):
+    """Stand-ins for the C++ get and get-any-replica: the stored bytes by the request's key."""
+    def get(request):
+        calls.append((request.opcode, request.collection, request.key))
+        return RawResult(docs[request.key])
+    return get, get
+
+
+def direct_store(direct):
+    docs = {**PROFILE_DOCS, **TOKEN_DOC}
+    store = make_store(profiles=FakeCollection(dict(PROFILE_DOCS)), auth=FakeCollection(dict(TOKEN_DOC)))
+    store._unchecked_core = direct
+    store._check_direct()
+    return store, docs
+
+
+def test_direct_calls_that_agree_with_the_public_ones_are_used():
+    calls: list = []
+    store, _ = direct_store(fake_core({**PROFILE_DOCS, **TOKEN_DOC}, calls))
+    assert store._core is not None
+    assert store.get_profile("3") == b'{"record_id":3}'
+    assert calls[-1] == (cbconn.GET, "user_data", "user_data:3")
+    assert store.collections["user_data"].calls == []  # not the public get
+
+
+def test_direct_calls_that_disagree_are_never_used(capsys):
+    calls: list = []
+    store, _ = direct_store(fake_core({**PROFILE_DOCS, "service_auth:1": b'{"token":"other"}'}, calls))
+    assert store._core is None
+    assert "do not agree" in capsys.readouterr().err
+    calls.clear()
+    assert store.get_profile("3") == b'{"record_id":3}'
+    assert calls == []
+
+
+@pytest.mark.parametrize("node_lost", [False, True])
+@pytest.mark.parametrize("change", ["attributes missing", "another result shape", "an unknown exception"])
+def test_a_changed_sdk_layout_still_answers_every_lookup(change, node_lost, capsys):
+    """The SDK changes under the store (after the check, or before it): every lookup is
+    answered all the same, from the public calls, with one log line."""
+    if change == "attributes missing":
+        class Connection:  # a 4.6 layout, to show core_calls finds it...
+            pycbc_get = pycbc_get_any_replica = staticmethod(lambda request: None)
+
+        laid_out = FakeCollection()
+        laid_out._impl = type("Impl", (), {"_client_adapter": type("Adapter", (), {"connection": Connection})})
+        assert cbconn.core_calls(laid_out) == (Connection.pycbc_get, Connection.pycbc_get_any_replica)
+        store, _ = direct_store(cbconn.core_calls(FakeCollection()))  # ...and a layout without it
+        assert store._core is None
+    else:
+        calls: list = []
+        store, _ = direct_store(fake_core({**PROFILE_DOCS, **TOKEN_DOC}, calls))
+        assert store._core is not None
+
+        def changed(request):
+            if change == "another result shape":
+                return {"value": b"{}", "flags": 0}
+            raise NewSdkError("what is this")
+
+        store._core = (changed, changed)
+    store.collections["user_data"].lost = {"user_data:5"}  # one through the replica path too
+    if node_lost:  # every get asks every copy
+        store._health({"a:1"}, {"b:2": "timeout"})
+    for n in range(1, 21):
+        assert store.get_profile(str(n)) == b'{"record_id":%d}' % n
+    assert store._core is None
+    public = [(call, key) for call, key, _ in store.collections["user_data"].calls]
+    if node_lost:
+        assert public == [("get_any_replica", f"user_data:{n}") for n in range(1, 21)]
+    else:  # each from its active copy, but the lost one
+        assert [key for call, key in public if call == "get_any_replica"] == ["user_data:5"]
+    lines = [line for line in capsys.readouterr().err.splitlines() if "direct" in line]
+    assert len(lines) == (0 if change == "attributes missing" else 1), lines
+    assert all("using the public ones" in line for line in lines)
+
+
+def test_a_store_error_on_the_direct_path_keeps_it():
+    calls: list = []
+    store, _ = direct_store(fake_core({**PROFILE_DOCS, **TOKEN_DOC}, calls))
+    direct = store._core
+
+    def timing_out(request):
+        raise cbe.UnAmbiguousTimeoutException(message="unambiguous_timeout")
+
+    store._core = (timing_out, timing_out)
     with pytest.raises(StoreTimeout):
-        store.read_token()
+        store.get_profile("1")
+    assert store._core is not None and direct is not None
+
+
+def test_the_token_is_read_from_a_replica_too():
+    auth = FakeCollection(dict(TOKEN_DOC), lost={"service_auth:1"})
+    assert make_store(auth=auth).read_token() == "t-1"
+    assert make_store(auth=FakeCollection()).read_token() is None
+    assert make_store(auth=FakeCollection({"service_auth:1": b'{"other":1}'})).read_token() is None
+    assert make_store(auth=FakeCollection({"service_auth:1": b'[1]'})).read_token() is None
+    failing = FakeCollection(fail=cbe.UnAmbiguousTimeoutException())
+    failing.replica_fail = cbe.UnAmbiguousTimeoutException()
+    with pytest.raises(StoreTimeout):
+        make_store(auth=failing).read_token()
+
+
+def test_a_store_without_counters_counts_nothing():
+    assert Store().counters() == {}
+    assert b"replica" not in Metrics().render(0, 0, Store().counters())
 
 
 def test_not_connected_or_unhealthy_fails_at_once():
@@ -240,4 +505,7 @@ def test_cluster_options(monkeypatch):
         options = store._options()
         assert isinstance(options["transcoder"], RawJSONTranscoder)  # stored bytes, not re-encoded JSON
         assert options["kv_timeout"] == timedelta(seconds=0.75)
+        # One node's socket gets a quarter of an attempt: a frozen node tried first leaves time for the others.
+        assert (options["connect_timeout"], options["bootstrap_timeout"]) == (timedelta(seconds=2.5),
+                                                                             timedelta(seconds=10))
         assert (options["enable_tracing"], options["enable_metrics"]) == (expected, expected), setting

@@ -1,9 +1,11 @@
-"""cbconn with the real SDK and a real socket to a port nothing listens on: the
-start-up does not wait for an absent cluster. (The rest of cbconn at the SDK
+"""cbconn over real sockets: with the real SDK and a port nothing listens on, the
+start-up does not wait for an absent cluster; the probe of a lost node. (The rest of cbconn at the SDK
 boundary, without a socket: test_cbconn.py; against CAVES: test_caves.py.)"""
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 
 import pytest
@@ -42,3 +44,31 @@ def test_start_up_does_not_wait_for_an_absent_cluster(capfd):
     assert lines, err
     assert "retrying in" in lines[0] and "127.0.0.1:1" in lines[0]
     assert "pw-9c1e77" not in err
+
+
+def test_a_node_answers_a_noop_on_a_new_connection():
+    """The probe of a lost node: a real socket each, answering, silent (a frozen process:
+    the kernel still accepts), and closed."""
+    def listener(answer: bytes | None):
+        server = socket.create_server(("127.0.0.1", 0))
+
+        def serve():
+            conn, _ = server.accept()
+            with conn:
+                if conn.recv(24) == cbconn.NOOP and answer is not None:
+                    conn.sendall(answer)
+                time.sleep(0.5)
+
+        threading.Thread(target=serve, daemon=True).start()
+        return server, f"127.0.0.1:{server.getsockname()[1]}"
+
+    refusal = bytes([0x81, 0x0A]) + bytes(4) + b"\x00\x24" + bytes(16)  # NOOP's answer: no access
+    answering, answering_node = listener(refusal)
+    silent, silent_node = listener(None)
+    with answering, silent:
+        assert cbconn.answers_noop(answering_node, 1)
+        started = time.monotonic()
+        assert not cbconn.answers_noop(silent_node, 0.2)
+        assert time.monotonic() - started < 1
+    assert not cbconn.answers_noop(answering_node, 0.2)  # closed now
+    assert not cbconn.answers_noop("unnamed", 0.2)

@@ -1,0 +1,282 @@
+#!/usr/bin/env python3
+"""One of two Couchbase nodes frozen, then killed, under load: the driver of test_node_loss.py.
+
+    unshare -n sh -c 'ip link set lo up && exec .venv/bin/python tests/node_loss.py'
+
+It must run in a network namespace of its own, as root: it firewalls a port of
+CAVES with iptables, and only there does that touch nothing else. It starts
+CAVES (a 2-node cluster; the bucket keeps 1 replica), loads it with
+loaddata.py, starts the service, and runs keep-alive load (``--connections``
+clients asking random ids) through these phases, each ``--phase`` seconds:
+healthy; the second node frozen (iptables DROP on its key-value port); back;
+killed (REJECT with a TCP reset); back. Then start-up with that node frozen:
+how long until /readyz answers 200, and whether every id then answers 200.
+It prints one JSON object: for each phase the answers, their rate, the
+non-200 answers by status, p99 latency, the replica reads (/metrics) and, after
+a node's return, how long until the replica reads stopped.
+
+``--root DIR`` runs the service of another checkout (an earlier commit unpacked
+there) on the same cluster, for a before/after table (bench/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from caves import Caves  # noqa: E402
+from conftest import ROOT, free_port, run_loaddata  # noqa: E402
+
+TOKEN = "node-loss-token-8d2f61"
+COUNT = 1000
+KV_TIMEOUT = 2.5  # the service's default, as in the issue's figures
+REPLICA_READS = re.compile(rb"^userprofile_store_replica_reads_total (\d+)$", re.M)
+
+
+class Service:
+    def __init__(self, root: Path, env: dict, log_path: Path):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(root / "userprofile_service.py"), "--host", "127.0.0.1",
+             "--port", str(self.port), "--no-access-log"],
+            env={**os.environ, **env}, cwd=root, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT)
+
+    def get(self, path: str, timeout: float = 5) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request("GET", path, headers={"Authorization": f"Bearer {TOKEN}"})
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+    def ready_within(self, limit: float) -> float | None:
+        """Seconds until /readyz answered 200, or None."""
+        started = time.monotonic()
+        while time.monotonic() - started < limit:
+            try:
+                if self.get("/readyz", timeout=1)[0] == 200:
+                    return time.monotonic() - started
+            except OSError:
+                pass
+            time.sleep(0.05)
+        return None
+
+    def replica_reads(self) -> int | None:
+        try:
+            found = REPLICA_READS.search(self.get("/metrics", timeout=2)[1])
+        except OSError:
+            return None
+        return int(found.group(1)) if found else None
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Firewall:
+    """iptables rules on one port, in this namespace; each one removed by ``clear``."""
+
+    def __init__(self, port: int):
+        self.port, self.rule = port, None
+
+    def set(self, *target: str) -> None:
+        self.clear()
+        self.rule = ["INPUT", "-p", "tcp", "--dport", str(self.port), "-j", *target]
+        subprocess.run(["iptables", "-A", *self.rule], check=True)
+
+    def clear(self) -> None:
+        if self.rule:
+            subprocess.run(["iptables", "-D", *self.rule], check=True)
+            self.rule = None
+
+
+class Load:
+    """Keep-alive clients asking random ids until stopped; each answer kept as
+    (time it ended, status, seconds)."""
+
+    def __init__(self, port: int, connections: int):
+        self.port, self.stop = port, threading.Event()
+        self.answers: list[list] = [[] for _ in range(connections)]
+        self.threads = [threading.Thread(target=self._client, args=(mine,), daemon=True) for mine in self.answers]
+
+    def start(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def _client(self, answers: list) -> None:
+        conn = None
+        rng = random.Random()  # noqa: S311  # load, not secrets
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        while not self.stop.is_set():
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            started = time.monotonic()
+            try:
+                conn.request("GET", f"/api/v1/id/{rng.randint(1, COUNT)}", headers=headers)
+                resp = conn.getresponse()
+                resp.read()
+                status = resp.status
+                if resp.will_close:
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException):
+                status = 0  # no answer at all
+                conn.close()
+                conn = None
+            ended = time.monotonic()
+            answers.append((ended, status, ended - started))
+        if conn is not None:
+            conn.close()
+
+    def finish(self) -> list:
+        self.stop.set()
+        for t in self.threads:
+            t.join(15)
+        return sorted(a for mine in self.answers for a in mine)
+
+
+def summary(answers: list, start: float, end: float, reads: list, returned: bool) -> dict:
+    """One phase: its answers, and the replica reads counted (/metrics) within it."""
+    mine = [a for a in answers if start <= a[0] < end]
+    latencies = sorted(a[2] for a in mine)
+    non_200: dict[str, int] = {}
+    for _, status, _ in mine:
+        if status != 200:
+            non_200[str(status)] = non_200.get(str(status), 0) + 1
+    before = [n for t, n in reads if t < start]
+    count = before[-1] if before else 0
+    total, last_rise, late = 0, 0.0, 0
+    for t, n in reads:
+        if start <= t < end and n > count:
+            total, last_rise, late = total + n - count, t - start, late + (n - count if t >= start + 5 else 0)
+            count = n
+    result = {
+        "seconds": round(end - start, 1),
+        "answers": len(mine),
+        "per_second": round(len(mine) / (end - start)),
+        "non_200": non_200,
+        "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 1) if latencies else None,
+        "replica_reads": total if reads else None,  # None: the service counts none (an earlier one)
+    }
+    if returned:  # the last replica reads, seconds after the node's return (to the poll's 0.25 s)
+        result["replica_reads_stopped_after_s"] = round(last_rise, 2)
+        result["replica_reads_after_5_s"] = late
+        result["answers_after_5_s"] = sum(1 for a in mine if a[0] >= start + 5)
+    return result
+
+
+def wall(monotonic: float) -> str:
+    """A monotonic instant as the service's log stamps it."""
+    then = datetime.now(UTC) - timedelta(seconds=time.monotonic() - monotonic)
+    return then.isoformat(timespec="milliseconds")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--phase", type=float, default=10, help="seconds of each phase (default 10)")
+    p.add_argument("--connections", type=int, default=16)
+    p.add_argument("--root", type=Path, default=ROOT, help="the checkout whose service runs (default this one)")
+    p.add_argument("--startup-limit", type=float, default=20, help="seconds start-up may take (default 20)")
+    args = p.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("node_loss.py: needs root (iptables), in a network namespace of its own (unshare -n)")
+    work = Path(tempfile.mkdtemp(prefix="node-loss-"))
+    caves = Caves(log_path=work / "caves.log").start()
+    service = None
+    firewall = None
+    report: dict = {"root": str(args.root), "phases": {}, "second_node": ""}
+    try:
+        caves.add_bucket("sample_app", replicas=1)
+        # The connection string lists each node's key-value port: the second node's is last.
+        second = int(caves.connstr.rsplit(":", 1)[1])
+        report["second_node"] = caves.connstr.rsplit(",", 1)[1]
+        firewall = Firewall(second)
+        env = {"COUCHBASE_HOST": caves.connstr, "COUCHBASE_KV_TIMEOUT": str(KV_TIMEOUT)}
+        try:
+            run_loaddata(env, "--count", str(COUNT), "--token", TOKEN)
+        except subprocess.CalledProcessError as exc:
+            raise RuntimeError(f"loaddata.py failed: {exc.stdout}{exc.stderr}") from exc
+        service = Service(args.root, env, work / "service.log")
+        if service.ready_within(30) is None:
+            raise RuntimeError("the service did not become ready with every node up")
+        load = Load(service.port, args.connections).start()
+        reads: list[tuple[float, int]] = []
+        polling = threading.Event()
+
+        def poll() -> None:
+            while not polling.wait(0.25):
+                n = service.replica_reads()
+                if n is not None:
+                    reads.append((time.monotonic(), n))
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        marks = []
+        for name, action in (("healthy", firewall.clear), ("frozen", lambda: firewall.set("DROP")),
+                             ("back_after_frozen", firewall.clear),
+                             ("dead", lambda: firewall.set("REJECT", "--reject-with", "tcp-reset")),
+                             ("back_after_dead", firewall.clear)):
+            action()
+            marks.append((name, time.monotonic()))
+            time.sleep(args.phase)
+        marks.append(("end", time.monotonic()))
+        answers = load.finish()
+        polling.set()
+        poller.join(5)
+        for (name, start), (_, end) in zip(marks, marks[1:], strict=False):
+            report["phases"][name] = summary(answers, start, end, reads, name.startswith("back"))
+            report["phases"][name]["began"] = wall(start)
+        service.stop()
+        service = None
+        # Start-up with the second node frozen.
+        firewall.set("DROP")
+        service = Service(args.root, env, work / "service-startup.log")
+        ready = service.ready_within(args.startup_limit)
+        statuses: dict[str, int] = {}
+        started = time.monotonic()
+        if ready is not None:
+            for record_id in range(1, COUNT + 1):
+                try:
+                    status = service.get(f"/api/v1/id/{record_id}")[0]
+                except OSError:
+                    status = 0
+                statuses[str(status)] = statuses.get(str(status), 0) + 1
+        report["startup_frozen"] = {"ready_after_s": round(ready, 2) if ready is not None else None,
+                                    "ids": COUNT, "statuses": statuses,
+                                    "every_id_seconds": round(time.monotonic() - started, 1)}
+        firewall.clear()
+    finally:
+        if service is not None:
+            service.stop()
+        if firewall is not None:
+            firewall.clear()
+        caves.stop()
+    for name in ("service", "service-startup"):
+        log = (work / f"{name}.log").read_text(errors="replace")
+        report[f"{name}_log"] = [line for line in log.splitlines() if "couchbase:" in line][:40]
+        report[f"{name}_tracebacks"] = log.count("Traceback")
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

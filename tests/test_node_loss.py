@@ -1,0 +1,92 @@
+"""One of two Couchbase nodes lost under load: every lookup still answered, from replicas.
+
+The driver, tests/node_loss.py, runs in a network namespace of its own
+(``unshare -n``), where iptables can freeze (DROP) and kill (REJECT with a
+TCP reset) one CAVES node's key-value port without touching anything else. It
+runs the real service on a 2-node CAVES cluster (1 replica) under 16
+keep-alive connections of random id lookups, and reports each phase; this
+asserts the figures issue 16 asks for. It needs root (as CI runs); elsewhere it
+is skipped, saying why. About 90 seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+pytestmark = pytest.mark.external
+
+PHASE = 10  # seconds of each phase
+
+
+def unavailable() -> str | None:
+    """Why this machine cannot run the driver, or None."""
+    if os.geteuid() != 0:
+        return "needs root for unshare -n and iptables (CI runs as root)"
+    for tool in ("unshare", "iptables", "ip"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    probe = subprocess.run(["unshare", "-n", "sh", "-c", "ip link set lo up && iptables -L INPUT -n"],
+                           capture_output=True, text=True, timeout=30)
+    if probe.returncode != 0:
+        return f"no private network namespace with iptables here: {probe.stderr.strip()[:200]}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def report():
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    driver = f"ip link set lo up && exec {sys.executable} {ROOT / 'tests' / 'node_loss.py'} --phase {PHASE}"
+    done = subprocess.run(["unshare", "-n", "sh", "-c", driver], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout)
+    print(json.dumps(found, indent=1))  # shown when a test fails
+    return found
+
+
+def test_a_frozen_node_costs_no_answer_and_little_time(report):
+    healthy, frozen = report["phases"]["healthy"], report["phases"]["frozen"]
+    assert healthy["non_200"] == {} and healthy["answers"] > 0
+    # A hedge is a get that waited out the replica delay: on a healthy cluster only a
+    # stall of the (shared) machine makes one; the Couchbase A/B (bench/README.md) shows none.
+    assert healthy["replica_reads"] <= healthy["answers"] // 100
+    assert frozen["non_200"] == {}
+    assert frozen["p99_ms"] <= 250
+    assert frozen["per_second"] >= healthy["per_second"] / 2
+    assert frozen["replica_reads"] > 0
+
+
+def test_a_dead_node_costs_no_answer(report):
+    dead = report["phases"]["dead"]
+    assert dead["non_200"] == {} and dead["answers"] > 0
+    assert dead["replica_reads"] > 0
+
+
+@pytest.mark.parametrize("phase", ["back_after_frozen", "back_after_dead"])
+def test_replica_reads_stop_within_5_s_of_the_nodes_return(report, phase):
+    back = report["phases"][phase]
+    assert back["non_200"] == {}
+    # From 5 s after the return on, no more than a healthy cluster's (see above); a node
+    # still taken for lost would make half the answers replica reads.
+    assert back["replica_reads_after_5_s"] <= back["answers_after_5_s"] // 100
+
+
+def test_start_up_with_a_node_frozen(report):
+    startup = report["startup_frozen"]
+    assert startup["ready_after_s"] is not None and startup["ready_after_s"] <= 20
+    assert startup["statuses"] == {"200": startup["ids"]}
+
+
+def test_each_loss_and_return_of_the_node_is_logged_once(report):
+    lines, node = report["service_log"], report["second_node"]
+    assert sum(f"node {node} lost (" in line for line in lines) == 2, lines  # frozen, then dead
+    assert sum(f"node {node} answers again" in line for line in lines) == 2, lines
+    assert report["service_tracebacks"] == report["service-startup_tracebacks"] == 0
