@@ -33,13 +33,9 @@ JSON (its own key order) and the bytes would not be the stored ones.
 from __future__ import annotations
 
 import json
-import re
-import socket
-import struct
-import sys
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from couchbase import exceptions as cbe
@@ -55,19 +51,22 @@ from couchbase.options import (
     QueryOptions,
     WaitUntilReadyOptions,
 )
-from couchbase.transcoder import RawJSONTranscoder
-
-try:  # the SDK's own C++ calls, under its Python wrapper: see core_calls
-    from couchbase.exceptions import ErrorMapper
-    from couchbase.logic.operation_types import KeyValueOperationCode
-    from couchbase.logic.pycbc_core import pycbc_exception, pycbc_kv_request
-
-    GET = KeyValueOperationCode.Get.value
-    GET_ANY_REPLICA = KeyValueOperationCode.GetAnyReplica.value
-except ImportError:  # another SDK's layout: the public get only
-    pycbc_kv_request = None
 
 import settings
+from cbload import Loading
+from cbsdk import (
+    GET,
+    GET_ANY_REPLICA,
+    RAW,
+    answers_noop,
+    connection_string,
+    core_calls,
+    describe,
+    direct,
+    log,
+    mapped,
+    node_name,
+)
 from store import (
     AUTH,
     COLLECTIONS,
@@ -78,10 +77,8 @@ from store import (
     Store,
     StoreTimeout,
     StoreUnavailable,
-    encode_doc,
 )
 
-RAW = RawJSONTranscoder()
 # More gets than this share waiting out the replica delay while every node answers
 # its ping: the cluster (or this machine) is slow, not a node lost, and asking
 # every copy would only add to the load; hedging pauses for HEDGE_PAUSE seconds.
@@ -89,104 +86,12 @@ HEDGE_SHARE, HEDGE_PAUSE = 0.05, 5.0
 # This many hedged gets since the last ping call the next ping at once: a node
 # frozen since then is found in the time of a ping, not of the health interval.
 HEDGES_TO_PING = 10
-# A memcached binary-protocol NOOP: any answer to it (even a refusal before a login)
-# shows the node's key-value service is back.
-NOOP = struct.pack(">BBHBBHIIQ", 0x80, 0x0A, 0, 0, 0, 0, 0, 0, 0)
-TIMEOUTS = (cbe.TimeoutException, cbe.AmbiguousTimeoutException, cbe.UnAmbiguousTimeoutException)
-
 # Keys, not documents: see the module docstring. Scope-level queries, so the
 # statements name only the collection; record_id orders the nickname matches
 # as the embedded store does.
 BY_NICKNAME = f"SELECT RAW META().id FROM {PROFILES} WHERE nickname = $nickname ORDER BY record_id"  # nosec B608  # a constant collection; $nickname is a named parameter
 BY_USERNAME = f"SELECT RAW META().id FROM {PROFILES} WHERE user_id = $username"  # nosec B608  # a constant collection; $username is a named parameter
-# Written out: a collection name cannot be a query parameter.
-COUNT = {
-    "user_data": "SELECT RAW COUNT(*) FROM user_data",
-    "user_images": "SELECT RAW COUNT(*) FROM user_images",
-    "service_auth": "SELECT RAW COUNT(*) FROM service_auth",
-}
-# Both cover their lookup (META().id is in every index), so no document fetch by the query service.
-INDEXES = (
-    f"CREATE INDEX IF NOT EXISTS {PROFILES}_nickname ON {PROFILES}(nickname, record_id)",
-    f"CREATE INDEX IF NOT EXISTS {PROFILES}_user_id ON {PROFILES}(user_id)",
-)
-
-def core_calls(collection):
-    """The C++ get and get-any-replica under ``Collection``'s, or None when the SDK is
-    not laid out as 4.6's is.
-
-    Per call ``Collection.get`` merges options, opens an observability handler and
-    wraps the answer in a result object, none of which the service uses: a tenth of
-    a get's CPU (bench/README.md, bench/sdk_micro.py: store, sdk-core). These are
-    the SDK's internals, not its API: the store uses them only once they agree with
-    the public calls (``CouchbaseStore._check_direct``), and drops them for good at
-    their first error that is not a store error.
-    """
-    if pycbc_kv_request is None:
-        return None
-    try:
-        connection = collection._impl._client_adapter.connection
-        return connection.pycbc_get, connection.pycbc_get_any_replica
-    except AttributeError:
-        return None
-
-
-def connection_string(options) -> str:
-    """The configured host as a connection string: a full one is used as it is."""
-    host = options.couchbase_host.strip()
-    if "://" in host:
-        return host
-    connstr = f"{'couchbases' if options.couchbase_tls else 'couchbase'}://{host}"
-    network = options.couchbase_network.strip()
-    if network and network != "default":
-        connstr += f"{'&' if '?' in host else '?'}network={network}"
-    return connstr
-
-
-def log(message: str) -> None:
-    """One line on stderr, stamped as the service stamps its own. Never a password."""
-    stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
-    print(f"{stamp} {message}", file=sys.stderr, flush=True)
-
-
-def describe(exc: BaseException) -> str:
-    """One short line for an SDK error: its class and the core's message, not its whole context."""
-    found = re.search(r"message=([^,>]+)", str(exc))
-    detail = found.group(1).strip() if found else str(exc).splitlines()[0][:200] if str(exc) else ""
-    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
-
-
-def mapped(exc: Exception) -> StoreUnavailable:
-    """An SDK error as the store error the handler turns into 503 or 504."""
-    if isinstance(exc, TIMEOUTS):
-        return StoreTimeout(f"couchbase: {describe(exc)}")
-    return StoreUnavailable(f"couchbase: {describe(exc)}")
-
-
-def node_name(report) -> str:
-    """A pinged endpoint's node: its address, or the one its error names (a refused
-    node is reported with no remote address)."""
-    remote = str(report.remote or "")
-    if remote and not remote.startswith("0.0.0.0:"):  # nosec B104  # how the SDK says "no address"
-        return remote
-    named = re.search(r'"([^"\s]+:\d+)"', str(report.error or ""))
-    return named.group(1) if named else "unnamed"  # its id changes from ping to ping
-
-
-def answers_noop(node: str, timeout: float) -> bool:
-    """Whether a node's key-value port answers a NOOP on a new connection (a response's
-    magic byte, whatever its status). A TLS port never does: the SDK's own recovery then."""
-    host, _, port = node.rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout) as sock:
-            sock.settimeout(timeout)
-            sock.sendall(NOOP)
-            return sock.recv(24)[:1] == b"\x81"
-    except (OSError, ValueError):
-        return False
-
-
-class CouchbaseStore(Store):
+class CouchbaseStore(Loading, Store):
     def __init__(self, options):
         """Configured from the ``couchbase_*`` settings (settings.py); ``start()`` connects."""
         self.connstr = connection_string(options)
@@ -455,19 +360,7 @@ class CouchbaseStore(Store):
                 f"({describe(found) if isinstance(found, Exception) else 'other bytes'}); using the public ones")
 
     def _direct(self, call, opcode: int, collection: str, key: str, timeout_ms: int) -> tuple[bytes, bool]:
-        """The document and whether a replica gave it. What ``Collection.get`` (or
-        ``get_any_replica``) does with no options but a timeout, minus the wrapper."""
-        request = pycbc_kv_request()
-        request.opcode = opcode
-        request.bucket, request.scope, request.collection, request.key = (
-            self.bucket_name, self.scope_name, collection, key)
-        if timeout_ms:
-            request.timeout = timeout_ms
-        found = call(request)
-        if isinstance(found, pycbc_exception):
-            raise ErrorMapper.build_exception(found)
-        raw = found.raw_result
-        return RAW.decode_value(raw["value"], raw["flags"]), raw.get("replica", False)
+        return direct(call, opcode, self.bucket_name, self.scope_name, collection, key, timeout_ms)
 
     def _drop_direct(self, exc: Exception) -> None:
         if self._core is not None:
@@ -595,73 +488,3 @@ class CouchbaseStore(Store):
             self.cluster.close()
             self.cluster = None
         self._connected.clear()
-
-    # -- write side: loaddata.py ---------------------------------------------
-    def create_schema(self) -> None:
-        """Scope and collections when missing, then the two indexes when there is a query service."""
-        self.wait_connected(2 * self.connect_timeout.total_seconds())
-        manager = self.bucket.collections()
-        try:
-            scopes = {s.name: {c.name for c in s.collections} for s in manager.get_all_scopes()}
-            if self.scope_name not in scopes:
-                self._ignore_exists(manager.create_scope, self.scope_name)
-            for name in COLLECTIONS:
-                if name not in scopes.get(self.scope_name, ()):
-                    self._ignore_exists(manager.create_collection, self.scope_name, name)
-        except Exception as exc:
-            raise mapped(exc) from exc
-        for statement in INDEXES:
-            try:
-                self.scope.query(statement, QueryOptions(timeout=self.mgmt_timeout)).execute()
-            except Exception as exc:
-                # CAVES, or a cluster without the query service: the key-value data is still
-                # worth loading; only the nickname and username lookups need these indexes.
-                log(f"couchbase: could not create the indexes ({describe(exc)}): the cluster has no "
-                    "query service, or it refused; nickname and username lookups need them: "
-                    + "; ".join(INDEXES))
-                return
-
-    @staticmethod
-    def _ignore_exists(create, *args) -> None:
-        try:
-            create(*args)
-        except (cbe.ScopeAlreadyExistsException, cbe.CollectionAlreadyExistsException):
-            pass  # another loader got there first
-
-    def upsert(self, collection: str, docs: list[tuple[str, dict]]) -> None:
-        """One batch, sent concurrently by the SDK; failed keys are tried once more."""
-        if not docs:
-            return
-        self.wait_connected(self.connect_timeout.total_seconds())
-        coll = self.collections[collection]
-        pending = {key: encode_doc(doc) for key, doc in docs}
-        for attempt in (1, 2):
-            try:
-                result = coll.upsert_multi(pending)
-            except Exception as exc:
-                raise mapped(exc) from exc
-            failed = result.exceptions or {}
-            if not failed:
-                return
-            if attempt == 2:
-                error = next(iter(failed.values()))
-                raise mapped(error) from error
-            pending = {key: pending[key] for key in failed}
-
-    def count(self, collection: str) -> int:
-        """How many documents: a SQL++ count. Without a query service (CAVES) it cannot be
-        counted, and this answers 1 when the document of id 1 exists, else 0: enough for
-        ``loaddata.py --if-empty``, which only asks whether there is anything."""
-        self.wait_connected(self.connect_timeout.total_seconds())
-        try:
-            rows = self.scope.query(COUNT[collection],
-                                    QueryOptions(timeout=self.query_timeout)).rows()
-            return int(next(iter(rows), 0))
-        except TIMEOUTS as exc:
-            raise mapped(exc) from exc
-        except cbe.CouchbaseException as exc:
-            log(f"couchbase: cannot count {collection} ({describe(exc)}); looking for its id 1 instead")
-        try:
-            return int(self.collections[collection].exists(f"{collection}:1").exists)
-        except Exception as exc:
-            raise mapped(exc) from exc

@@ -168,7 +168,7 @@ def test_sdk_observability_is_off_unless_asked_for(cluster, loaded):
 
 
 def test_the_core_get_answers_as_the_sdk_get(cluster, loaded):
-    """The service's gets skip the SDK's Python wrapper (cbconn.core_calls) once a check
+    """The service's gets skip the SDK's Python wrapper (cbsdk.core_calls) once a check
     against the public get passed: found, missing and refused keys give what the SDK's own
     Collection.get (and get_any_replica, while a node is lost) gives. With observability
     on, the wrapper records every get, so it is not skipped."""

@@ -20,6 +20,7 @@ from couchbase.diagnostics import PingState, ServiceType
 from couchbase.transcoder import RawJSONTranscoder
 
 import cbconn
+import cbsdk
 import settings
 from metrics import Metrics
 from store import Store, StoreTimeout, StoreUnavailable
@@ -340,7 +341,7 @@ def test_a_ping_names_each_node_and_why_it_is_lost():
                     "unnamed": "error: Bootstrap incomplete, cannot perform ping."}
 
 
-# -- the direct calls (cbconn.core_calls): used only while they agree with the public ones
+# -- the direct calls (cbsdk.core_calls): used only while they agree with the public ones
 class RawResult:
     def __init__(self, value: bytes, replica: bool = False):
         self.raw_result = {"value": value, "flags": 0x2000000, "replica": replica}
@@ -371,7 +372,7 @@ def test_direct_calls_that_agree_with_the_public_ones_are_used():
     store, _ = direct_store(fake_core({**PROFILE_DOCS, **TOKEN_DOC}, calls))
     assert store._core is not None
     assert store.get_profile("3") == b'{"record_id":3}'
-    assert calls[-1] == (cbconn.GET, "user_data", "user_data:3")
+    assert calls[-1] == (cbsdk.GET, "user_data", "user_data:3")
     assert store.collections["user_data"].calls == []  # not the public get
 
 
@@ -396,8 +397,8 @@ def test_a_changed_sdk_layout_still_answers_every_lookup(change, node_lost, caps
 
         laid_out = FakeCollection()
         laid_out._impl = type("Impl", (), {"_client_adapter": type("Adapter", (), {"connection": Connection})})
-        assert cbconn.core_calls(laid_out) == (Connection.pycbc_get, Connection.pycbc_get_any_replica)
-        store, _ = direct_store(cbconn.core_calls(FakeCollection()))  # ...and a layout without it
+        assert cbsdk.core_calls(laid_out) == (Connection.pycbc_get, Connection.pycbc_get_any_replica)
+        store, _ = direct_store(cbsdk.core_calls(FakeCollection()))  # ...and a layout without it
         assert store._core is None
     else:
         calls: list = []
@@ -480,7 +481,7 @@ def test_not_connected_or_unhealthy_fails_at_once():
     ({"COUCHBASE_HOST": "couchbase://127.0.0.1:11210"}, "couchbase://127.0.0.1:11210"),
 ])
 def test_connection_string(env, expected):
-    assert cbconn.connection_string(settings.defaults(env)) == expected
+    assert cbsdk.connection_string(settings.defaults(env)) == expected
 
 
 def test_environment_defaults_and_timeouts(monkeypatch):

@@ -11,6 +11,7 @@ import time
 import pytest
 
 import cbconn
+import cbsdk
 from store import StoreUnavailable
 
 pytestmark = pytest.mark.socket
@@ -55,7 +56,7 @@ def test_a_node_answers_a_noop_on_a_new_connection():
         def serve():
             conn, _ = server.accept()
             with conn:
-                if conn.recv(24) == cbconn.NOOP and answer is not None:
+                if conn.recv(24) == cbsdk.NOOP and answer is not None:
                     conn.sendall(answer)
                 time.sleep(0.5)
 
@@ -66,9 +67,9 @@ def test_a_node_answers_a_noop_on_a_new_connection():
     answering, answering_node = listener(refusal)
     silent, silent_node = listener(None)
     with answering, silent:
-        assert cbconn.answers_noop(answering_node, 1)
+        assert cbsdk.answers_noop(answering_node, 1)
         started = time.monotonic()
-        assert not cbconn.answers_noop(silent_node, 0.2)
+        assert not cbsdk.answers_noop(silent_node, 0.2)
         assert time.monotonic() - started < 1
-    assert not cbconn.answers_noop(answering_node, 0.2)  # closed now
-    assert not cbconn.answers_noop("unnamed", 0.2)
+    assert not cbsdk.answers_noop(answering_node, 0.2)  # closed now
+    assert not cbsdk.answers_noop("unnamed", 0.2)

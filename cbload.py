@@ -1,0 +1,109 @@
+"""The Couchbase store's write side, for loaddata.py: the scope, collections and
+indexes, upserts in batches, and a count of documents."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from couchbase import exceptions as cbe
+from couchbase.options import QueryOptions
+
+from cbsdk import TIMEOUTS, describe, log, mapped
+from store import COLLECTIONS, PROFILES, encode_doc
+
+# Written out: a collection name cannot be a query parameter.
+COUNT = {
+    "user_data": "SELECT RAW COUNT(*) FROM user_data",
+    "user_images": "SELECT RAW COUNT(*) FROM user_images",
+    "service_auth": "SELECT RAW COUNT(*) FROM service_auth",
+}
+# Both cover their lookup (META().id is in every index), so no document fetch by the query service.
+INDEXES = (
+    f"CREATE INDEX IF NOT EXISTS {PROFILES}_nickname ON {PROFILES}(nickname, record_id)",
+    f"CREATE INDEX IF NOT EXISTS {PROFILES}_user_id ON {PROFILES}(user_id)",
+)
+
+
+class Loading:
+    """Mixed into ``cbconn.CouchbaseStore``: the methods ``store.Store`` has for loaddata.py.
+    What they use of the store, which sets it:"""
+
+    bucket: Any
+    scope: Any
+    scope_name: str
+    collections: dict
+    connect_timeout: timedelta
+    query_timeout: timedelta
+    mgmt_timeout: timedelta
+    wait_connected: Callable[[float], None]
+
+    def create_schema(self) -> None:
+        """Scope and collections when missing, then the two indexes when there is a query service."""
+        self.wait_connected(2 * self.connect_timeout.total_seconds())
+        manager = self.bucket.collections()
+        try:
+            scopes = {s.name: {c.name for c in s.collections} for s in manager.get_all_scopes()}
+            if self.scope_name not in scopes:
+                self._ignore_exists(manager.create_scope, self.scope_name)
+            for name in COLLECTIONS:
+                if name not in scopes.get(self.scope_name, ()):
+                    self._ignore_exists(manager.create_collection, self.scope_name, name)
+        except Exception as exc:
+            raise mapped(exc) from exc
+        for statement in INDEXES:
+            try:
+                self.scope.query(statement, QueryOptions(timeout=self.mgmt_timeout)).execute()
+            except Exception as exc:
+                # CAVES, or a cluster without the query service: the key-value data is still
+                # worth loading; only the nickname and username lookups need these indexes.
+                log(f"couchbase: could not create the indexes ({describe(exc)}): the cluster has no "
+                    "query service, or it refused; nickname and username lookups need them: "
+                    + "; ".join(INDEXES))
+                return
+
+    @staticmethod
+    def _ignore_exists(create, *args) -> None:
+        try:
+            create(*args)
+        except (cbe.ScopeAlreadyExistsException, cbe.CollectionAlreadyExistsException):
+            pass  # another loader got there first
+
+    def upsert(self, collection: str, docs: list[tuple[str, dict]]) -> None:
+        """One batch, sent concurrently by the SDK; failed keys are tried once more."""
+        if not docs:
+            return
+        self.wait_connected(self.connect_timeout.total_seconds())
+        coll = self.collections[collection]
+        pending = {key: encode_doc(doc) for key, doc in docs}
+        for attempt in (1, 2):
+            try:
+                result = coll.upsert_multi(pending)
+            except Exception as exc:
+                raise mapped(exc) from exc
+            failed = result.exceptions or {}
+            if not failed:
+                return
+            if attempt == 2:
+                error = next(iter(failed.values()))
+                raise mapped(error) from error
+            pending = {key: pending[key] for key in failed}
+
+    def count(self, collection: str) -> int:
+        """How many documents: a SQL++ count. Without a query service (CAVES) it cannot be
+        counted, and this answers 1 when the document of id 1 exists, else 0: enough for
+        ``loaddata.py --if-empty``, which only asks whether there is anything."""
+        self.wait_connected(self.connect_timeout.total_seconds())
+        try:
+            rows = self.scope.query(COUNT[collection],
+                                    QueryOptions(timeout=self.query_timeout)).rows()
+            return int(next(iter(rows), 0))
+        except TIMEOUTS as exc:
+            raise mapped(exc) from exc
+        except cbe.CouchbaseException as exc:
+            log(f"couchbase: cannot count {collection} ({describe(exc)}); looking for its id 1 instead")
+        try:
+            return int(self.collections[collection].exists(f"{collection}:1").exists)
+        except Exception as exc:
+            raise mapped(exc) from exc

@@ -1,0 +1,129 @@
+"""What the Couchbase store needs of the SDK and of the wire, apart from the store itself.
+
+The SDK's direct C++ calls under its Python wrapper (``core_calls``, ``direct``),
+the connection string from the settings, the store's log lines, SDK errors as one short line and as the
+store's errors (``describe``, ``mapped``), a node's name in a ping report, and the
+NOOP probe that tells a lost node's return (``answers_noop``).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import struct
+import sys
+from datetime import UTC, datetime
+
+from couchbase import exceptions as cbe
+from couchbase.transcoder import RawJSONTranscoder
+
+try:  # the SDK's own C++ calls, under its Python wrapper: see core_calls
+    from couchbase.exceptions import ErrorMapper
+    from couchbase.logic.operation_types import KeyValueOperationCode
+    from couchbase.logic.pycbc_core import pycbc_exception, pycbc_kv_request
+
+    GET = KeyValueOperationCode.Get.value
+    GET_ANY_REPLICA = KeyValueOperationCode.GetAnyReplica.value
+except ImportError:  # another SDK's layout: the public calls only
+    pycbc_kv_request = None
+    GET = GET_ANY_REPLICA = 0
+
+from store import StoreTimeout, StoreUnavailable
+
+RAW = RawJSONTranscoder()
+# A memcached binary-protocol NOOP: any answer to it (even a refusal before a login)
+# shows the node's key-value service is back.
+NOOP = struct.pack(">BBHBBHIIQ", 0x80, 0x0A, 0, 0, 0, 0, 0, 0, 0)
+TIMEOUTS = (cbe.TimeoutException, cbe.AmbiguousTimeoutException, cbe.UnAmbiguousTimeoutException)
+
+
+def core_calls(collection):
+    """The C++ get and get-any-replica under ``Collection``'s, or None when the SDK is
+    not laid out as 4.6's is.
+
+    Per call ``Collection.get`` merges options, opens an observability handler and
+    wraps the answer in a result object, none of which the service uses: a tenth of
+    a get's CPU (bench/README.md, bench/sdk_micro.py: store, sdk-core). These are
+    the SDK's internals, not its API: the store uses them only once they agree with
+    the public calls (``CouchbaseStore._check_direct``), and drops them for good at
+    their first error that is not a store error.
+    """
+    if pycbc_kv_request is None:
+        return None
+    try:
+        connection = collection._impl._client_adapter.connection
+        return connection.pycbc_get, connection.pycbc_get_any_replica
+    except AttributeError:
+        return None
+
+
+def direct(call, opcode: int, bucket: str, scope: str, collection: str, key: str,
+           timeout_ms: int) -> tuple[bytes, bool]:
+    """The document and whether a replica gave it, by one of ``core_calls``: what
+    ``Collection.get`` (or ``get_any_replica``) does with no options but a timeout,
+    minus the wrapper."""
+    request = pycbc_kv_request()
+    request.opcode = opcode
+    request.bucket, request.scope, request.collection, request.key = bucket, scope, collection, key
+    if timeout_ms:
+        request.timeout = timeout_ms
+    found = call(request)
+    if isinstance(found, pycbc_exception):
+        raise ErrorMapper.build_exception(found)
+    raw = found.raw_result
+    return RAW.decode_value(raw["value"], raw["flags"]), raw.get("replica", False)
+
+
+def connection_string(options) -> str:
+    """The configured host as a connection string: a full one is used as it is."""
+    host = options.couchbase_host.strip()
+    if "://" in host:
+        return host
+    connstr = f"{'couchbases' if options.couchbase_tls else 'couchbase'}://{host}"
+    network = options.couchbase_network.strip()
+    if network and network != "default":
+        connstr += f"{'&' if '?' in host else '?'}network={network}"
+    return connstr
+
+
+def log(message: str) -> None:
+    """One line on stderr, stamped as the service stamps its own. Never a password."""
+    stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
+    print(f"{stamp} {message}", file=sys.stderr, flush=True)
+
+
+def describe(exc: BaseException) -> str:
+    """One short line for an SDK error: its class and the core's message, not its whole context."""
+    found = re.search(r"message=([^,>]+)", str(exc))
+    detail = found.group(1).strip() if found else str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+
+
+def mapped(exc: Exception) -> StoreUnavailable:
+    """An SDK error as the store error the handler turns into 503 or 504."""
+    if isinstance(exc, TIMEOUTS):
+        return StoreTimeout(f"couchbase: {describe(exc)}")
+    return StoreUnavailable(f"couchbase: {describe(exc)}")
+
+
+def node_name(report) -> str:
+    """A pinged endpoint's node: its address, or the one its error names (a refused
+    node is reported with no remote address)."""
+    remote = str(report.remote or "")
+    if remote and not remote.startswith("0.0.0.0:"):  # nosec B104  # how the SDK says "no address"
+        return remote
+    named = re.search(r'"([^"\s]+:\d+)"', str(report.error or ""))
+    return named.group(1) if named else "unnamed"  # its id changes from ping to ping
+
+
+def answers_noop(node: str, timeout: float) -> bool:
+    """Whether a node's key-value port answers a NOOP on a new connection (a response's
+    magic byte, whatever its status). A TLS port never does: the SDK's own recovery then."""
+    host, _, port = node.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(NOOP)
+            return sock.recv(24)[:1] == b"\x81"
+    except (OSError, ValueError):
+        return False
