@@ -372,7 +372,7 @@ def test_sigterm_closes_what_is_left_at_the_grace_period(seeded_db, tmp_path):
     svc.proc.send_signal(signal.SIGTERM)
     assert svc.proc.wait(10) == 0
     assert idle.recv(4096) == b""
-    assert 1.4 < time.monotonic() - signalled < 3.0
+    assert 1.0 < time.monotonic() - signalled < 2.5  # what is left is closed just before the grace ends
     assert "1 connections still open after 1.5s" in svc.log()
 
 
