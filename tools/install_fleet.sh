@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# The load balancers tests/test_fleet.py and `make fleet` (tools/fleet.py) put in front of the
-# service, from Debian's archive: haproxy (TCP and HTTP modes) and nginx-light (an HTTP/1.1
-# keep-alive upstream pool). Both run unprivileged on loopback ports, started by the test itself.
+# From Debian's archive, what the fleet and node-loss tests run: the load balancers
+# tests/test_fleet.py and `make fleet` (tools/fleet.py) put in front of the service, haproxy
+# (TCP and HTTP modes) and nginx-light (an HTTP/1.1 keep-alive upstream pool), both unprivileged
+# on loopback ports, started by the test itself; and iptables and iproute2 (ip), with which
+# tests/test_node_loss.py freezes and kills a Couchbase node in a private network namespace.
 # Idempotent: installs only what is missing. Needs root, as apt-get does.
 set -euo pipefail
 
 missing=()
 command -v haproxy >/dev/null || missing+=(haproxy)
 command -v nginx >/dev/null || missing+=(nginx-light)
+command -v iptables >/dev/null || missing+=(iptables)
+command -v ip >/dev/null || missing+=(iproute2)
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi
