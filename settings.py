@@ -59,7 +59,7 @@ SETTINGS = (
     S("drain_idle", "DRAIN_IDLE_SECONDS", "--drain-idle", "6", float,
       "on SIGTERM, a connection idle this long is closed (others close after their next answer)", 0),
     # -- connection recycling: scale-out reaches new instances through an L4 balancer ----------
-    S("max_requests_per_connection", "MAX_REQUESTS_PER_CONNECTION", "--max-requests-per-connection", "1000",
+    S("max_requests_per_connection", "MAX_REQUESTS_PER_CONNECTION", "--max-requests-per-connection", "10000",
       int, "answers on one connection, the last with `Connection: close` (0: no limit)", 0),
     S("max_connection_age", "MAX_CONNECTION_AGE_SECONDS", "--max-connection-age", "30", float,
       "age (less up to 10%) after which a connection's next answer closes it (0: no limit)", 0),
