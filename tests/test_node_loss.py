@@ -5,7 +5,7 @@ The driver, tests/node_loss.py, runs in a network namespace of its own
 TCP reset) one CAVES node's key-value port without touching anything else. It
 runs the real service on a 2-node CAVES cluster (1 replica) under 16
 keep-alive connections of random id lookups, and reports each phase; this
-asserts the figures issue 16 asks for. It needs root (as CI runs); elsewhere it
+asserts what a lost node may cost (see the tests). It needs root (as CI runs); elsewhere it
 is skipped, saying why. About 90 seconds.
 """
 
