@@ -13,7 +13,7 @@ COUCHBASE_REPLICA_DELAY, then asks every copy (``get_any_replica``) and takes
 the first answer. While a ping finds a node lost, gets ask every copy at once,
 so a frozen node costs no wait per request; when it is back, new connections
 replace the SDK's stalled ones. While many gets are slow and every node answers,
-hedging pauses (HEDGE_SHARE). A replica's answer may be stale by the
+hedging pauses (``cbhealth``). A replica's answer may be stale by the
 replication lag; they are counted (``counters``, on /metrics).
 
 Documents are written and read as raw JSON bytes (``RawJSONTranscoder``) made
@@ -41,18 +41,18 @@ from typing import Any
 from couchbase import exceptions as cbe
 from couchbase.auth import PasswordAuthenticator
 from couchbase.cluster import Cluster
-from couchbase.diagnostics import ClusterState, PingState, ServiceType
+from couchbase.diagnostics import ClusterState, ServiceType
 from couchbase.options import (
     ClusterOptions,
     ClusterTimeoutOptions,
     GetAnyReplicaOptions,
     GetOptions,
-    PingOptions,
     QueryOptions,
     WaitUntilReadyOptions,
 )
 
 import settings
+from cbhealth import NodeHealth
 from cbload import Loading
 from cbsdk import (
     GET,
@@ -65,7 +65,7 @@ from cbsdk import (
     direct,
     log,
     mapped,
-    node_name,
+    ping_nodes,
 )
 from store import (
     AUTH,
@@ -79,18 +79,13 @@ from store import (
     StoreUnavailable,
 )
 
-# More gets than this share waiting out the replica delay while every node answers
-# its ping: the cluster (or this machine) is slow, not a node lost, and asking
-# every copy would only add to the load; hedging pauses for HEDGE_PAUSE seconds.
-HEDGE_SHARE, HEDGE_PAUSE = 0.05, 5.0
-# This many hedged gets since the last ping call the next ping at once: a node
-# frozen since then is found in the time of a ping, not of the health interval.
-HEDGES_TO_PING = 10
 # Keys, not documents: see the module docstring. Scope-level queries, so the
 # statements name only the collection; record_id orders the nickname matches
 # as the embedded store does.
 BY_NICKNAME = f"SELECT RAW META().id FROM {PROFILES} WHERE nickname = $nickname ORDER BY record_id"  # nosec B608  # a constant collection; $nickname is a named parameter
 BY_USERNAME = f"SELECT RAW META().id FROM {PROFILES} WHERE user_id = $username"  # nosec B608  # a constant collection; $username is a named parameter
+
+
 class CouchbaseStore(Loading, Store):
     def __init__(self, options):
         """Configured from the ``couchbase_*`` settings (settings.py); ``start()`` connects."""
@@ -110,9 +105,6 @@ class CouchbaseStore(Loading, Store):
         delay = min(timedelta(seconds=options.couchbase_replica_delay), self.kv_timeout)
         self._hedge_options = (GetOptions(timeout=delay),)
         self._hedge_timeout_ms = max(1, round(delay.total_seconds() * 1000))
-        self._hedging = self.replica_reads  # paused while gets are slow everywhere (HEDGE_SHARE)
-        self._hedging_from = 0.0
-        self._gets = self._hedges = 0  # since the last ping; _gets unlocked: an estimate is enough
         self._after_delay = GetAnyReplicaOptions(timeout=max(self.kv_timeout - delay, timedelta(milliseconds=1)))
         self._any_copy_options = GetAnyReplicaOptions(timeout=self.kv_timeout)
         # The SDK's objects once connected, None before (the SDK ships no type hints).
@@ -123,12 +115,7 @@ class CouchbaseStore(Loading, Store):
         self._core = None  # the direct (get, get_any_replica), once checked (_check_direct)
         self._unchecked_core = None  # found, not yet checked: no document to check it on yet
         self._connected = threading.Event()
-        self._healthy = False  # a node answered the last ping, or a lookup since
-        self._degraded = False  # the last ping found a node lost: gets ask every copy at once
-        self._answered = False  # a lookup was answered by way of the replicas since the last ping
-        self._lost: dict[str, str] = {}  # node -> why, as the last ping found it
-        self._logged: tuple = ({}, True)  # (lost, healthy) as last logged
-        self._logged_at = 0.0
+        self.health = NodeHealth(self.replica_reads)
         self._renew_after = 0.0  # no reconnection before this (time.monotonic)
         self._retired: list[tuple[float, Cluster]] = []  # (when to close, cluster) after a reconnection
         self._replica_reads = 0
@@ -193,7 +180,7 @@ class CouchbaseStore(Loading, Store):
         # With observability on, every get goes through the wrapper, which records it.
         self._unchecked_core = None if self.observability else core_calls(self.collections[PROFILES])
         self._check_direct()
-        self._healthy = True
+        self.health.healthy = True
         self._connected.set()
 
     def _run(self) -> None:
@@ -236,7 +223,7 @@ class CouchbaseStore(Loading, Store):
                 answered, lost = self._ping()
         while self._retired and self._retired[0][0] <= time.monotonic():
             self._retired.pop(0)[1].close()
-        self._health(answered, lost)
+        self.health.after_ping(answered, lost)
         if self._unchecked_core is not None:
             self._check_direct()
 
@@ -270,53 +257,9 @@ class CouchbaseStore(Loading, Store):
         return True
 
     def _ping(self, bucket=None) -> tuple[set[str], dict[str, str]]:
-        """The nodes that answered and those that did not (with the SDK's reason).
-        A short timeout: a node that takes half a second to answer a ping is in
-        trouble, and going to the replicas then spares requests the wait."""
-        try:
-            timeout = min(self.kv_timeout, timedelta(seconds=0.5))
-            kv_only = PingOptions(service_types=[ServiceType.KeyValue], timeout=timeout)
-            reports = [r for rs in (bucket or self.bucket).ping(kv_only).endpoints.values() for r in rs]
-        except Exception as exc:
-            return set(), {"every node": describe(exc)}
-        answered = {node_name(r) for r in reports if r.state == PingState.OK}
-        lost = {node_name(r): f"{r.state.value}: {r.error}" if r.error else str(r.state.value)
-                for r in reports if r.state != PingState.OK}
-        return answered, {node: why for node, why in lost.items() if node not in answered}
-
-    def _health(self, answered: set[str], lost: dict[str, str]) -> None:
-        """Act on a ping: a lost node sends gets to every copy; no node answering
-        (and no lookup answered since the last ping, as the ping may list only the
-        lost node) refuses lookups at once."""
-        self._degraded = self.replica_reads and bool(lost)
-        self._healthy = bool(answered) or (bool(lost) and self._answered)
-        self._answered = False
-        self._lost = lost
-        self._log_health()
-        gets, hedges, self._gets, self._hedges = self._gets, self._hedges, 0, 0
-        now = time.monotonic()
-        if self.replica_reads and not lost and hedges > max(10, gets * HEDGE_SHARE):
-            if self._hedging:
-                log(f"couchbase: {hedges} of {gets} gets waited over the replica delay while every node "
-                    f"answers: the cluster is slow, not a node lost; no hedged reads for {HEDGE_PAUSE:g}s")
-            self._hedging, self._hedging_from = False, now + HEDGE_PAUSE
-        elif self.replica_reads and now >= self._hedging_from:
-            self._hedging = True
-
-    def _log_health(self) -> None:
-        """Each change once, at most a line a second: changes in between are in the next line."""
-        logged_lost, logged_healthy = self._logged
-        now = time.monotonic()
-        if (self._lost.keys() == logged_lost.keys() and self._healthy == logged_healthy) or now - self._logged_at < 1:
-            return
-        parts = [f"key-value node {node} lost ({why})" for node, why in self._lost.items() if node not in logged_lost]
-        parts += [f"key-value node {node} answers again" for node in logged_lost if node not in self._lost]
-        if self._healthy != logged_healthy:
-            parts.append("lookups resume" if self._healthy else "no key-value node answers: lookups refused")
-        elif self._lost and self.replica_reads:
-            parts.append("its documents are read from replicas")
-        log("couchbase: " + "; ".join(parts))
-        self._logged, self._logged_at = (dict(self._lost), self._healthy), now
+        # A short timeout: a node that takes half a second to answer a ping is in
+        # trouble, and going to the replicas then spares requests the wait.
+        return ping_nodes(bucket or self.bucket, min(self.kv_timeout, timedelta(seconds=0.5)))
 
     def wait_connected(self, timeout: float) -> None:
         """Block until connected; StoreUnavailable after ``timeout`` seconds."""
@@ -326,7 +269,7 @@ class CouchbaseStore(Loading, Store):
     def _collection(self, name: str):
         if not self._connected.is_set():
             raise StoreUnavailable("couchbase: not connected yet")
-        if not self._healthy:
+        if not self.health.healthy:
             raise StoreUnavailable("couchbase: no key-value node answers")
         return self.collections[name]
 
@@ -402,12 +345,12 @@ class CouchbaseStore(Loading, Store):
             # The SDK's answer both when every copy said "not found" and when none answered:
             # only an answer before the deadline is a "not found".
             if time.monotonic() - started < options["timeout"].total_seconds() * 0.9:
-                self._answered = True
+                self.health.answered = True
                 return None
             raise StoreTimeout(f"couchbase: no copy of {key} answered: {describe(exc)}") from exc
         except Exception as exc:
             raise mapped(exc) from exc
-        self._answered = True
+        self.health.answered = True
         if from_replica:
             with self._count_lock:
                 self._replica_reads += 1
@@ -417,10 +360,11 @@ class CouchbaseStore(Loading, Store):
         if len(key.encode()) > MAX_KEY_BYTES:
             return None  # Couchbase refuses such a key: it cannot exist
         coll = self._collection(collection)
-        if self._degraded:
+        health = self.health
+        if health.degraded:
             return self._any_copy(collection, coll, key, self._any_copy_options)
-        self._gets += 1
-        hedge = self._hedging
+        health.gets += 1
+        hedge = health.hedging
         try:
             return self._active(collection, coll, key, hedge)
         except cbe.DocumentNotFoundException:
@@ -428,10 +372,8 @@ class CouchbaseStore(Loading, Store):
         except Exception as exc:
             if not hedge:
                 raise mapped(exc) from exc
-        with self._count_lock:
-            self._hedges += 1
-            if self._hedges == HEDGES_TO_PING:
-                self._ping_now.set()
+        if health.hedged():
+            self._ping_now.set()
         return self._any_copy(collection, coll, key, self._after_delay)
 
     def get_profile(self, record_id: str) -> bytes | None:

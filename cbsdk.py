@@ -2,7 +2,7 @@
 
 The SDK's direct C++ calls under its Python wrapper (``core_calls``, ``direct``),
 the connection string from the settings, the store's log lines, SDK errors as one short line and as the
-store's errors (``describe``, ``mapped``), a node's name in a ping report, and the
+store's errors (``describe``, ``mapped``), a ping of the key-value nodes (``ping_nodes``), and the
 NOOP probe that tells a lost node's return (``answers_noop``).
 """
 
@@ -12,9 +12,11 @@ import re
 import socket
 import struct
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from couchbase import exceptions as cbe
+from couchbase.diagnostics import PingState, ServiceType
+from couchbase.options import PingOptions
 from couchbase.transcoder import RawJSONTranscoder
 
 try:  # the SDK's own C++ calls, under its Python wrapper: see core_calls
@@ -104,6 +106,20 @@ def mapped(exc: Exception) -> StoreUnavailable:
     if isinstance(exc, TIMEOUTS):
         return StoreTimeout(f"couchbase: {describe(exc)}")
     return StoreUnavailable(f"couchbase: {describe(exc)}")
+
+
+def ping_nodes(bucket, timeout: timedelta) -> tuple[set[str], dict[str, str]]:
+    """Ping the bucket's key-value nodes: those that answered, and those that did not
+    with the SDK's reason."""
+    try:
+        kv_only = PingOptions(service_types=[ServiceType.KeyValue], timeout=timeout)
+        reports = [r for rs in bucket.ping(kv_only).endpoints.values() for r in rs]
+    except Exception as exc:
+        return set(), {"every node": describe(exc)}
+    answered = {node_name(r) for r in reports if r.state == PingState.OK}
+    lost = {node_name(r): f"{r.state.value}: {r.error}" if r.error else str(r.state.value)
+            for r in reports if r.state != PingState.OK}
+    return answered, {node: why for node, why in lost.items() if node not in answered}
 
 
 def node_name(report) -> str:

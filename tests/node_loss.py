@@ -35,11 +35,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from caves import Caves  # noqa: E402
-from conftest import ROOT, free_port, run_loaddata  # noqa: E402
+from caves import Caves  # beside this file: run as a script, as a test module
+from conftest import ROOT, free_port, run_loaddata
 
 TOKEN = "node-loss-token-8d2f61"
 COUNT = 1000

@@ -1,6 +1,6 @@
 """cbconn at the SDK boundary, in-process: the SQL++ path CAVES cannot run, error mapping,
-replica reads and the health model, the direct calls' safety, connection strings (over
-real sockets: test_cbconn_socket.py).
+replica reads as the health model (test_cbhealth.py) steers them, the direct calls'
+safety, connection strings (over real sockets: test_cbconn_socket.py).
 
 Nothing here is the SDK but its exception classes and option types: the fakes
 below stand in for its scope, collection and bucket objects and for its C++
@@ -20,6 +20,7 @@ from couchbase.diagnostics import PingState, ServiceType
 from couchbase.transcoder import RawJSONTranscoder
 
 import cbconn
+import cbhealth
 import cbsdk
 import settings
 from metrics import Metrics
@@ -107,7 +108,7 @@ def make_store(scope=None, profiles=None, auth=None, connected=True, healthy=Tru
                          "service_auth": auth or FakeCollection()}
     if connected:
         store._connected.set()
-    store._healthy = healthy
+    store.health.healthy = healthy
     return store
 
 
@@ -204,8 +205,8 @@ def test_replica_reads_off_is_todays_get():
     with pytest.raises(StoreTimeout):
         store.get_profile("1")
     assert profiles.calls == [("get", "user_data:1", ())]  # the cluster's kv timeout; no replica asked
-    store._health(set(), {"b:2": "timeout"})
-    assert not store._degraded
+    store.health.after_ping(set(), {"b:2": "timeout"})
+    assert not store.health.degraded
 
 
 def test_an_active_copy_that_does_not_answer_in_time_is_read_from_a_replica():
@@ -226,14 +227,14 @@ def test_an_active_copy_that_does_not_answer_in_time_is_read_from_a_replica():
 def test_while_a_node_is_lost_gets_ask_every_copy_at_once():
     profiles = FakeCollection(dict(PROFILE_DOCS), lost={"user_data:1"})
     store = make_store(profiles=profiles)
-    store._health({"a:1"}, {"b:2": "timeout"})
+    store.health.after_ping({"a:1"}, {"b:2": "timeout"})
     assert store.get_profile("1") == b'{"record_id":1}'
     assert store.get_profile("2") == b'{"record_id":2}'  # its active copy answered first: not a replica read
     assert [c[:2] for c in profiles.calls] == [("get_any_replica", "user_data:1"),
                                               ("get_any_replica", "user_data:2")]
     assert profiles.calls[0][2][0]["timeout"] == timedelta(seconds=1.5)
     assert store.counters() == {"replica_reads": 1}
-    store._health({"a:1", "b:2"}, {})  # back: the active copy first again
+    store.health.after_ping({"a:1", "b:2"}, {})  # back: the active copy first again
     profiles.calls.clear()
     assert store.get_profile("2") == b'{"record_id":2}'
     assert [c[0] for c in profiles.calls] == ["get"]
@@ -246,27 +247,27 @@ def test_slow_gets_with_every_node_answering_pause_hedging(capsys):
     store = make_store(profiles=profiles)
     for n in range(1, 21):
         assert store.get_profile(str(n))  # each hedged
-        assert store._ping_now.is_set() == (n >= cbconn.HEDGES_TO_PING)  # the next ping at once
-    store._health({"a:1", "b:2"}, {})
+        assert store._ping_now.is_set() == (n >= cbhealth.HEDGES_TO_PING)  # the next ping at once
+    store.health.after_ping({"a:1", "b:2"}, {})
     assert "no hedged reads" in capsys.readouterr().err
     profiles.calls.clear()
     with pytest.raises(StoreTimeout):
         store.get_profile("1")  # the slow active copy, given the whole kv timeout
     assert profiles.calls == [("get", "user_data:1", ())]
-    store._hedging_from = 0  # the pause is over
-    store._health({"a:1", "b:2"}, {})
+    store.health._hedging_from = 0  # the pause is over
+    store.health.after_ping({"a:1", "b:2"}, {})
     assert store.get_profile("1") == b'{"record_id":1}'
     # A node lost is no reason to pause: its gets ask every copy.
     for n in range(1, 21):
         store.get_profile(str(n))
-    store._health({"a:1"}, {"b:2": "timeout"})
-    assert store._hedging and store._degraded
+    store.health.after_ping({"a:1"}, {"b:2": "timeout"})
+    assert store.health.hedging and store.health.degraded
 
 
 def test_not_found_on_every_copy_is_none_but_no_copy_answering_is_a_timeout():
     profiles = FakeCollection(dict(PROFILE_DOCS))
     store = make_store(profiles=profiles, COUCHBASE_KV_TIMEOUT="0.2")
-    store._health({"a:1"}, {"b:2": "timeout"})
+    store.health.after_ping({"a:1"}, {"b:2": "timeout"})
     assert store.get_profile("999") is None  # every copy said so, at once
 
     def unanswered(key, options):  # what the SDK does when no copy answers: the same exception, late
@@ -280,37 +281,13 @@ def test_not_found_on_every_copy_is_none_but_no_copy_answering_is_a_timeout():
 
 def test_a_lookup_is_refused_only_when_no_node_answers():
     store = make_store()
-    store._health({"a:1"}, {"b:2": "timeout"})  # one node of two: lookups go on
-    assert store._healthy and store._degraded
-    store._health(set(), {"b:2": "timeout"})  # the ping listed only the lost node...
-    assert not store._healthy  # ...and no lookup had been answered since
-    store._health({"a:1"}, {})
-    store._answered = True  # a lookup was answered through the replicas since the last ping
-    store._health(set(), {"b:2": "timeout"})
-    assert store._healthy
-    store._health(set(), {"a:1": "timeout", "b:2": "timeout"})  # and nothing answered since
-    assert not store._healthy
+    store.health.after_ping({"a:1"}, {"b:2": "timeout"})  # one node of two: lookups go on
+    store.ping()
+    store.health.after_ping(set(), {"a:1": "timeout", "b:2": "timeout"})  # none (the rules: test_cbhealth.py)
     with pytest.raises(StoreUnavailable):
         store.ping()
-
-
-def test_a_lost_node_and_its_return_are_logged_once_at_most_a_line_a_second(capsys):
-    store = make_store()
-    for _ in range(50):  # pings in quick succession, the node lost
-        store._health({"a:1"}, {"b:2": "timeout: code=14, message=unambiguous_timeout"})
-    store._logged_at -= 1  # a second later
-    for _ in range(5):
-        store._health({"a:1"}, {"b:2": "timeout"})
-        store._health({"a:1", "b:2"}, {})
-        store._health({"a:1"}, {"b:2": "timeout"})
-    store._logged_at -= 1
-    store._health({"a:1", "b:2"}, {})
-    store._health({"a:1", "b:2"}, {})
-    lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 2, lines
-    assert "key-value node b:2 lost (timeout: code=14, message=unambiguous_timeout)" in lines[0]
-    assert "read from replicas" in lines[0]
-    assert "key-value node b:2 answers again" in lines[1]
+    with pytest.raises(StoreUnavailable):
+        store.get_profile("1")
 
 
 class Report:
@@ -327,14 +304,13 @@ class FakeBucket:
 
 
 def test_a_ping_names_each_node_and_why_it_is_lost():
-    store = make_store()
-    store.bucket = FakeBucket([
+    bucket = FakeBucket([
         Report("127.0.0.1:11210", PingState.OK),
         Report("127.0.0.1:11211", PingState.TIMEOUT, "code=14, message=unambiguous_timeout (14)"),
         Report("0.0.0.0:0", PingState.ERROR, 'no more endpoints left to connect to "127.0.0.1:11212"'),
         Report("0.0.0.0:0", PingState.ERROR, "Bootstrap incomplete, cannot perform ping."),
     ])
-    answered, lost = store._ping()
+    answered, lost = cbsdk.ping_nodes(bucket, timedelta(seconds=0.5))
     assert answered == {"127.0.0.1:11210"}
     assert lost == {"127.0.0.1:11211": "timeout: code=14, message=unambiguous_timeout (14)",
                     "127.0.0.1:11212": 'error: no more endpoints left to connect to "127.0.0.1:11212"',
@@ -413,7 +389,7 @@ def test_a_changed_sdk_layout_still_answers_every_lookup(change, node_lost, caps
         store._core = (changed, changed)
     store.collections["user_data"].lost = {"user_data:5"}  # one through the replica path too
     if node_lost:  # every get asks every copy
-        store._health({"a:1"}, {"b:2": "timeout"})
+        store.health.after_ping({"a:1"}, {"b:2": "timeout"})
     for n in range(1, 21):
         assert store.get_profile(str(n)) == b'{"record_id":%d}' % n
     assert store._core is None

@@ -13,15 +13,10 @@ k8s/README.md holds a measured one.
 
 from __future__ import annotations
 
-import sys
-
+import fleet  # tools/fleet.py: pyproject.toml puts tools/ on the test path
 import pytest
-from conftest import ROOT
 
 import settings
-
-sys.path.insert(0, str(ROOT / "tools"))  # tools/fleet.py and its modules import each other from there
-import fleet  # noqa: E402
 
 pytestmark = pytest.mark.external
 
