@@ -88,7 +88,7 @@ bench/node_bare/node_modules/.package-lock.json: bench/node_bare/package-lock.js
 	cd bench/node_bare && npm install --no-audit --no-fund
 
 bench: $(VENV)/.bench bench/express/node_modules/.package-lock.json bench/node_bare/node_modules/.package-lock.json
-	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+	bash tools/install_debs.sh wrk
 	bash tools/install_caves.sh
 	$(PY) bench/run.py $(BENCH_ARGS)
 	$(PY) bench/run.py --couchbase $(BENCH_ARGS)
@@ -96,7 +96,7 @@ bench: $(VENV)/.bench bench/express/node_modules/.package-lock.json bench/node_b
 # The working tree against an earlier commit, in one run (bench/ab.py --help): ours on
 # the embedded store at 32 connections, the two alternating. AB_ARGS="--against 6946c67".
 bench-ab: $(VENV)/.runtime
-	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+	bash tools/install_debs.sh wrk
 	$(PY) bench/ab.py $(AB_ARGS)
 
 # A minute of load on the Couchbase emulator with the store frozen for 5 s in the middle.
