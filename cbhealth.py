@@ -28,6 +28,10 @@ HEDGES_TO_PING = 10
 
 
 class NodeHealth:
+    # Fixed: a test or a caller that sets a misspelt flag fails instead of changing nothing.
+    __slots__ = ("replica_reads", "healthy", "degraded", "hedging", "answered", "gets", "lost",
+                 "_hedges", "_hedges_lock", "_hedging_from", "_logged", "_logged_at")
+
     def __init__(self, replica_reads: bool):
         self.replica_reads = replica_reads
         self.healthy = False  # a node answered the last ping, or a lookup since

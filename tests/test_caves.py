@@ -179,7 +179,7 @@ def test_the_core_get_answers_as_the_sdk_get(cluster, loaded):
         assert wait_until(lambda: store._core is not None, 5)  # checked at connection: the token is there
         profiles = store.collections["user_data"]
         for lost in (False, True):  # as when a ping finds a node lost: every get asks every copy
-            store._degraded = lost
+            store.health.degraded = lost
             for record_id in ("1", "2", str(COUNT)):
                 assert store.get_profile(record_id) == profiles.get(f"user_data:{record_id}").value
             for record_id in (str(COUNT + 1), "0", "abc"):
