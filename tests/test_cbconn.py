@@ -280,9 +280,12 @@ def test_not_found_on_every_copy_is_none_but_no_copy_answering_is_a_timeout():
 
 
 def test_a_lookup_is_refused_only_when_no_node_answers():
-    store = make_store()
+    store = make_store(profiles=FakeCollection(dict(PROFILE_DOCS)))
     store.health.after_ping({"a:1"}, {"b:2": "timeout"})  # one node of two: lookups go on
     store.ping()
+    assert store.get_profile("1") == b'{"record_id":1}'  # answered by way of the copies...
+    store.health.after_ping(set(), {"b:2": "timeout"})  # ...so a ping that lists only the lost node
+    store.ping()  # refuses nothing
     store.health.after_ping(set(), {"a:1": "timeout", "b:2": "timeout"})  # none (the rules: test_cbhealth.py)
     with pytest.raises(StoreUnavailable):
         store.ping()
