@@ -126,4 +126,10 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Out without the interpreter's finalization, as a forked worker leaves: a SIGTERM
+    # during start-up can leave the Couchbase SDK's connection attempt running in its
+    # C++ core, and finalizing around it can abort the process (SIGABRT, not exit 0).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -398,12 +398,13 @@ def test_sigterm_during_start_up_is_honoured(tmp_path):
         with pytest.raises(OSError):  # still starting: not listening yet
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
+        code = proc.wait(10)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     log = proc.stderr.read().decode()
+    assert code == 0, log
     assert "SIGTERM" in log and "serving on" not in log and "Traceback" not in log, log
 
 
