@@ -10,6 +10,7 @@ from typing import Any
 from couchbase import exceptions as cbe
 from couchbase.options import QueryOptions
 
+from cbhealth import NodeHealth
 from cbsdk import TIMEOUTS, describe, log, mapped
 from store import COLLECTIONS, PROFILES, encode_doc
 
@@ -38,6 +39,7 @@ class Loading:
     query_timeout: timedelta
     mgmt_timeout: timedelta
     wait_connected: Callable[[float], None]
+    health: NodeHealth
 
     def create_schema(self) -> None:
         """Scope and collections when missing, then the two indexes when there is a query service."""
@@ -82,6 +84,9 @@ class Loading:
                 result = coll.upsert_multi(pending)
             except Exception as exc:
                 raise mapped(exc) from exc
+            # A node answered: a ping that lists only a node still bootstrapping (as one
+            # can, just after connecting) is no reason to refuse the loader's next call.
+            self.health.answered = True
             failed = result.exceptions or {}
             if not failed:
                 return

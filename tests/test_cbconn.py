@@ -70,6 +70,13 @@ class FakeCollection:
             raise cbe.DocumentUnretrievableException()
         return Row(self.docs[key], is_replica=key in self.lost)
 
+    def upsert_multi(self, docs, *options):
+        self.calls.append(("upsert_multi", list(docs), options))
+        if self.fail:
+            raise self.fail
+        self.docs.update(docs)
+        return MultiResult({key: Row(b"") for key in docs}, {})
+
     def get_multi(self, keys, *options):
         self.calls.append(("get_multi", list(keys), options))
         if self.fail:
@@ -291,6 +298,19 @@ def test_a_lookup_is_refused_only_when_no_node_answers():
         store.ping()
     with pytest.raises(StoreUnavailable):
         store.get_profile("1")
+
+
+def test_the_loaders_writes_count_as_answers():
+    """Just after connecting, a ping can list only a node still bootstrapping ("Bootstrap
+    incomplete") while writes go through: the loader's next call is not refused."""
+    store = make_store(auth=FakeCollection(dict(TOKEN_DOC)))
+    store.upsert("user_data", [("user_data:1", {"record_id": 1})])
+    store.health.after_ping(set(), {"127.0.0.1:11210": "error: Bootstrap incomplete, cannot perform ping."})
+    assert store.read_token() == "t-1"  # itself an answer, for the next ping
+    for _ in range(2):
+        store.health.after_ping(set(), {"127.0.0.1:11210": "error: Bootstrap incomplete, cannot perform ping."})
+    with pytest.raises(StoreUnavailable):  # nothing answered since: refused
+        store.read_token()
 
 
 class Report:
