@@ -20,7 +20,7 @@ Documents are written and read as raw JSON bytes (``RawJSONTranscoder``) made
 by ``store.encode_doc``, so the service sends exactly the bytes the embedded
 store would. The transcoder and the timeouts are set once, on the cluster,
 so a call passes no options; a get calls the SDK's C++ get directly
-(``core_calls``) once a check against the public one agrees; and the SDK's
+(``cbsdk.DirectCalls``) once a check against the public one agrees; and the SDK's
 tracing and metrics are off unless COUCHBASE_SDK_OBSERVABILITY asks for them
 (they cost CPU on every operation).
 
@@ -55,14 +55,13 @@ import settings
 from cbhealth import NodeHealth
 from cbload import Loading
 from cbsdk import (
-    GET,
-    GET_ANY_REPLICA,
+    ACTIVE,
+    ANY_COPY,
     RAW,
+    DirectCalls,
     answers_noop,
     connection_string,
-    core_calls,
     describe,
-    direct,
     log,
     mapped,
     ping_nodes,
@@ -112,8 +111,7 @@ class CouchbaseStore(Loading, Store):
         self.bucket: Any = None
         self.scope: Any = None
         self.collections: dict = {}
-        self._core = None  # the direct (get, get_any_replica), once checked (_check_direct)
-        self._unchecked_core = None  # found, not yet checked: no document to check it on yet
+        self.direct = DirectCalls(self.bucket_name, self.scope_name)
         self._connected = threading.Event()
         self.health = NodeHealth(self.replica_reads)
         self._renew_after = 0.0  # no reconnection before this (time.monotonic)
@@ -174,12 +172,7 @@ class CouchbaseStore(Loading, Store):
         if self._stop.is_set():  # closed while connecting
             cluster.close()
             return
-        scope = bucket.scope(self.scope_name)
-        self.cluster, self.bucket, self.scope = cluster, bucket, scope
-        self.collections = {name: scope.collection(name) for name in COLLECTIONS}
-        # With observability on, every get goes through the wrapper, which records it.
-        self._unchecked_core = None if self.observability else core_calls(self.collections[PROFILES])
-        self._check_direct()
+        self._use(cluster, bucket)
         self.health.healthy = True
         self._connected.set()
 
@@ -224,8 +217,7 @@ class CouchbaseStore(Loading, Store):
         while self._retired and self._retired[0][0] <= time.monotonic():
             self._retired.pop(0)[1].close()
         self.health.after_ping(answered, lost)
-        if self._unchecked_core is not None:
-            self._check_direct()
+        self._check_direct()
 
     def _reconnect(self) -> bool:
         """A new connection to the cluster, used when every node answers on it; the
@@ -246,15 +238,18 @@ class CouchbaseStore(Loading, Store):
             cluster.close()
             log(f"couchbase: reconnecting: not every key-value node answers yet ({'; '.join(lost.values())})")
             return False
-        scope = bucket.scope(self.scope_name)
-        old, self._core = self.cluster, None
-        self.collections = {name: scope.collection(name) for name in COLLECTIONS}
-        self.cluster, self.bucket, self.scope = cluster, bucket, scope
-        self._retired.append((time.monotonic() + self.kv_timeout.total_seconds() + 1, old))
-        self._unchecked_core = None if self.observability else core_calls(self.collections[PROFILES])
-        self._check_direct()
+        self._retired.append((time.monotonic() + self.kv_timeout.total_seconds() + 1, self.cluster))
+        self._use(cluster, bucket)
         log("couchbase: reconnected, every key-value node answers on the new connections")
         return True
+
+    def _use(self, cluster, bucket) -> None:
+        """Gets go to this connection from now on, and by its direct calls once checked."""
+        scope = bucket.scope(self.scope_name)
+        collections = {name: scope.collection(name) for name in COLLECTIONS}
+        self.direct.found(collections[PROFILES], self.observability)
+        self.cluster, self.bucket, self.scope, self.collections = cluster, bucket, scope, collections
+        self._check_direct()
 
     def _ping(self, bucket=None) -> tuple[set[str], dict[str, str]]:
         # A short timeout: a node that takes half a second to answer a ping is in
@@ -273,68 +268,24 @@ class CouchbaseStore(Loading, Store):
             raise StoreUnavailable("couchbase: no key-value node answers")
         return self.collections[name]
 
-    # -- the direct calls --------------------------------------------------------
     def _check_direct(self) -> None:
-        """Use the direct calls only once they give the public calls' answers for a real
-        document (the token's); until there is one, check again at the next ping."""
-        candidate = self._unchecked_core
-        if candidate is None:
-            return
-        auth = self.collections[AUTH]
         # Briefly: this runs between pings.
-        timeout = min(self.kv_timeout, timedelta(seconds=0.5))
-        try:
-            expected = (auth.get(TOKEN_KEY, GetOptions(timeout=timeout)).value,
-                        auth.get_any_replica(TOKEN_KEY, GetAnyReplicaOptions(timeout=timeout)).value)
-        except Exception:  # noqa: BLE001  # nothing to check against yet (not loaded, or a node down)
-            return
-        self._unchecked_core = None
-        timeout_ms = round(timeout.total_seconds() * 1000)
-        found: tuple[bytes, bytes] | Exception
-        try:
-            found = (self._direct(candidate[0], GET, AUTH, TOKEN_KEY, timeout_ms)[0],
-                     self._direct(candidate[1], GET_ANY_REPLICA, AUTH, TOKEN_KEY, timeout_ms)[0])
-        except Exception as exc:  # noqa: BLE001  # whatever it is, the public calls are the safe ones
-            found = exc
-        if found == expected:
-            self._core = candidate
-        else:
-            log("couchbase: the SDK's direct calls do not agree with its public ones "
-                f"({describe(found) if isinstance(found, Exception) else 'other bytes'}); using the public ones")
-
-    def _direct(self, call, opcode: int, collection: str, key: str, timeout_ms: int) -> tuple[bytes, bool]:
-        return direct(call, opcode, self.bucket_name, self.scope_name, collection, key, timeout_ms)
-
-    def _drop_direct(self, exc: Exception) -> None:
-        if self._core is not None:
-            self._core = None
-            log(f"couchbase: the SDK's direct calls failed ({describe(exc)}); using the public ones from now on")
+        self.direct.check(self.collections[AUTH], min(self.kv_timeout, timedelta(seconds=0.5)))
 
     # -- read side -----------------------------------------------------------
     def _active(self, collection: str, coll, key: str, hedge: bool) -> bytes:
         """The active copy, within the replica delay when hedging, else the kv timeout."""
-        direct = self._core
-        if direct is not None:
-            try:
-                return self._direct(direct[0], GET, collection, key, self._hedge_timeout_ms if hedge else 0)[0]
-            except cbe.CouchbaseException:
-                raise
-            except Exception as exc:  # noqa: BLE001  # the SDK changed under us: not a store fault
-                self._drop_direct(exc)
+        found = self.direct.get(ACTIVE, collection, key, self._hedge_timeout_ms if hedge else 0)
+        if found is not None:
+            return found[0]
         return coll.get(key, *(self._hedge_options if hedge else ())).value
 
     def _first_copy(self, collection: str, coll, key: str, options) -> tuple[bytes, bool]:
-        direct = self._core
-        if direct is not None:
-            try:
-                return self._direct(direct[1], GET_ANY_REPLICA, collection, key,
-                                    round(options["timeout"].total_seconds() * 1000))
-            except cbe.CouchbaseException:
-                raise
-            except Exception as exc:  # noqa: BLE001  # the SDK changed under us: not a store fault
-                self._drop_direct(exc)
-        found = coll.get_any_replica(key, options)
-        return found.value, found.is_replica
+        found = self.direct.get(ANY_COPY, collection, key, round(options["timeout"].total_seconds() * 1000))
+        if found is not None:
+            return found
+        row = coll.get_any_replica(key, options)
+        return row.value, row.is_replica
 
     def _any_copy(self, collection: str, coll, key: str, options) -> bytes | None:
         """The first copy to answer, active or replica."""

@@ -1,6 +1,6 @@
 """What the Couchbase store needs of the SDK and of the wire, apart from the store itself.
 
-The SDK's direct C++ calls under its Python wrapper (``core_calls``, ``direct``),
+The SDK's direct C++ calls under its Python wrapper (``core_calls``, ``direct``, ``DirectCalls``),
 the connection string from the settings, the store's log lines, SDK errors as one short line and as the
 store's errors (``describe``, ``mapped``), a ping of the key-value nodes (``ping_nodes``), and the
 NOOP probe that tells a lost node's return (``answers_noop``).
@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from couchbase import exceptions as cbe
 from couchbase.diagnostics import PingState, ServiceType
-from couchbase.options import PingOptions
+from couchbase.options import GetAnyReplicaOptions, GetOptions, PingOptions
 from couchbase.transcoder import RawJSONTranscoder
 
 try:  # the SDK's own C++ calls, under its Python wrapper: see core_calls
@@ -30,7 +30,7 @@ except ImportError:  # another SDK's layout: the public calls only
     pycbc_kv_request = None
     GET = GET_ANY_REPLICA = 0
 
-from store import StoreTimeout, StoreUnavailable
+from store import AUTH, TOKEN_KEY, StoreTimeout, StoreUnavailable
 
 RAW = RawJSONTranscoder()
 # A memcached binary-protocol NOOP: any answer to it (even a refusal before a login)
@@ -47,7 +47,7 @@ def core_calls(collection):
     wraps the answer in a result object, none of which the service uses: a tenth of
     a get's CPU (bench/README.md, bench/sdk_micro.py: store, sdk-core). These are
     the SDK's internals, not its API: the store uses them only once they agree with
-    the public calls (``CouchbaseStore._check_direct``), and drops them for good at
+    the public calls (``DirectCalls``), and drops them for good at
     their first error that is not a store error.
     """
     if pycbc_kv_request is None:
@@ -74,6 +74,70 @@ def direct(call, opcode: int, bucket: str, scope: str, collection: str, key: str
         raise ErrorMapper.build_exception(found)
     raw = found.raw_result
     return RAW.decode_value(raw["value"], raw["flags"]), raw.get("replica", False)
+
+
+# DirectCalls.get's first argument: which of the two calls.
+ACTIVE, ANY_COPY = 0, 1
+OPCODES = (GET, GET_ANY_REPLICA)
+
+
+class DirectCalls:
+    """``core_calls`` of one connection, used only while they agree with the public calls:
+    checked on a real document (the token's) before their first use, and dropped for good,
+    with one log line, at their first error that is not a store error."""
+
+    __slots__ = ("bucket", "scope", "calls", "unchecked")
+
+    def __init__(self, bucket: str, scope: str):
+        self.bucket, self.scope = bucket, scope
+        self.calls = None  # (get, get_any_replica), once checked
+        self.unchecked = None  # found, not yet checked: no document to check them on yet
+
+    def found(self, collection, observability: bool) -> None:
+        """A new connection's, to be checked. With observability on, every get goes through
+        the wrapper, which records it: none then."""
+        self.calls, self.unchecked = None, None if observability else core_calls(collection)
+
+    def check(self, auth, timeout: timedelta) -> None:
+        """Put the calls found in use if they give the public calls' answers for the token's
+        document; until it can be read, this does nothing (call it again later)."""
+        candidate = self.unchecked
+        if candidate is None:
+            return
+        try:
+            expected = (auth.get(TOKEN_KEY, GetOptions(timeout=timeout)).value,
+                        auth.get_any_replica(TOKEN_KEY, GetAnyReplicaOptions(timeout=timeout)).value)
+        except Exception:  # noqa: BLE001  # nothing to check against yet (not loaded, or a node down)
+            return
+        self.unchecked = None
+        timeout_ms = round(timeout.total_seconds() * 1000)
+        found: tuple[bytes, ...] | Exception
+        try:
+            found = tuple(direct(call, opcode, self.bucket, self.scope, AUTH, TOKEN_KEY, timeout_ms)[0]
+                          for call, opcode in zip(candidate, OPCODES, strict=True))
+        except Exception as exc:  # noqa: BLE001  # whatever it is, the public calls are the safe ones
+            found = exc
+        if found == expected:
+            self.calls = candidate
+        else:
+            log("couchbase: the SDK's direct calls do not agree with its public ones "
+                f"({describe(found) if isinstance(found, Exception) else 'other bytes'}); using the public ones")
+
+    def get(self, which: int, collection: str, key: str, timeout_ms: int) -> tuple[bytes, bool] | None:
+        """The document and whether a replica gave it, by the direct call ``which`` (ACTIVE,
+        ANY_COPY); None when they are not in use: the caller then makes the public call."""
+        calls = self.calls
+        if calls is None:
+            return None
+        try:
+            return direct(calls[which], OPCODES[which], self.bucket, self.scope, collection, key, timeout_ms)
+        except cbe.CouchbaseException:
+            raise
+        except Exception as exc:  # noqa: BLE001  # the SDK changed under us: not a store fault
+            if self.calls is not None:
+                self.calls = None
+                log(f"couchbase: the SDK's direct calls failed ({describe(exc)}); using the public ones from now on")
+            return None
 
 
 def connection_string(options) -> str:

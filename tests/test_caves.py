@@ -176,7 +176,7 @@ def test_the_core_get_answers_as_the_sdk_get(cluster, loaded):
     store = cbconn.CouchbaseStore.from_environ({**couchbase_env(cluster), "COUCHBASE_HEALTH_INTERVAL": "600"})
     try:
         store.wait_connected(10)
-        assert wait_until(lambda: store._core is not None, 5)  # checked at connection: the token is there
+        assert wait_until(lambda: store.direct.calls is not None, 5)  # checked at connection: the token is there
         profiles = store.collections["user_data"]
         for lost in (False, True):  # as when a ping finds a node lost: every get asks every copy
             store.health.degraded = lost
@@ -187,13 +187,13 @@ def test_the_core_get_answers_as_the_sdk_get(cluster, loaded):
                     profiles.get(f"user_data:{record_id}")
                 assert store.get_profile(record_id) is None
             assert store.get_image("1") == store.collections["user_images"].get("user_images:1").value
-        assert store._core is not None  # still: nothing above was anything but a store answer
+        assert store.direct.calls is not None  # still: nothing above was anything but a store answer
     finally:
         store.close()
     store = cbconn.CouchbaseStore.from_environ({**couchbase_env(cluster), "COUCHBASE_SDK_OBSERVABILITY": "on"})
     try:
         store.wait_connected(10)
-        assert store._core is None
+        assert store.direct.calls is None
         assert store.get_profile("1") is not None
     finally:
         store.close()

@@ -361,7 +361,7 @@ def fake_core(docs: dict[str, bytes], calls: list):
 def direct_store(direct):
     docs = {**PROFILE_DOCS, **TOKEN_DOC}
     store = make_store(profiles=FakeCollection(dict(PROFILE_DOCS)), auth=FakeCollection(dict(TOKEN_DOC)))
-    store._unchecked_core = direct
+    store.direct.unchecked = direct
     store._check_direct()
     return store, docs
 
@@ -369,7 +369,7 @@ def direct_store(direct):
 def test_direct_calls_that_agree_with_the_public_ones_are_used():
     calls: list = []
     store, _ = direct_store(fake_core({**PROFILE_DOCS, **TOKEN_DOC}, calls))
-    assert store._core is not None
+    assert store.direct.calls is not None
     assert store.get_profile("3") == b'{"record_id":3}'
     assert calls[-1] == (cbsdk.GET, "user_data", "user_data:3")
     assert store.collections["user_data"].calls == []  # not the public get
@@ -378,7 +378,7 @@ def test_direct_calls_that_agree_with_the_public_ones_are_used():
 def test_direct_calls_that_disagree_are_never_used(capsys):
     calls: list = []
     store, _ = direct_store(fake_core({**PROFILE_DOCS, "service_auth:1": b'{"token":"other"}'}, calls))
-    assert store._core is None
+    assert store.direct.calls is None
     assert "do not agree" in capsys.readouterr().err
     calls.clear()
     assert store.get_profile("3") == b'{"record_id":3}'
@@ -398,24 +398,24 @@ def test_a_changed_sdk_layout_still_answers_every_lookup(change, node_lost, caps
         laid_out._impl = type("Impl", (), {"_client_adapter": type("Adapter", (), {"connection": Connection})})
         assert cbsdk.core_calls(laid_out) == (Connection.pycbc_get, Connection.pycbc_get_any_replica)
         store, _ = direct_store(cbsdk.core_calls(FakeCollection()))  # ...and a layout without it
-        assert store._core is None
+        assert store.direct.calls is None
     else:
         calls: list = []
         store, _ = direct_store(fake_core({**PROFILE_DOCS, **TOKEN_DOC}, calls))
-        assert store._core is not None
+        assert store.direct.calls is not None
 
         def changed(request):
             if change == "another result shape":
                 return {"value": b"{}", "flags": 0}
             raise NewSdkError("what is this")
 
-        store._core = (changed, changed)
+        store.direct.calls = (changed, changed)
     store.collections["user_data"].lost = {"user_data:5"}  # one through the replica path too
     if node_lost:  # every get asks every copy
         store.health.after_ping({"a:1"}, {"b:2": "timeout"})
     for n in range(1, 21):
         assert store.get_profile(str(n)) == b'{"record_id":%d}' % n
-    assert store._core is None
+    assert store.direct.calls is None
     public = [(call, key) for call, key, _ in store.collections["user_data"].calls]
     if node_lost:
         assert public == [("get_any_replica", f"user_data:{n}") for n in range(1, 21)]
@@ -429,15 +429,15 @@ def test_a_changed_sdk_layout_still_answers_every_lookup(change, node_lost, caps
 def test_a_store_error_on_the_direct_path_keeps_it():
     calls: list = []
     store, _ = direct_store(fake_core({**PROFILE_DOCS, **TOKEN_DOC}, calls))
-    direct = store._core
+    direct = store.direct.calls
 
     def timing_out(request):
         raise cbe.UnAmbiguousTimeoutException(message="unambiguous_timeout")
 
-    store._core = (timing_out, timing_out)
+    store.direct.calls = (timing_out, timing_out)
     with pytest.raises(StoreTimeout):
         store.get_profile("1")
-    assert store._core is not None and direct is not None
+    assert store.direct.calls is not None and direct is not None
 
 
 def test_the_token_is_read_from_a_replica_too():
