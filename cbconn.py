@@ -106,6 +106,9 @@ class CouchbaseStore(Loading, Store):
         self._hedge_timeout_ms = max(1, round(delay.total_seconds() * 1000))
         self._after_delay = GetAnyReplicaOptions(timeout=max(self.kv_timeout - delay, timedelta(milliseconds=1)))
         self._any_copy_options = GetAnyReplicaOptions(timeout=self.kv_timeout)
+        # Pings and the direct calls' check run between pings, briefly: a node that takes
+        # half a second to answer a ping is in trouble, and the replicas spare requests the wait.
+        self._between_pings = min(self.kv_timeout, timedelta(seconds=0.5))
         # The SDK's objects once connected, None before (the SDK ships no type hints).
         self.cluster: Any = None
         self.bucket: Any = None
@@ -252,9 +255,7 @@ class CouchbaseStore(Loading, Store):
         self._check_direct()
 
     def _ping(self, bucket=None) -> tuple[set[str], dict[str, str]]:
-        # A short timeout: a node that takes half a second to answer a ping is in
-        # trouble, and going to the replicas then spares requests the wait.
-        return ping_nodes(bucket or self.bucket, min(self.kv_timeout, timedelta(seconds=0.5)))
+        return ping_nodes(bucket or self.bucket, self._between_pings)
 
     def wait_connected(self, timeout: float) -> None:
         """Block until connected; StoreUnavailable after ``timeout`` seconds."""
@@ -269,8 +270,7 @@ class CouchbaseStore(Loading, Store):
         return self.collections[name]
 
     def _check_direct(self) -> None:
-        # Briefly: this runs between pings.
-        self.direct.check(self.collections[AUTH], min(self.kv_timeout, timedelta(seconds=0.5)))
+        self.direct.check(self.collections[AUTH], self._between_pings)
 
     # -- read side -----------------------------------------------------------
     def _active(self, collection: str, coll, key: str, hedge: bool) -> bytes:
