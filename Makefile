@@ -9,7 +9,7 @@ PIP    := $(VENV)/bin/pip --disable-pip-version-check --quiet
 PYTHON313 ?= python3.13
 VENV313   := .venv-3.13
 
-.PHONY: run test test-3.13 check lint bench bench-ab loadtest soak clean image fleet
+.PHONY: run test test-3.13 check lint bench bench-ab loadtest soak clean image fleet openapi settings-table
 
 # The project itself is installed editable (pyproject.toml), so tests, tools and bench
 # import its modules from the working tree without touching sys.path.
@@ -115,6 +115,14 @@ fleet: $(VENV)/.runtime
 
 lint: $(VENV)/.dev
 	bash tools/lint.sh
+
+# The generated files, after editing what they come from (tools/generate.py): openapi.json
+# from openapi.yaml; the README's configuration table from settings.py's table.
+openapi: $(VENV)/.dev
+	$(PY) tools/generate.py openapi
+
+settings-table: $(VENV)/.dev
+	$(PY) tools/generate.py settings-table
 
 # The container image from the Dockerfile (tools/image.sh: podman, or docker with a running
 # daemon); prints the build time and the size, and says when the base had to be a stand-in.

@@ -62,10 +62,10 @@ from cbsdk import (
     answers_noop,
     connection_string,
     describe,
-    log,
     mapped,
     ping_nodes,
 )
+from logs import log
 from store import (
     AUTH,
     COLLECTIONS,

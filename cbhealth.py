@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 
-from cbsdk import log
+from logs import log
 
 # More gets than this share waiting out the replica delay while every node answers
 # its ping: the cluster (or this machine) is slow, not a node lost; hedging pauses

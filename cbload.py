@@ -11,7 +11,8 @@ from couchbase import exceptions as cbe
 from couchbase.options import QueryOptions
 
 from cbhealth import NodeHealth
-from cbsdk import TIMEOUTS, describe, log, mapped
+from cbsdk import TIMEOUTS, describe, mapped
+from logs import log
 from store import COLLECTIONS, PROFILES, encode_doc
 
 # Written out: a collection name cannot be a query parameter.

@@ -1,7 +1,7 @@
 """What the Couchbase store needs of the SDK and of the wire, apart from the store itself.
 
 The SDK's direct C++ calls under its Python wrapper (``core_calls``, ``direct``, ``DirectCalls``),
-the connection string from the settings, the store's log lines, SDK errors as one short line and as the
+the connection string from the settings, SDK errors as one short line and as the
 store's errors (``describe``, ``mapped``), a ping of the key-value nodes (``ping_nodes``), and the
 NOOP probe that tells a lost node's return (``answers_noop``).
 """
@@ -11,8 +11,7 @@ from __future__ import annotations
 import re
 import socket
 import struct
-import sys
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from couchbase import exceptions as cbe
 from couchbase.diagnostics import PingState, ServiceType
@@ -30,6 +29,7 @@ except ImportError:  # another SDK's layout: the public calls only
     pycbc_kv_request = None
     GET = GET_ANY_REPLICA = 0
 
+from logs import log
 from store import AUTH, TOKEN_KEY, StoreTimeout, StoreUnavailable
 
 RAW = RawJSONTranscoder()
@@ -150,12 +150,6 @@ def connection_string(options) -> str:
     if network and network != "default":
         connstr += f"{'&' if '?' in host else '?'}network={network}"
     return connstr
-
-
-def log(message: str) -> None:
-    """One line on stderr, stamped as the service stamps its own. Never a password."""
-    stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
-    print(f"{stamp} {message}", file=sys.stderr, flush=True)
 
 
 def describe(exc: BaseException) -> str:

@@ -32,12 +32,12 @@ import random
 import socket
 import socketserver
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
 import routes
 from httpparse import REASONS, HTTPError, Incomplete, Request, read_request
-from service import Answer, Service, error_body, log, refusal
+from logs import log, stamp
+from service import Answer, Service, error_body, refusal
 
 if TYPE_CHECKING:
     from server import UserProfileServer
@@ -171,8 +171,7 @@ class Conversation:
 
 
 def log_access(stream, method: str, route: str, status: int, seconds: float, size: int) -> None:
-    stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
-    stream.write(f"{stamp} method={method} route={route} status={status} ms={seconds * 1000:.3f} bytes={size}\n")
+    stream.write(f"{stamp()} method={method} route={route} status={status} ms={seconds * 1000:.3f} bytes={size}\n")
 
 
 class SocketWriter:

@@ -20,7 +20,8 @@ import time
 import zlib
 
 import settings
-from store import AUTH, IMAGES, PROFILES, TOKEN_KEY, StoreUnavailable, open_store
+from store import AUTH, IMAGES, PROFILES, TOKEN_KEY, StoreUnavailable
+from stores import open_store
 
 BATCH = 500
 

@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 
 from connection import BUSY, IDLE, STATUS_LINES, Handler, Site
+from logs import log
 from metrics import Metrics
-from service import Service, TokenKeeper, error_body, log, where
+from service import Service, TokenKeeper, error_body, where
 from store import Store
 from turns import Turn
 

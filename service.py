@@ -14,17 +14,16 @@ import base64
 import hmac
 import json
 import re
-import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
 import routes
 from httpparse import REASONS, HTTPError, Request, decode_param
+from logs import log
 from metrics import Metrics
 from store import Store, StoreTimeout, StoreUnavailable
 
@@ -40,13 +39,6 @@ SHUTTING_DOWN = "Service Unavailable: shutting down"
 
 def error_body(message: str) -> bytes:
     return json.dumps({"status": "failure", "message": {"error": message}}, separators=(",", ":")).encode()
-
-
-def log(message: str) -> None:
-    """Service events on stderr, one line each. Never a token or a password."""
-    stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
-    sys.stderr.write(f"{stamp} {message}\n")
-    sys.stderr.flush()
 
 
 def where(exc: BaseException) -> str:

@@ -3,8 +3,8 @@
 Every read returns stored JSON documents as ``bytes``, exactly as they were
 written, so the handler can put them on the wire without decoding them.
 Two implementations: ``sqlitestore.SQLiteStore`` (the embedded default) and
-``cbconn.CouchbaseStore``; ``open_store`` opens the one the settings select,
-importing its module only then, so this interface depends on neither.
+``cbconn.CouchbaseStore``; ``stores.open_store`` opens the one the settings select,
+so this interface depends on neither.
 """
 
 from __future__ import annotations
@@ -96,14 +96,3 @@ class Store:
         """How many documents a collection holds."""
         raise NotImplementedError
 
-
-def open_store(options) -> Store:
-    """The store the settings select: Couchbase when a host is set, else the embedded one.
-    The chosen store's module is imported only then: the SDK loads only when it is used."""
-    if options.couchbase_host:
-        import cbconn
-
-        return cbconn.CouchbaseStore.from_options(options)
-    import sqlitestore
-
-    return sqlitestore.SQLiteStore(options.db, busy_timeout=options.sqlite_busy_timeout)

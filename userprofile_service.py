@@ -2,13 +2,8 @@
 """userprofile-service: user-profile lookups over HTTP, in front of Couchbase.
 
 This is the entry point: start-up (signals, the store, the token, the server)
-and, with WORKERS above 1, the processes sharing the port. The rest, by job:
-
-  connection.py   the request path: a connection's rules (Conversation) and its socket (Handler)
-  service.py      the answer to a request without a socket: routes, token, one store call
-  server.py       the listener, a thread per connection, deadlines (the watchdog), the drain
-  httpparse.py    a request from bytes;  routes.py  the route table;  settings.py  every setting
-  store.py        the store interface; sqlitestore.py (embedded) and cbconn.py (Couchbase)
+and, with WORKERS above 1, the processes sharing the port. The other modules, by job:
+the README's design section (tests/test_readme.py keeps it naming every one).
 
 Stored documents arrive as bytes and leave as bytes, never decoded and re-encoded.
 """
@@ -25,9 +20,10 @@ import threading
 import time
 
 import settings
+from logs import log
 from server import UserProfileServer
-from service import TokenKeeper, log
-from store import open_store
+from service import TokenKeeper
+from stores import open_store
 
 
 def raise_fd_limit() -> None:

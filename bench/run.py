@@ -41,7 +41,6 @@ import platform
 import resource
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -49,6 +48,8 @@ import time
 import urllib.request
 from importlib import metadata
 from pathlib import Path
+
+from testkit import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -161,12 +162,6 @@ def git_commit() -> str:
     out = command_output(["git", "-C", str(ROOT), "log", "-1", "--format=%h"])
     dirty = command_output(["git", "-C", str(ROOT), "status", "--porcelain", "--", "*.py", ":!bench", ":!tests"])
     return out + (" (with uncommitted changes)" if dirty else "")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def server_command(impl: str, port: int, root: Path = ROOT,
@@ -631,8 +626,7 @@ def charts(runs: list[dict], out: Path, prefix: str = "") -> None:
 
 def start_caves(args, envs: dict):
     """A CAVES cluster on core 1 (beside wrk), loaded by loaddata.py like the embedded store."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from caves import Caves  # the test suite's driver of gocaves
+    from testkit.caves import Caves
 
     cores = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {int(WRK_CORE)})  # gocaves inherits it

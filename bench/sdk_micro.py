@@ -9,7 +9,7 @@ own, because tracing, metrics and the transcoder are cluster options.
     taskset -c 0 .venv/bin/python bench/sdk_micro.py --connstr couchbase://127.0.0.1:PORT store sdk-core
 
 The cluster must hold the profiles ``loaddata.py --count`` wrote; ``--caves``
-starts CAVES (tests/caves.py) on core 1 and loads it. Pin this process to the
+starts CAVES (testkit/caves.py) on core 1 and loads it. Pin this process to the
 other core so that the figure is not CAVES's. CAVES answers ~11,000 gets/s
 at most: gets/s is its limit, not ours; the CPU per get is the figure.
 
@@ -267,8 +267,7 @@ def run_callbacks(send, in_flight: int, seconds: float, count: int):
 
 
 def start_caves(count: int):
-    sys.path.insert(0, str(ROOT / "tests"))
-    from caves import Caves
+    from testkit.caves import Caves
 
     cores = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {1})  # gocaves inherits it: off this benchmark's core

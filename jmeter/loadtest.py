@@ -22,13 +22,9 @@ command line (where ps shows it) nor as -J (which JMeter writes to its log).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,10 +34,12 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from testkit import ServiceProcess
+from testkit.jmeter import jmeter_jar, summarise
+
 ROOT = Path(__file__).resolve().parent.parent
 PLAN = ROOT / "jmeter" / "userprofile.jmx"
 RESULTS = ROOT / "jmeter" / "results"          # git-ignored
-INSTALL = ROOT / "tools" / "install_jmeter.sh"
 ROUTE = "/api/v1/id"
 
 # userprofile_requests_total{route="/api/v1/id",status="200"} 123  (labels in any order)
@@ -50,12 +48,6 @@ COUNTER_LINE = re.compile(r'^userprofile_requests_total\{([^}]*)\}\s+([0-9.eE+-]
 
 def log(msg: str) -> None:
     print(f"loadtest: {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_get(url: str, timeout: float = 5) -> tuple[int, bytes]:
@@ -79,12 +71,6 @@ def id_requests(base: str) -> int:
     return int(total)
 
 
-def jmeter_jar() -> Path:
-    """The JMeter launcher, installed from Maven Central on first use (tools/install_jmeter.sh)."""
-    out = subprocess.run(["bash", str(INSTALL)], check=True, capture_output=True, text=True)
-    return Path(out.stdout.strip().splitlines()[-1])
-
-
 # -- the service ---------------------------------------------------------------
 def seed(db: Path, maxid: int) -> str:
     """Make sure the embedded store at db holds ids 1..maxid; return its token."""
@@ -95,7 +81,8 @@ def seed(db: Path, maxid: int) -> str:
     subprocess.run([sys.executable, str(ROOT / "loaddata.py"), "--count", str(maxid), "--seed", "1",
                     "--if-empty"], env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     import settings  # the project's own store API
-    from store import PROFILES, open_store
+    from store import PROFILES
+    from stores import open_store
 
     store = open_store(settings.defaults({"USERPROFILE_DB": str(db)}))
     try:
@@ -110,37 +97,14 @@ def seed(db: Path, maxid: int) -> str:
     return token
 
 
-def start_service(db: Path, workers: int, log_path: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "USERPROFILE_DB": str(db), "ACCESS_LOG": "false"}
-    env.pop("COUCHBASE_HOST", None)
-    with open(log_path, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "userprofile_service.py"), "--host", "127.0.0.1", "--port", str(port),
-             "--workers", str(workers), "--no-access-log"],
-            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"loadtest: the service exited with {proc.returncode}; see {log_path}")
-        try:
-            if http_get(base + "/readyz", timeout=1)[0] == 200:
-                return proc, base
-        except OSError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise SystemExit(f"loadtest: the service was not ready in 30 s; see {log_path}")
-
-
-def stop_service(proc: subprocess.Popen) -> int:
-    proc.send_signal(signal.SIGTERM)  # the service drains and exits 0
+def start_service(db: Path, workers: int, log_path: Path) -> ServiceProcess:
+    svc = ServiceProcess({"USERPROFILE_DB": str(db), "ACCESS_LOG": "false"}, "--workers", str(workers),
+                         log_path=log_path)
+    svc.env.pop("COUCHBASE_HOST", None)  # this mode is the embedded store, whatever the shell has
     try:
-        return proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()
+        return svc.start(wait_for="/readyz")
+    except RuntimeError as exc:
+        raise SystemExit(f"loadtest: {exc}; see {log_path}") from None
 
 
 # -- JMeter ---------------------------------------------------------------------
@@ -167,48 +131,6 @@ def run_jmeter(jar: Path, host: str, port: int, token: str, args, jtl: Path, jme
                        timeout=args.duration + 120)
     finally:
         os.unlink(props_path)
-
-
-def percentile(sorted_values: list[int], p: float) -> float:
-    """Nearest-rank percentile, as JMeter's aggregate report computes it."""
-    if not sorted_values:
-        return math.nan
-    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
-    return float(sorted_values[rank - 1])
-
-
-def summarise(jtl: Path) -> dict:
-    """Read JMeter's CSV results (header row required) into the report's numbers."""
-    with open(jtl, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if rows and "elapsed" not in rows[0]:
-        raise SystemExit(f"loadtest: {jtl} has no CSV header row")
-    elapsed = sorted(int(r["elapsed"]) for r in rows)
-    errors = [r for r in rows if r["success"] != "true"]
-    codes: dict[str, int] = {}
-    for r in rows:
-        codes[r["responseCode"]] = codes.get(r["responseCode"], 0) + 1
-    if rows:
-        start = min(int(r["timeStamp"]) for r in rows)
-        end = max(int(r["timeStamp"]) + int(r["elapsed"]) for r in rows)
-        span = max(end - start, 1) / 1000
-    else:
-        span = 0.0
-    return {
-        "samples": len(rows),
-        "errors": len(errors),
-        # A few distinct causes, one short line each (assertion messages run over several lines).
-        "error_messages": sorted({f'{r["responseCode"]} {r["responseMessage"]}'.splitlines()[0][:120]
-                                  for r in errors})[:5],
-        "response_codes": codes,
-        "seconds": round(span, 3),
-        "throughput_per_s": round(len(rows) / span, 1) if span else 0.0,
-        "mean_ms": round(sum(elapsed) / len(elapsed), 2) if elapsed else math.nan,
-        "p50_ms": percentile(elapsed, 50),
-        "p95_ms": percentile(elapsed, 95),
-        "p99_ms": percentile(elapsed, 99),
-        "max_ms": float(elapsed[-1]) if elapsed else math.nan,
-    }
 
 
 def report(s: dict) -> str:
@@ -253,7 +175,7 @@ def main(argv=None) -> int:
     jmeter_log = jtl.with_suffix(".log")
     jar = jmeter_jar()
 
-    proc = None
+    svc = None
     check_metrics = not args.no_metrics_check
     if args.target:
         if not args.token:
@@ -261,7 +183,8 @@ def main(argv=None) -> int:
         base, token = args.target.rstrip("/"), args.token
     else:
         token = seed(args.db.resolve(), args.maxid)
-        proc, base = start_service(args.db.resolve(), args.workers, jtl.with_suffix(".service.log"))
+        svc = start_service(args.db.resolve(), args.workers, jtl.with_suffix(".service.log"))
+        base = svc.base
         if args.workers > 1 and check_metrics:
             log("--workers > 1: each process keeps its own /metrics, so the counts are not compared")
             check_metrics = False
@@ -279,8 +202,8 @@ def main(argv=None) -> int:
         if check_metrics:
             summary["metrics_delta"] = id_requests(base) - before
     finally:
-        if proc is not None:
-            code = stop_service(proc)
+        if svc is not None:
+            code = svc.stop(timeout=30)  # the service drains and exits 0
             if code != 0:
                 log(f"the service exited with {code} on SIGTERM")
     summary.update({"threads": args.threads, "duration": args.duration, "maxid": args.maxid, "jtl": str(jtl)})

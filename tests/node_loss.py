@@ -35,8 +35,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from caves import Caves  # beside this file: run as a script, as a test module
-from conftest import ROOT, free_port, run_loaddata
+from testkit import ROOT, free_port, run_loaddata
+from testkit.caves import Caves
 
 TOKEN = "node-loss-token-8d2f61"
 COUNT = 1000

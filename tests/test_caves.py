@@ -15,11 +15,12 @@ import json
 import time
 
 import pytest
-from caves import Caves
-from conftest import COUNT, SEED, TOKEN, ServiceProcess, run_loaddata, wait_until
+from conftest import COUNT, SEED, TOKEN
 from couchbase.exceptions import DocumentNotFoundException
 
 import cbconn
+from testkit import ServiceProcess, run_loaddata, wait_until
+from testkit.caves import Caves
 
 pytestmark = pytest.mark.external
 

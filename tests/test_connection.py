@@ -13,6 +13,7 @@ import settings
 from connection import Conversation, Site, keep_alive_header
 from metrics import Metrics
 from service import Service, TokenKeeper
+from testkit import BytesWriter
 
 pytestmark = pytest.mark.inprocess
 
@@ -21,18 +22,6 @@ HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 
 class NoStore:
     serial = False
-
-
-class BytesWriter:
-    def __init__(self):
-        self.written = b""
-
-    def send_now(self, data: bytes) -> bytes:
-        self.written += data
-        return b""
-
-    def send_all(self, data: bytes) -> None:
-        self.written += data
 
 
 def conversation(data: bytes, **options) -> tuple[Conversation, BytesWriter]:

@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TOKEN, ServiceProcess
+from conftest import TOKEN
 
 import settings
 from connection import Conversation, Site
 from metrics import Metrics
 from service import Service, TokenKeeper
 from sqlitestore import SQLiteStore
+from testkit import ROOT, BytesWriter, ServiceProcess
 
 CORPUS = Path(__file__).resolve().parent / "requests"
 FOLDERS = ("valid", "invalid", "either")
@@ -111,20 +112,6 @@ def service(store):
     assert answer.status == 200 and json.loads(answer.body)[0]["record_id"] == 1
 
 
-class BytesWriter:
-    """A connection's writer that keeps what is written."""
-
-    def __init__(self):
-        self.written = io.BytesIO()
-
-    def send_now(self, data: bytes) -> bytes:
-        self.written.write(data)
-        return b""
-
-    def send_all(self, data: bytes) -> None:
-        self.written.write(data)
-
-
 def converse(service, data: bytes) -> list[Response]:
     """The answers to these bytes on one connection, by the server's own connection code:
     requests are read and answered until the bytes run out (mid-request: no answer) or an
@@ -133,7 +120,7 @@ def converse(service, data: bytes) -> list[Response]:
     conversation = Conversation(io.BufferedReader(io.BytesIO(data)), writer, Site(service, OPTIONS))
     while not conversation.closing:
         conversation.step()
-    return parse_responses(writer.written.getvalue(), head=data.startswith(b"HEAD "))
+    return parse_responses(bytes(writer.written), head=data.startswith(b"HEAD "))
 
 
 def check_error(status: int, content_type: str, body: bytes, headers: str) -> None:

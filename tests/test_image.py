@@ -6,7 +6,7 @@ Deployment's pod spec played by podman.
   and this module prints it, with the size, past pytest's output capture.
 - Containers run with a read-only root, no capabilities, no-new-privileges, the image's own
   user and a volume at /data, on the host's network: the only network here is loopback, and
-  CAVES (the Couchbase emulator, tests/caves.py) listens there.
+  CAVES (the Couchbase emulator, testkit/caves.py) listens there.
 - `podman kube play` plays k8s/configmap.yaml and k8s/deployment.yaml, with the changes a
   single host forces (see play_manifests), against CAVES.
 
@@ -33,8 +33,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from caves import Caves
-from conftest import TOKEN, free_port, wait_until
+from conftest import TOKEN
+
+from testkit import free_port, wait_until
+from testkit.caves import Caves
 
 pytestmark = pytest.mark.external
 

@@ -19,8 +19,10 @@ import sys
 import xml.etree.ElementTree as ET
 
 import pytest
-from conftest import COUNT, ROOT, TOKEN, ServiceProcess
+from conftest import COUNT, TOKEN
 from prometheus_client.parser import text_string_to_metric_families
+
+from testkit import ROOT, ServiceProcess
 
 PLAN = ROOT / "jmeter" / "userprofile.jmx"
 DURATION = 10  # seconds of load: enough for thousands of samples, short enough for `make test`

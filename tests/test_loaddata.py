@@ -9,9 +9,9 @@ import struct
 import zlib
 
 import pytest
-from conftest import run_loaddata
 
 import loaddata
+from testkit import run_loaddata
 
 pytestmark = pytest.mark.inprocess
 

@@ -14,10 +14,11 @@ import sqlite3
 import time
 
 import pytest
-from conftest import TOKEN, ServiceProcess
+from conftest import TOKEN
 from prometheus_client.parser import text_string_to_metric_families
 
 from store import PROFILES
+from testkit import ServiceProcess
 
 pytestmark = pytest.mark.socket
 

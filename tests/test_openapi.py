@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, TOKEN, ServiceProcess
+from conftest import TOKEN
 
 from routes import ROUTES
+from testkit import ROOT, ServiceProcess
 
 YAML = ROOT / "openapi.yaml"
 JSON = ROOT / "openapi.json"
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
-REGENERATE = ("regenerate it: python -c \"import json, yaml; print(json.dumps(yaml.safe_load(open('openapi.yaml')), "
-              "indent=2, ensure_ascii=False))\" > openapi.json")
+REGENERATE = "regenerate it: make openapi"
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ import re
 import tomllib
 
 import pytest
-from conftest import ROOT
+
+from testkit import ROOT
 
 pytestmark = pytest.mark.inprocess
 

@@ -15,11 +15,12 @@ import socket
 from urllib.parse import quote
 
 import pytest
-from conftest import TOKEN, ServiceProcess
+from conftest import TOKEN
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import httpparse
+from testkit import ServiceProcess
 
 SETTINGS = settings(max_examples=200, deadline=3000, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

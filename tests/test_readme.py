@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import ROOT
+
+from testkit import ROOT
 
 pytestmark = pytest.mark.inprocess
 
@@ -33,8 +34,14 @@ def test_every_file_it_names_exists():
     assert not missing, missing
 
 
+def test_the_design_table_names_every_module():
+    design = README.split("## Design", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`(\w+)\.py`", design))
+    assert sorted(p.stem for p in ROOT.glob("*.py") if p.stem not in named) == []
+
+
 def test_every_make_target_it_names_exists():
     makefile = (ROOT / "Makefile").read_text()
-    targets = set(re.findall(r"\bmake (\w+)", README))
+    targets = set(re.findall(r"\bmake ([\w-]+)", README))
     assert {"run", "test", "check", "bench", "image", "loadtest"} <= targets
     assert all(re.search(rf"^{t}:", makefile, re.M) for t in targets), targets

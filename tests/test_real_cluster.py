@@ -13,8 +13,10 @@ import os
 import sqlite3
 
 import pytest
-from conftest import COUNT, SEED, TOKEN, ServiceProcess, run_loaddata, wait_until
+from conftest import COUNT, SEED, TOKEN
 from test_caves import KV_PATHS
+
+from testkit import ServiceProcess, run_loaddata, wait_until
 
 CONNSTR = os.environ.get("COUCHBASE_TEST_CONNSTR", "")
 # Skipped, and reported so, when no cluster is named; only a run that selects the tier says so.

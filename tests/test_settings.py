@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
 
 import settings
+from testkit import ROOT
 
 pytestmark = pytest.mark.inprocess
 
@@ -60,7 +60,7 @@ def test_the_readme_configuration_table_is_this_table():
     section = re.search(r"^## Configuration\n(.*?)(?=^## )", readme, re.S | re.M)
     assert section, "README.md has no Configuration section"
     table = [line for line in section.group(1).splitlines() if line.startswith("|")]
-    assert table == settings.markdown().splitlines(), "regenerate it: python3 settings.py"
+    assert table == settings.markdown().splitlines(), "regenerate it: make settings-table"
 
 
 def test_nothing_else_reads_the_environment_for_configuration():

@@ -15,7 +15,9 @@ import threading
 import time
 
 import pytest
-from conftest import TOKEN, ServiceProcess
+from conftest import TOKEN
+
+from testkit import ServiceProcess
 
 pytestmark = pytest.mark.socket
 

@@ -17,7 +17,9 @@ import time
 import zlib
 
 import pytest
-from conftest import COUNT, ROOT, TOKEN, ServiceProcess, free_port, run_loaddata
+from conftest import COUNT, TOKEN
+
+from testkit import ROOT, ServiceProcess, free_port, run_loaddata
 
 pytestmark = pytest.mark.socket
 

@@ -32,6 +32,8 @@ from pathlib import Path
 
 from fleet_instances import PROFILES, ROOT
 
+from testkit.jmeter import jmeter_jar, summarise
+
 BLIND_REUSE_SECONDS = 4.9  # HttpClient4's validate_after_inactivity in JMeter
 KINDS = ("check", "blind", "hint")
 REQUEST_TIMEOUT = 5.0  # a client's wait for an answer; longer counts as a failure
@@ -247,16 +249,12 @@ class JMeter:
     """JMeter (the project's plan, HttpClient4) as a client of a balancer, in the background."""
 
     def __init__(self, workdir: Path, port: int, token: str, duration: int, threads: int = 16, rate: float = 200):
-        sys.path.insert(0, str(ROOT / "jmeter"))
-        import loadtest  # the runner of `make loadtest`: its installer and its .jtl summary
-
-        self.loadtest = loadtest
         self.jtl = workdir / "jmeter.jtl"
         props = workdir / "jmeter.properties"  # the token in a private file, never on a command line
         props.touch(mode=0o600)
         props.write_text(f"token={token}\nhost=127.0.0.1\nport={port}\nthreads={threads}\n"
                          f"duration={duration}\nmaxid={PROFILES}\n")
-        self.cmd = ["java", "-Xms128m", "-Xmx512m", "-jar", str(loadtest.jmeter_jar()), "-n",
+        self.cmd = ["java", "-Xms128m", "-Xmx512m", "-jar", str(jmeter_jar()), "-n",
                     "-t", str(jmeter_plan(workdir, rate)), "-l", str(self.jtl), "-j", str(workdir / "jmeter.log"),
                     "-q", str(props), "-Jjmeter.save.saveservice.output_format=csv",
                     "-Jjmeter.save.saveservice.print_field_names=true", "-Jjmeterengine.nongui.port=0",
@@ -282,7 +280,7 @@ class JMeter:
 
     def finish(self) -> dict:
         self.proc.wait(self.duration + 120)
-        summary = self.loadtest.summarise(self.jtl)
+        summary = summarise(self.jtl)
         summary["error_kinds"] = {}
         with open(self.jtl, newline="") as f:
             for r in csv.DictReader(f):

@@ -15,18 +15,13 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from testkit import ROOT, free_port
+
 PROFILES = 1000  # ids 1..PROFILES in the store the fleet serves
 
 
 def log(msg: str) -> None:
     print(f"fleet: {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 10) -> None:

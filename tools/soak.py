@@ -3,7 +3,7 @@
 
     python tools/soak.py [--duration 60] [--fault-at 25] [--fault-for 5] [--rate 300] [--threads 8]
 
-The service runs on Couchbase's cluster emulator CAVES (tests/caves.py, built by
+The service runs on Couchbase's cluster emulator CAVES (testkit/caves.py, built by
 tools/install_caves.sh), seeded by loaddata.py. A bounded pool of client threads
 sends a paced stream of key-value lookups (/api/v1/id and /api/v1/picture/record)
 for ``--duration`` seconds; at ``--fault-at`` CAVES is stopped with SIGSTOP (its
@@ -28,7 +28,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,68 +36,31 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+from testkit import ServiceProcess, run_loaddata, wait_until
 
 TOKEN = "soak-token-3c9e51d07a"
 COUNT = 500  # profiles (and images) loaded
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Service(ServiceProcess):
+    """The service on the store under test, ready once a lookup answers 200."""
 
-
-class Service:
     def __init__(self, env: dict, log_path: Path):
-        self.port = free_port()
-        self.log_path = log_path
-        self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "userprofile_service.py"), "--host", "127.0.0.1", "--port", str(self.port),
-             "--no-access-log"],
-            env={**os.environ, **env}, cwd=ROOT, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT)
-
-    def get(self, path: str, timeout: float = 5) -> int:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            conn.request("GET", path, headers={"Authorization": f"Bearer {TOKEN}"})
-            resp = conn.getresponse()
-            resp.read()
-            return resp.status
-        finally:
-            conn.close()
+        super().__init__({**env, "ACCESS_LOG": "false"}, log_path=log_path)
 
     def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"soak: the service exited ({self.proc.returncode}):\n{self.log()[-2000:]}")
-            try:
-                if self.get("/readyz", 2) == 200 and self.get("/api/v1/id/1", 5) == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise SystemExit(f"soak: the service was not ready in {timeout}s:\n{self.log()[-2000:]}")
+        try:
+            self.start(wait_for="/readyz", timeout=timeout)
+        except RuntimeError as exc:
+            raise SystemExit(f"soak: {exc}") from None
+        if wait_until(lambda: self.get("/api/v1/id/1", TOKEN, timeout=5)[0] == 200, timeout) is not True:
+            raise SystemExit(f"soak: no lookup answered 200 in {timeout}s:\n{self.log()[-2000:]}")
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-
-def run_loaddata(env: dict) -> None:
-    subprocess.run([sys.executable, str(ROOT / "loaddata.py"), "--count", str(COUNT), "--token", TOKEN],
-                   env={**os.environ, **env}, cwd=ROOT, check=True, capture_output=True, timeout=300)
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        try:
+            return super().stop(sig, timeout)
+        except subprocess.TimeoutExpired:
+            return -9
 
 
 # -- the store and its fault ---------------------------------------------------------
@@ -108,13 +70,13 @@ class CavesStore:
     description = "Couchbase (CAVES), frozen with SIGSTOP"
 
     def __init__(self, workdir: Path, timeout: float):
-        from caves import Caves  # tests/caves.py
+        from testkit.caves import Caves
 
         self.caves = Caves(log_path=workdir / "caves.log").start()
         self.caves.add_bucket("sample_app")
         self.env = {"COUCHBASE_HOST": self.caves.connstr, "COUCHBASE_KV_TIMEOUT": str(timeout),
                     "COUCHBASE_QUERY_TIMEOUT": str(timeout), "COUCHBASE_HEALTH_INTERVAL": "0.5"}
-        run_loaddata(self.env)
+        run_loaddata(self.env, "--count", str(COUNT), "--token", TOKEN)
 
     def fault(self) -> None:
         self.caves.freeze()
@@ -134,7 +96,7 @@ class SQLiteFileStore:
     def __init__(self, workdir: Path, timeout: float):
         self.db = workdir / "soak.db"
         self.env = {"USERPROFILE_DB": str(self.db)}
-        run_loaddata(self.env)
+        run_loaddata(self.env, "--count", str(COUNT), "--token", TOKEN)
         self.healthy = b""
 
     def fault(self) -> None:
@@ -275,7 +237,7 @@ def main(argv=None) -> int:
 
     kind = args.store
     if kind == "auto":
-        from caves import GOCAVES
+        from testkit.caves import GOCAVES
 
         kind = "caves" if os.access(os.environ.get("GOCAVES", GOCAVES), os.X_OK) else "sqlite"
     workdir = Path(tempfile.mkdtemp(prefix="soak-"))

@@ -1,0 +1,19 @@
+"""The store the settings select: Couchbase when a host is set, else the embedded one.
+
+Apart from the interface (``store.py``), so that it depends on neither implementation.
+The chosen store's module is imported only when it is chosen: the SDK loads only when used.
+"""
+
+from __future__ import annotations
+
+from store import Store
+
+
+def open_store(options) -> Store:
+    if options.couchbase_host:
+        import cbconn
+
+        return cbconn.CouchbaseStore.from_options(options)
+    import sqlitestore
+
+    return sqlitestore.SQLiteStore(options.db, busy_timeout=options.sqlite_busy_timeout)

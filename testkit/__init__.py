@@ -1,0 +1,129 @@
+"""What tests, tools, bench and jmeter share to run the service: a free port, the service
+process as users start it, the loader, polling, and a connection writer that keeps bytes.
+
+Installed with the project (pyproject.toml), so each imports it as ``testkit`` without
+touching sys.path; ``testkit.caves`` drives the Couchbase emulator.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now: helpers run servers side by side, never on fixed ports."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.1) -> Any:
+    """Poll until predicate() is truthy or timeout passes; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := predicate():
+            return result
+        time.sleep(interval)
+    return predicate()
+
+
+def run_loaddata(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """loaddata.py with these settings over the environment's; raises when it fails."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "loaddata.py"), *args],
+        env={**os.environ, **env}, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=True,
+    )
+
+
+class BytesWriter:
+    """A connection's writer (``connection.Writer``) that keeps what is written, for in-process tests."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+
+    def send_now(self, data: bytes) -> bytes:
+        self.written += data
+        return b""
+
+    def send_all(self, data: bytes) -> None:
+        self.written += data
+
+
+class ServiceProcess:
+    """The service started as users start it: ``python3 userprofile_service.py``, on a free port."""
+
+    def __init__(self, env: dict, *args: str, log_path: Path | None = None, root: Path = ROOT):
+        self.port = free_port()
+        self.host = "127.0.0.1"
+        self.root = root
+        self.env = {**os.environ, "ACCESS_LOG": "true", **env}
+        self.args = ["--host", self.host, "--port", str(self.port), *args]
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, wait_for: str = "/healthz", timeout: float = 30) -> ServiceProcess:
+        """Start it and wait until ``wait_for`` answers 200; raises, with its log, when it does not."""
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen(
+            [sys.executable, str(self.root / "userprofile_service.py"), *self.args],
+            env=self.env, cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"service exited with {self.proc.returncode}: {self.log()[-4000:]}")
+            try:
+                if self.get(wait_for)[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"service did not answer 200 on {wait_for} in {timeout}s: {self.log()[-4000:]}")
+
+    @property
+    def base(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+    def connection(self, timeout: float = 10) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
+    def get(self, path: str, token: str | None = None, method: str = "GET", headers: dict | None = None,
+            timeout: float = 10) -> tuple[int, http.client.HTTPMessage, bytes]:
+        """One request on a new connection: (status, headers, body)."""
+        conn = self.connection(timeout)
+        try:
+            hdrs = dict(headers or {})
+            if token is not None:
+                hdrs["Authorization"] = f"Bearer {token}"
+            conn.request(method, path, headers=hdrs)
+            resp = conn.getresponse()
+            return resp.status, resp.headers, resp.read()
+        finally:
+            conn.close()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        """Signal it (SIGTERM: the drain) and wait for its exit code; killed when it outlasts timeout."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise

@@ -1,0 +1,61 @@
+"""JMeter for the load test (jmeter/loadtest.py) and the fleet (tools/fleet_clients.py):
+the launcher, installed on first use, and the numbers of its CSV results."""
+
+from __future__ import annotations
+
+import csv
+import math
+import subprocess
+from pathlib import Path
+
+from testkit import ROOT
+
+INSTALL = ROOT / "tools" / "install_jmeter.sh"
+
+
+def jmeter_jar() -> Path:
+    """The JMeter launcher, installed from Maven Central on first use (tools/install_jmeter.sh)."""
+    out = subprocess.run(["bash", str(INSTALL)], check=True, capture_output=True, text=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def percentile(sorted_values: list[int], p: float) -> float:
+    """Nearest-rank percentile, as JMeter's aggregate report computes it."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
+    return float(sorted_values[rank - 1])
+
+
+def summarise(jtl: Path) -> dict:
+    """Read JMeter's CSV results (header row required) into the report's numbers."""
+    with open(jtl, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if rows and "elapsed" not in rows[0]:
+        raise SystemExit(f"{jtl} has no CSV header row")
+    elapsed = sorted(int(r["elapsed"]) for r in rows)
+    errors = [r for r in rows if r["success"] != "true"]
+    codes: dict[str, int] = {}
+    for r in rows:
+        codes[r["responseCode"]] = codes.get(r["responseCode"], 0) + 1
+    if rows:
+        start = min(int(r["timeStamp"]) for r in rows)
+        end = max(int(r["timeStamp"]) + int(r["elapsed"]) for r in rows)
+        span = max(end - start, 1) / 1000
+    else:
+        span = 0.0
+    return {
+        "samples": len(rows),
+        "errors": len(errors),
+        # A few distinct causes, one short line each (assertion messages run over several lines).
+        "error_messages": sorted({f'{r["responseCode"]} {r["responseMessage"]}'.splitlines()[0][:120]
+                                  for r in errors})[:5],
+        "response_codes": codes,
+        "seconds": round(span, 3),
+        "throughput_per_s": round(len(rows) / span, 1) if span else 0.0,
+        "mean_ms": round(sum(elapsed) / len(elapsed), 2) if elapsed else math.nan,
+        "p50_ms": percentile(elapsed, 50),
+        "p95_ms": percentile(elapsed, 95),
+        "p99_ms": percentile(elapsed, 99),
+        "max_ms": float(elapsed[-1]) if elapsed else math.nan,
+    }
