@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -66,6 +67,7 @@ from cbsdk import (
     ping_nodes,
 )
 from logs import log
+from options import Options
 from store import (
     AUTH,
     COLLECTIONS,
@@ -86,7 +88,7 @@ BY_USERNAME = f"SELECT RAW META().id FROM {PROFILES} WHERE user_id = $username" 
 
 
 class CouchbaseStore(Loading, Store):
-    def __init__(self, options):
+    def __init__(self, options: Options) -> None:
         """Configured from the ``couchbase_*`` settings (settings.py); ``start()`` connects."""
         self.connstr = connection_string(options)
         self.bucket_name, self.scope_name = options.couchbase_bucket, options.couchbase_scope
@@ -126,14 +128,14 @@ class CouchbaseStore(Loading, Store):
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def from_options(cls, options) -> CouchbaseStore:
+    def from_options(cls, options: Options) -> CouchbaseStore:
         """Connecting starts in the background, and this returns at once."""
         store = cls(options)
         store.start()
         return store
 
     @classmethod
-    def from_environ(cls, environ) -> CouchbaseStore:
+    def from_environ(cls, environ: Mapping[str, str]) -> CouchbaseStore:
         """The same from environment variables alone, as tests and tools have them."""
         return cls.from_options(settings.defaults(environ))
 
@@ -246,7 +248,7 @@ class CouchbaseStore(Loading, Store):
         log("couchbase: reconnected, every key-value node answers on the new connections")
         return True
 
-    def _use(self, cluster, bucket) -> None:
+    def _use(self, cluster: Any, bucket: Any) -> None:
         """Gets go to this connection from now on, and by its direct calls once checked."""
         scope = bucket.scope(self.scope_name)
         collections = {name: scope.collection(name) for name in COLLECTIONS}
@@ -254,7 +256,7 @@ class CouchbaseStore(Loading, Store):
         self.cluster, self.bucket, self.scope, self.collections = cluster, bucket, scope, collections
         self._check_direct()
 
-    def _ping(self, bucket=None) -> tuple[set[str], dict[str, str]]:
+    def _ping(self, bucket: Any = None) -> tuple[set[str], dict[str, str]]:
         return ping_nodes(bucket or self.bucket, self._between_pings)
 
     def wait_connected(self, timeout: float) -> None:
@@ -262,7 +264,7 @@ class CouchbaseStore(Loading, Store):
         if not self._connected.wait(timeout):
             raise StoreUnavailable(f"couchbase: not connected to {self.connstr} after {timeout:g}s")
 
-    def _collection(self, name: str):
+    def _collection(self, name: str) -> Any:
         if not self._connected.is_set():
             raise StoreUnavailable("couchbase: not connected yet")
         if not self.health.healthy:
@@ -273,21 +275,21 @@ class CouchbaseStore(Loading, Store):
         self.direct.check(self.collections[AUTH], self._between_pings)
 
     # -- read side -----------------------------------------------------------
-    def _active(self, collection: str, coll, key: str, hedge: bool) -> bytes:
+    def _active(self, collection: str, coll: Any, key: str, hedge: bool) -> bytes:
         """The active copy, within the replica delay when hedging, else the kv timeout."""
         found = self.direct.get(ACTIVE, collection, key, self._hedge_timeout_ms if hedge else 0)
         if found is not None:
             return found[0]
         return coll.get(key, *(self._hedge_options if hedge else ())).value
 
-    def _first_copy(self, collection: str, coll, key: str, options) -> tuple[bytes, bool]:
+    def _first_copy(self, collection: str, coll: Any, key: str, options: Any) -> tuple[bytes, bool]:
         found = self.direct.get(ANY_COPY, collection, key, round(options["timeout"].total_seconds() * 1000))
         if found is not None:
             return found
         row = coll.get_any_replica(key, options)
         return row.value, row.is_replica
 
-    def _any_copy(self, collection: str, coll, key: str, options) -> bytes | None:
+    def _any_copy(self, collection: str, coll: Any, key: str, options: Any) -> bytes | None:
         """The first copy to answer, active or replica."""
         started = time.monotonic()
         try:

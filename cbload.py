@@ -67,7 +67,7 @@ class Loading:
                 return
 
     @staticmethod
-    def _ignore_exists(create, *args) -> None:
+    def _ignore_exists(create: Callable[..., Any], *args: Any) -> None:
         try:
             create(*args)
         except (cbe.ScopeAlreadyExistsException, cbe.CollectionAlreadyExistsException):

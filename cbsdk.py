@@ -12,6 +12,7 @@ import re
 import socket
 import struct
 from datetime import timedelta
+from typing import Any
 
 from couchbase import exceptions as cbe
 from couchbase.diagnostics import PingState, ServiceType
@@ -30,6 +31,7 @@ except ImportError:  # another SDK's layout: the public calls only
     GET = GET_ANY_REPLICA = 0
 
 from logs import log
+from options import Options
 from store import AUTH, TOKEN_KEY, StoreTimeout, StoreUnavailable
 
 RAW = RawJSONTranscoder()
@@ -39,7 +41,7 @@ NOOP = struct.pack(">BBHBBHIIQ", 0x80, 0x0A, 0, 0, 0, 0, 0, 0, 0)
 TIMEOUTS = (cbe.TimeoutException, cbe.AmbiguousTimeoutException, cbe.UnAmbiguousTimeoutException)
 
 
-def core_calls(collection):
+def core_calls(collection: Any) -> tuple[Any, Any] | None:
     """The C++ get and get-any-replica under ``Collection``'s, or None when the SDK is
     not laid out as 4.6's is.
 
@@ -59,7 +61,7 @@ def core_calls(collection):
         return None
 
 
-def direct(call, opcode: int, bucket: str, scope: str, collection: str, key: str,
+def direct(call: Any, opcode: int, bucket: str, scope: str, collection: str, key: str,
            timeout_ms: int) -> tuple[bytes, bool]:
     """The document and whether a replica gave it, by one of ``core_calls``: what
     ``Collection.get`` (or ``get_any_replica``) does with no options but a timeout,
@@ -90,15 +92,15 @@ class DirectCalls:
 
     def __init__(self, bucket: str, scope: str):
         self.bucket, self.scope = bucket, scope
-        self.calls = None  # (get, get_any_replica), once checked
-        self.unchecked = None  # found, not yet checked: no document to check them on yet
+        self.calls: tuple[Any, Any] | None = None  # (get, get_any_replica), once checked
+        self.unchecked: tuple[Any, Any] | None = None  # found, not yet checked: no document to check them on yet
 
-    def found(self, collection, observability: bool) -> None:
+    def found(self, collection: Any, observability: bool) -> None:
         """A new connection's, to be checked. With observability on, every get goes through
         the wrapper, which records it: none then."""
         self.calls, self.unchecked = None, None if observability else core_calls(collection)
 
-    def check(self, auth, timeout: timedelta) -> None:
+    def check(self, auth: Any, timeout: timedelta) -> None:
         """Put the calls found in use if they give the public calls' answers for the token's
         document; until it can be read, this does nothing (call it again later)."""
         candidate = self.unchecked
@@ -140,9 +142,9 @@ class DirectCalls:
             return None
 
 
-def connection_string(options) -> str:
+def connection_string(options: Options) -> str:
     """The configured host as a connection string: a full one is used as it is."""
-    host = options.couchbase_host.strip()
+    host = (options.couchbase_host or "").strip()  # set: the embedded store is chosen otherwise
     if "://" in host:
         return host
     connstr = f"{'couchbases' if options.couchbase_tls else 'couchbase'}://{host}"
@@ -166,7 +168,7 @@ def mapped(exc: Exception) -> StoreUnavailable:
     return StoreUnavailable(f"couchbase: {describe(exc)}")
 
 
-def ping_nodes(bucket, timeout: timedelta) -> tuple[set[str], dict[str, str]]:
+def ping_nodes(bucket: Any, timeout: timedelta) -> tuple[set[str], dict[str, str]]:
     """Ping the bucket's key-value nodes: those that answered, and those that did not
     with the SDK's reason."""
     try:
@@ -180,7 +182,7 @@ def ping_nodes(bucket, timeout: timedelta) -> tuple[set[str], dict[str, str]]:
     return answered, {node: why for node, why in lost.items() if node not in answered}
 
 
-def node_name(report) -> str:
+def node_name(report: Any) -> str:
     """A pinged endpoint's node: its address, or the one its error names (a refused
     node is reported with no remote address)."""
     remote = str(report.remote or "")

@@ -32,11 +32,14 @@ import random
 import socket
 import socketserver
 import time
-from typing import TYPE_CHECKING, Protocol
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Protocol, TextIO
 
+import httpparse
 import routes
 from httpparse import REASONS, HTTPError, Incomplete, Request, read_request
 from logs import log, stamp
+from options import Options
 from service import Answer, Service, error_body, refusal
 
 if TYPE_CHECKING:
@@ -70,11 +73,12 @@ def keep_alive_header(idle_timeout: float) -> bytes:
 class Site:
     """What every connection of one server shares."""
 
-    def __init__(self, service: Service, options, turn=None, access_log=None):
+    def __init__(self, service: Service, options: Options, turn: AbstractContextManager | None = None,
+                 access_log: TextIO | None = None) -> None:
         self.service = service
         self.metrics = service.metrics
         self.options = options  # the settings (settings.py): limits, timeouts, recycling
-        self.turn = turn if turn is not None else contextlib.nullcontext()
+        self.turn: AbstractContextManager = turn if turn is not None else contextlib.nullcontext()
         self.access_log = access_log  # a text stream, or None
         self.keep_alive = keep_alive_header(options.idle_timeout)
         self.date_header = b""
@@ -83,6 +87,12 @@ class Site:
     def tick(self) -> None:
         """The Date header, renewed by the server's watchdog rather than formatted per answer."""
         self.date_header = b"Date: %s\r\n" % email.utils.formatdate(usegmt=True).encode()
+
+
+class Reader(httpparse.Reader, Protocol):
+    """A connection's buffered reader: the parser's, and a look at the next byte without taking it."""
+
+    def peek(self, size: int = 0, /) -> bytes: ...
 
 
 class Writer(Protocol):
@@ -99,7 +109,7 @@ class Conversation:
     """The rules of one HTTP/1.x connection over a buffered reader (``peek``, ``readline``,
     ``read``) and a ``Writer``: requests are read and answered in turn until one closes."""
 
-    def __init__(self, rfile, writer: Writer, site: Site):
+    def __init__(self, rfile: Reader, writer: Writer, site: Site) -> None:
         self.rfile = rfile
         self.writer = writer
         self.site = site
@@ -170,7 +180,7 @@ class Conversation:
         return head if request is not None and request.head else head + answer.body
 
 
-def log_access(stream, method: str, route: str, status: int, seconds: float, size: int) -> None:
+def log_access(stream: TextIO, method: str, route: str, status: int, seconds: float, size: int) -> None:
     stream.write(f"{stamp()} method={method} route={route} status={status} ms={seconds * 1000:.3f} bytes={size}\n")
 
 
@@ -197,16 +207,16 @@ class Handler(socketserver.BaseRequestHandler):
     request: socket.socket
     server: UserProfileServer
 
-    def setup(self):
+    def setup(self) -> None:
         sock = self.request
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)  # the answer is one write
         # Read through a FileIO on the socket's descriptor, all in C (socket.makefile's reader
         # runs Python on every read). A FileIO needs a blocking socket, and this one is: no
         # socket timeout, as deadlines end a blocked read with shutdown() (expire).
-        self.rfile = open(sock.fileno(), "rb", buffering=io.DEFAULT_BUFFER_SIZE, closefd=False)
+        self.rfile = io.BufferedReader(io.FileIO(sock.fileno(), "rb", closefd=False), io.DEFAULT_BUFFER_SIZE)
         self.conversation = Conversation(self.rfile, SocketWriter(sock), self.server.site)
 
-    def handle(self):
+    def handle(self) -> None:
         conversation = self.conversation
         self.server.connections[self.request] = self
         try:
@@ -218,7 +228,7 @@ class Handler(socketserver.BaseRequestHandler):
             elif exc.errno not in CLIENT_GONE and not conversation.expired:
                 log(f"error: connection from {self.client_address[0]}: {exc!r}")
 
-    def finish(self):
+    def finish(self) -> None:
         self.rfile.close()
         if self.conversation.closing and not self.conversation.expired:
             linger(self.request)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import unquote_to_bytes
 
 REASONS = {
@@ -50,6 +51,29 @@ class HTTPError(Exception):
         self.extra = extra  # more header lines
 
 
+class Reader(Protocol):
+    """What the parser reads from: a socket's buffered reader, or ``io.BytesIO``."""
+
+    def readline(self, size: int = -1, /) -> bytes: ...
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+class Limits(Protocol):
+    """The ``max_*`` settings (``options.Options`` has them)."""
+
+    @property
+    def max_request_line(self) -> int: ...
+    @property
+    def max_header_line(self) -> int: ...
+    @property
+    def max_headers(self) -> int: ...
+    @property
+    def max_header_bytes(self) -> int: ...
+    @property
+    def max_body(self) -> int: ...
+
+
 class Incomplete(Exception):
     """The bytes ended before the request did: the client left, or was cut off by a deadline."""
 
@@ -65,7 +89,7 @@ class Request:
     head: bool  # HEAD: the answer without its body
 
 
-def read_request(rfile, limits) -> Request:
+def read_request(rfile: Reader, limits: Limits) -> Request:
     """One request from ``rfile``; HTTPError for a bad one, Incomplete when the bytes run out.
 
     ``limits`` has the ``max_*`` settings (settings.py), which say what each bounds.

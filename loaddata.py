@@ -18,9 +18,11 @@ import struct
 import sys
 import time
 import zlib
+from collections.abc import Iterator, Sequence
+from typing import TextIO
 
 import settings
-from store import AUTH, IMAGES, PROFILES, TOKEN_KEY, StoreUnavailable
+from store import AUTH, IMAGES, PROFILES, TOKEN_KEY, LoadableStore, StoreUnavailable
 from stores import open_store
 
 BATCH = 500
@@ -109,7 +111,7 @@ def image(rng: random.Random, record_id: int) -> dict:
     return {"record_id": record_id, "type": "png", "image": base64.b64encode(avatar(rng)).decode()}
 
 
-def generate(count: int, seed: int):
+def generate(count: int, seed: int) -> Iterator[tuple[dict, dict]]:
     """(profile, image) for ids 1..count; the same for the same seed and count."""
     rng = random.Random(seed)
     nicknames = nickname_pool(rng, count)
@@ -122,7 +124,7 @@ def generate(count: int, seed: int):
 class Progress:
     """A progress bar on a terminal; nothing when output is not a terminal."""
 
-    def __init__(self, total: int, stream=sys.stderr):
+    def __init__(self, total: int, stream: TextIO = sys.stderr) -> None:
         self.total, self.stream = total, stream
         self.enabled = stream.isatty()
 
@@ -137,7 +139,7 @@ class Progress:
             self.stream.write("\n")
 
 
-def load(store, count: int, seed: int) -> float:
+def load(store: LoadableStore, count: int, seed: int) -> float:
     """Write the profiles and images; return documents written per second."""
     progress = Progress(count)
     started = time.monotonic()
@@ -161,7 +163,7 @@ def load(store, count: int, seed: int) -> float:
     return 2 * count / max(time.monotonic() - started, 1e-9)
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     # The store's settings (settings.STORES) as flags and environment variables, as the service has them.
     p = settings.parser("Generate and load user profiles (see README.md).", settings.STORES)
     p.add_argument("--count", type=int, default=10000, help="profiles to generate, ids 1..N (default 10000)")
@@ -174,7 +176,7 @@ def main(argv=None) -> int:
     if args.count < 0:
         p.error("--count must be 0 or more")
 
-    store = open_store(args)
+    store = open_store(settings.with_defaults(args))
     try:
         store.create_schema()
         existing = store.count(PROFILES) if args.if_empty else 0

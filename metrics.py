@@ -26,7 +26,7 @@ def empty_histogram() -> list:
 
 
 class Metrics:
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         # (route, status) -> its latency histogram (empty_histogram's layout):
         # one lookup a request; the totals by route and status are added up when rendered.

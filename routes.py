@@ -21,7 +21,7 @@ class Route:
     name: str = field(init=False)  # the shape without its parameter
     allow: bytes = field(init=False)  # the Allow header line of a 405
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "name", self.shape.rpartition("/")[0] if self.shape.endswith("}") else self.shape)
         object.__setattr__(self, "allow", b"Allow: %s\r\n" % ", ".join(self.methods).encode())
 

@@ -17,10 +17,12 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from connection import BUSY, IDLE, STATUS_LINES, Handler, Site
 from logs import log
 from metrics import Metrics
+from options import Options
 from service import Service, TokenKeeper, error_body, where
 from store import Store
 from turns import Turn
@@ -41,7 +43,8 @@ class UserProfileServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address, store: Store, tokens: TokenKeeper, options, reuse_port: bool = False):
+    def __init__(self, address: tuple[str, int], store: Store, tokens: TokenKeeper, options: Options,
+                 reuse_port: bool = False) -> None:
         self.options = options
         self.metrics = Metrics()
         self.service = Service(store, tokens, self.metrics, OPENAPI.read_bytes(), self.render_metrics)
@@ -65,7 +68,7 @@ class UserProfileServer(socketserver.ThreadingTCPServer):
     def port(self) -> int:
         return self.server_address[1]
 
-    def process_request(self, request, client_address):
+    def process_request(self, request: Any, client_address: Any) -> None:
         if len(self.connections) >= self.options.max_connections:
             self.metrics.connection_rejected()
             try:
@@ -78,17 +81,17 @@ class UserProfileServer(socketserver.ThreadingTCPServer):
         self.connections[request] = None
         super().process_request(request, client_address)
 
-    def close_request(self, request):
+    def close_request(self, request: Any) -> None:
         self.connections.pop(request, None)
         super().close_request(request)
 
-    def handle_error(self, request, client_address):
+    def handle_error(self, request: Any, client_address: Any) -> None:
         exc = sys.exc_info()[1]
         if exc is not None:
             log(f"error: connection from {client_address[0]}: {type(exc).__name__}: {exc} at {where(exc)}")
 
     # -- the watchdog -------------------------------------------------------
-    def _watch(self):
+    def _watch(self) -> None:
         options = self.options
         while not self._stopped.wait(options.watchdog_interval):
             self.site.tick()

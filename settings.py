@@ -1,17 +1,22 @@
 """Every setting of the service and its stores, in one table.
 
 Each is an environment variable, and most have a command-line flag that wins
-over it. ``load()`` builds the options from this table; nothing else reads the
-environment for configuration. The README's configuration table is checked
-against this one (tests/test_settings.py).
+over it. ``load()`` builds the options from this table: an ``options.Options``,
+typed and frozen, whose class is generated from the table too. Nothing else reads
+the environment for configuration. The README's configuration table and options.py
+are checked against this one (tests/test_settings.py); `make settings-table` writes both.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from options import Options
 
 
 def boolean(text: str) -> bool:
@@ -29,7 +34,7 @@ class Setting:
     env: str
     flag: str | None  # None: from the environment only (a password has no place in a process listing)
     default: str | None  # as it would be written in the environment; None: unset
-    type: Any
+    type: Callable[[str], Any]  # str, int, float or boolean
     meaning: str
     minimum: float | None = None
 
@@ -118,7 +123,8 @@ BY_NAME = {s.name: s for s in SETTINGS}
 STORES = tuple(s for s in SETTINGS if s.name == "db" or s.name.startswith(("sqlite_", "couchbase_")))
 
 
-def parser(description: str, settings=SETTINGS, environ=os.environ) -> argparse.ArgumentParser:
+def parser(description: str, settings: Sequence[Setting] = SETTINGS,
+           environ: Mapping[str, str] = os.environ) -> argparse.ArgumentParser:
     """An argument parser with a flag for each setting, its default from the environment."""
     p = argparse.ArgumentParser(description=description)
     for s in settings:
@@ -134,11 +140,11 @@ def parser(description: str, settings=SETTINGS, environ=os.environ) -> argparse.
     return p
 
 
-def finish(p: argparse.ArgumentParser, args: argparse.Namespace, settings=SETTINGS,
-           environ=os.environ) -> argparse.Namespace:
+def finish(p: argparse.ArgumentParser, args: argparse.Namespace, settings: Sequence[Setting] = SETTINGS,
+           environ: Mapping[str, str] = os.environ) -> argparse.Namespace:
     """Convert what came from the environment, add the environment-only settings, check minimums."""
     for s in settings:
-        value = getattr(args, s.name) if s.flag is not None else environ.get(s.env, s.default)
+        value: Any = getattr(args, s.name) if s.flag is not None else environ.get(s.env, s.default)
         if isinstance(value, str) and s.type is not str:
             try:
                 value = s.type(value)
@@ -150,16 +156,21 @@ def finish(p: argparse.ArgumentParser, args: argparse.Namespace, settings=SETTIN
     return args
 
 
-def load(argv=None, environ=os.environ, description: str = "User-profile lookup service (see README.md).",
-         settings=SETTINGS) -> argparse.Namespace:
+def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.environ,
+         description: str = "User-profile lookup service (see README.md).") -> Options:
     """Command-line flags over environment variables over the defaults of the table."""
-    p = parser(description, settings, environ)
-    return finish(p, p.parse_args(argv), settings, environ)
+    p = parser(description, SETTINGS, environ)
+    return Options(**vars(finish(p, p.parse_args(argv), SETTINGS, environ)))
 
 
-def defaults(environ=None) -> argparse.Namespace:
+def defaults(environ: Mapping[str, str] | None = None) -> Options:
     """The options with no flags given: from ``environ``, or the table's defaults alone."""
     return load([], environ if environ is not None else {})
+
+
+def with_defaults(args: argparse.Namespace) -> Options:
+    """The options of a tool that takes some settings (loaddata.py: the stores'), the rest the table's defaults."""
+    return dataclasses.replace(defaults(), **{s.name: getattr(args, s.name) for s in SETTINGS if hasattr(args, s.name)})
 
 
 def markdown() -> str:
@@ -170,6 +181,32 @@ def markdown() -> str:
         default = f"`{s.default}`" if s.default is not None else "unset"
         rows.append(f"| `{s.env}` | {default} | {s.meaning} |")
     return "\n".join(rows)
+
+
+TYPE_NAMES = {str: "str", int: "int", float: "float", boolean: "bool"}
+
+
+def options_module() -> str:
+    """options.py, the typed options this table declares (`make settings-table` writes it;
+    tests/test_settings.py keeps the two the same)."""
+    fields = [f"    {s.name}: {TYPE_NAMES[s.type]}{' | None' if s.default is None else ''}  # {s.env}"
+              for s in SETTINGS]
+    return "\n".join([
+        '"""The options: every setting of settings.SETTINGS, typed and frozen.',
+        "",
+        "Generated from that table by `make settings-table` (tools/generate.py): edit the table, not this.",
+        '"""',
+        "",
+        "from __future__ import annotations",
+        "",
+        "from dataclasses import dataclass",
+        "",
+        "",
+        "@dataclass(frozen=True, slots=True)",
+        "class Options:",
+        *fields,
+        "",
+    ])
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import queue
 import sqlite3
+from collections.abc import Callable
+from typing import Any
 
 from store import (
     AUTH,
@@ -73,7 +75,7 @@ class SQLiteStore(Store):
         conn.execute("PRAGMA cache_size=-32768")  # 32 MiB: the 10,000-profile demo data stays in memory
         return conn
 
-    def _query(self, sql: str, args: tuple, fetch=sqlite3.Cursor.fetchall):
+    def _query(self, sql: str, args: tuple, fetch: Callable[[sqlite3.Cursor], Any] = sqlite3.Cursor.fetchall) -> Any:
         # The pool holds a cursor on each connection: reused, it saves making one per
         # query. Every query is read to its end (a key's one row by fetchone too), so
         # none holds a read transaction open between calls.

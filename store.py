@@ -10,6 +10,7 @@ so this interface depends on neither.
 from __future__ import annotations
 
 import json
+from typing import Protocol, runtime_checkable
 
 # Collections of the data model: the same names in both stores.
 PROFILES = "user_data"
@@ -35,8 +36,9 @@ def encode_doc(doc: dict) -> bytes:
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-class Store:
-    """What the service and the loader need of a store.
+@runtime_checkable
+class Store(Protocol):
+    """What the service needs of a store: the request path's lookups.
 
     Lookups raise ``StoreUnavailable`` (or ``StoreTimeout``) on a store fault
     and never block past the store's operation timeout.
@@ -45,54 +47,55 @@ class Store:
     # True when a lookup is work done in this process (an embedded database)
     # rather than a wait on the network; the server then answers requests one
     # at a time, which keeps its threads from contending for the interpreter lock.
-    serial = False
+    serial: bool = False
 
     def counters(self) -> dict[str, int]:
         """Counts of the store's own events for /metrics (``metrics.STORE_COUNTERS``), by name."""
         return {}
 
-    # -- read side: the request path -----------------------------------------
     def get_profile(self, record_id: str) -> bytes | None:
         """The ``user_data:<id>`` document, or None."""
-        raise NotImplementedError
+        ...
 
     def find_by_nickname(self, nickname: str) -> list[bytes]:
         """Every profile whose ``nickname`` is this, ordered by record id."""
-        raise NotImplementedError
+        ...
 
     def find_by_username(self, username: str) -> list[bytes]:
         """The profile whose ``user_id`` is this (a list of zero or one)."""
-        raise NotImplementedError
+        ...
 
     def get_image(self, record_id: str) -> bytes | None:
         """The ``user_images:<id>`` document, or None."""
-        raise NotImplementedError
+        ...
 
     def read_token(self) -> str | None:
         """The ``token`` field of ``service_auth:1``, or None when absent."""
-        raise NotImplementedError
+        ...
 
     def ping(self) -> None:
         """Return when the store answers; raise ``StoreUnavailable`` if not."""
-        raise NotImplementedError
+        ...
 
-    def close(self) -> None:
-        raise NotImplementedError
+    def close(self) -> None: ...
 
     def __str__(self) -> str:
         """Where the data is, for the start-up log line (never a password)."""
-        raise NotImplementedError
+        ...
 
-    # -- write side: loaddata.py --------------------------------------------
+
+@runtime_checkable
+class LoadableStore(Store, Protocol):
+    """A store the loader (loaddata.py) can fill."""
+
     def create_schema(self) -> None:
         """Create the collections and indexes when missing (idempotent)."""
-        raise NotImplementedError
+        ...
 
     def upsert(self, collection: str, docs: list[tuple[str, dict]]) -> None:
         """Write ``(key, document)`` pairs to a collection, replacing any."""
-        raise NotImplementedError
+        ...
 
     def count(self, collection: str) -> int:
         """How many documents a collection holds."""
-        raise NotImplementedError
-
+        ...

@@ -6,10 +6,11 @@ The chosen store's module is imported only when it is chosen: the SDK loads only
 
 from __future__ import annotations
 
-from store import Store
+from options import Options
+from store import LoadableStore
 
 
-def open_store(options) -> Store:
+def open_store(options: Options) -> LoadableStore:
     if options.couchbase_host:
         import cbconn
 

@@ -13,12 +13,12 @@ import threading
 class Line:
     """A lock that lets its waiters in in the order they came."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._mutex = threading.Lock()
         self._waiters: collections.deque = collections.deque()
         self.busy = False
 
-    def __enter__(self):
+    def __enter__(self) -> None:
         with self._mutex:
             if not self.busy:
                 self.busy = True
@@ -28,7 +28,7 @@ class Line:
             self._waiters.append(waiter)
         waiter.acquire()  # released by __exit__, which hands the lock over directly
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         with self._mutex:
             if self._waiters:
                 self._waiters.popleft().release()
@@ -48,11 +48,11 @@ class Turn:
         self._line = Line()
         self._patience = patience
 
-    def __enter__(self):
+    def __enter__(self) -> None:
         if not self._line.busy and self._lock.acquire(timeout=self._patience):
             return
         with self._line:
             self._lock.acquire()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self._lock.release()

@@ -10,7 +10,6 @@ Stored documents arrive as bytes and leave as bytes, never decoded and re-encode
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import resource
@@ -18,9 +17,12 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
+from types import FrameType
 
 import settings
 from logs import log
+from options import Options
 from server import UserProfileServer
 from service import TokenKeeper
 from stores import open_store
@@ -33,14 +35,14 @@ def raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def serve(options: argparse.Namespace, reuse_port: bool = False) -> int:
+def serve(options: Options, reuse_port: bool = False) -> int:
     """Run one server process until SIGTERM or SIGINT; exit 0 after draining."""
     # The handlers come first: as PID 1 in a container, a SIGTERM that arrives before
     # them is dropped by the kernel, and the pod would wait for its SIGKILL.
     server: UserProfileServer | None = None
     stopping = threading.Event()
 
-    def stop(signum, frame):
+    def stop(signum: int, frame: FrameType | None) -> None:
         log(f"{signal.Signals(signum).name}: draining: not ready, every answer closes its connection")
         stopping.set()
         if server is not None:
@@ -70,7 +72,7 @@ def serve(options: argparse.Namespace, reuse_port: bool = False) -> int:
     return 0
 
 
-def serve_workers(options: argparse.Namespace) -> int:
+def serve_workers(options: Options) -> int:
     """N processes on one port (SO_REUSEPORT): the kernel spreads connections.
     Each opens its own store after the fork; the parent only supervises."""
     children: set[int] = set()
@@ -78,7 +80,7 @@ def serve_workers(options: argparse.Namespace) -> int:
     started = [0.0]
     exit_code = 0
 
-    def spawn():
+    def spawn() -> None:
         started[0] = time.monotonic()
         pid = os.fork()
         if pid == 0:
@@ -89,7 +91,7 @@ def serve_workers(options: argparse.Namespace) -> int:
                 os._exit(code)
         children.add(pid)
 
-    def stop(signum, frame):
+    def stop(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
         for pid in children:
@@ -116,7 +118,7 @@ def serve_workers(options: argparse.Namespace) -> int:
     return exit_code
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     options = settings.load(argv)
     return serve_workers(options) if options.workers > 1 else serve(options)
 

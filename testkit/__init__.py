@@ -1,5 +1,6 @@
 """What tests, tools, bench and jmeter share to run the service: a free port, the service
-process as users start it, the loader, polling, and a connection writer that keeps bytes.
+process as users start it, the loader, polling, a connection writer that keeps bytes and
+an empty store.
 
 Installed with the project (pyproject.toml), so each imports it as ``testkit`` without
 touching sys.path; ``testkit.caves`` drives the Couchbase emulator.
@@ -58,6 +59,39 @@ class BytesWriter:
 
     def send_all(self, data: bytes) -> None:
         self.written += data
+
+
+class EmptyStore:
+    """A ``store.Store`` that holds nothing and always answers: for tests where no lookup matters."""
+
+    serial = False
+
+    def counters(self) -> dict[str, int]:
+        return {}
+
+    def get_profile(self, record_id: str) -> bytes | None:
+        return None
+
+    def find_by_nickname(self, nickname: str) -> list[bytes]:
+        return []
+
+    def find_by_username(self, username: str) -> list[bytes]:
+        return []
+
+    def get_image(self, record_id: str) -> bytes | None:
+        return None
+
+    def read_token(self) -> str | None:
+        return None
+
+    def ping(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __str__(self) -> str:
+        return "an empty store"
 
 
 class ServiceProcess:

@@ -24,7 +24,8 @@ import cbhealth
 import cbsdk
 import settings
 from metrics import Metrics
-from store import Store, StoreTimeout, StoreUnavailable
+from store import StoreTimeout, StoreUnavailable
+from testkit import EmptyStore
 
 pytestmark = pytest.mark.inprocess
 
@@ -453,8 +454,8 @@ def test_the_token_is_read_from_a_replica_too():
 
 
 def test_a_store_without_counters_counts_nothing():
-    assert Store().counters() == {}
-    assert b"replica" not in Metrics().render(0, 0, Store().counters())
+    assert EmptyStore().counters() == {}
+    assert b"replica" not in Metrics().render(0, 0, EmptyStore().counters())
 
 
 def test_not_connected_or_unhealthy_fails_at_once():

@@ -4,6 +4,7 @@ when it is recycled, and that a draining server closes after each answer. The re
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import time
 
@@ -13,22 +14,16 @@ import settings
 from connection import Conversation, Site, keep_alive_header
 from metrics import Metrics
 from service import Service, TokenKeeper
-from testkit import BytesWriter
+from testkit import BytesWriter, EmptyStore
 
 pytestmark = pytest.mark.inprocess
 
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
-class NoStore:
-    serial = False
-
-
 def conversation(data: bytes, **options) -> tuple[Conversation, BytesWriter]:
-    opts = settings.defaults()
-    for name, value in options.items():
-        setattr(opts, name, value)
-    service = Service(NoStore(), TokenKeeper(NoStore(), refresh=60), Metrics(), b"{}")
+    opts = dataclasses.replace(settings.defaults(), **options)
+    service = Service(EmptyStore(), TokenKeeper(EmptyStore(), refresh=60), Metrics(), b"{}")
     writer = BytesWriter()
     return Conversation(io.BufferedReader(io.BytesIO(data)), writer, Site(service, opts)), writer
 

@@ -16,17 +16,21 @@ import httpparse
 import settings
 from metrics import Metrics
 from service import Service, TokenKeeper
+from store import Store
+from testkit import EmptyStore
 
 pytestmark = pytest.mark.inprocess
 
 
-class BrokenStore:
+class BrokenStore(EmptyStore):
     """A store with a bug of its own: what a 500 is for. Its message holds the token."""
 
-    serial = False
-
-    def get_profile(self, record_id):
+    def get_profile(self, record_id: str) -> bytes | None:
         raise KeyError(f"no column for {record_id} near {TOKEN}")
+
+
+def test_the_stand_ins_are_stores():
+    assert isinstance(EmptyStore(), Store) and isinstance(BrokenStore(), Store)
 
 
 def raise_site() -> str:

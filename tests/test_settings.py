@@ -63,6 +63,15 @@ def test_the_readme_configuration_table_is_this_table():
     assert table == settings.markdown().splitlines(), "regenerate it: make settings-table"
 
 
+def test_options_py_is_generated_from_this_table():
+    assert (ROOT / "options.py").read_text() == settings.options_module(), "regenerate it: make settings-table"
+
+
+def test_the_options_are_frozen():
+    with pytest.raises(AttributeError):
+        settings.defaults().port = 1
+
+
 def test_nothing_else_reads_the_environment_for_configuration():
     """Every setting is in the table: no module reads a variable of its own."""
     for path in ROOT.glob("*.py"):

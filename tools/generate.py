@@ -2,7 +2,7 @@
 """Regenerate the files derived from another: `make openapi`, `make settings-table`.
 
     python3 tools/generate.py openapi          openapi.json from openapi.yaml (the one edited)
-    python3 tools/generate.py settings-table   the README's configuration table from settings.py
+    python3 tools/generate.py settings-table   from settings.py's table: the README's, and options.py
 
 The tests say when one is stale (tests/test_openapi.py, tests/test_settings.py).
 """
@@ -25,7 +25,8 @@ def openapi() -> None:
 
 
 def settings_table() -> None:
-    """The table's lines in the Configuration section replaced; the text around them kept."""
+    """options.py, and the table's lines in the README's Configuration section (the text around them kept)."""
+    (ROOT / "options.py").write_text(settings.options_module())
     readme = ROOT / "README.md"
     text = readme.read_text()
     section = re.search(r"^## Configuration\n.*?(?=^## )", text, re.S | re.M)
