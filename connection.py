@@ -18,8 +18,9 @@ it may idle (``Keep-Alive: timeout=N``). The server never cuts a connection
 between answers except at a deadline; when it closes first, it lingers.
 
 ``Conversation`` needs no socket (tests/test_hostile.py runs the request corpus
-through it on bytes); ``Handler`` runs one over a socket, and the server's
-watchdog ends a phase past its deadline with ``Handler.expire``.
+through it on bytes); ``Handler``, an ``http.server.BaseHTTPRequestHandler``, runs
+one over a socket, and the server's watchdog ends a phase past its deadline
+(``Conversation.overdue``) with ``Handler.expire``.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import errno
+import http.server
 import io
 import random
 import socket
-import socketserver
 import time
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Protocol, TextIO
@@ -123,6 +124,13 @@ class Conversation:
         spread = 1 - AGE_SPREAD * random.random()  # nosec B311  # a spread of times, not a secret
         self.retire_at = time.monotonic() + age * spread if age else float("inf")
 
+    def overdue(self, now: float, idled_out: float = -1.0) -> bool:
+        """The watchdog's rule: past its phase's deadline (BUSY has none: the store's own timeouts
+        bound it), or idle since before ``idled_out`` (while draining: idle DRAIN_IDLE_SECONDS)."""
+        if self.phase == IDLE:
+            return self.deadline < now or self.deadline <= idled_out
+        return self.phase != BUSY and self.deadline < now
+
     def step(self) -> None:
         """Wait for one request, answer it and write the answer."""
         site = self.site
@@ -201,32 +209,41 @@ class SocketWriter:
         self.sock.sendall(data)
 
 
-class Handler(socketserver.BaseRequestHandler):
-    """A conversation over one client socket, in its own thread."""
+class Handler(http.server.BaseHTTPRequestHandler):
+    """A conversation over one client socket, in its own thread: the standard library's request
+    handler, whose ``handle`` loop runs ``handle_one_request`` until ``close_connection``; each
+    request is one step of the ``Conversation``, which reads, answers and writes it."""
 
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # the answer is one write
     request: socket.socket
     server: UserProfileServer
 
     def setup(self) -> None:
-        sock = self.request
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)  # the answer is one write
-        # Read through a FileIO on the socket's descriptor, all in C (socket.makefile's reader
-        # runs Python on every read). A FileIO needs a blocking socket, and this one is: no
-        # socket timeout, as deadlines end a blocked read with shutdown() (expire).
+        # StreamRequestHandler's setup, but reading through a FileIO on the socket's descriptor,
+        # all in C (socket.makefile's reader runs Python on every read). A FileIO needs a blocking
+        # socket, and this one is: no socket timeout, as deadlines end a blocked read with
+        # shutdown() (expire).
+        self.connection = sock = self.request
+        if self.disable_nagle_algorithm:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
         self.rfile = io.BufferedReader(io.FileIO(sock.fileno(), "rb", closefd=False), io.DEFAULT_BUFFER_SIZE)
         self.conversation = Conversation(self.rfile, SocketWriter(sock), self.server.site)
+        self.server.connections.started(sock, self)
 
-    def handle(self) -> None:
+    def handle_one_request(self) -> None:
+        """Wait for one request, answer it and write the answer; close_connection once one closes."""
         conversation = self.conversation
-        self.server.connections[self.request] = self
         try:
-            while not conversation.closing:
-                conversation.step()
+            conversation.step()
         except OSError as exc:
+            self.close_connection = True
             if conversation.expired and conversation.phase == WRITING:
                 self.server.site.metrics.timed_out(WRITING)
             elif exc.errno not in CLIENT_GONE and not conversation.expired:
                 log(f"error: connection from {self.client_address[0]}: {exc!r}")
+            return
+        self.close_connection = conversation.closing
 
     def finish(self) -> None:
         self.rfile.close()

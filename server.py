@@ -1,25 +1,27 @@
 """The server: the listener, a thread per connection, the connection cap, the watchdog, the drain.
 
-``UserProfileServer`` accepts connections and runs each as a ``connection.Handler``
-in its own thread. A watchdog thread enforces every connection phase's deadline
-and renews the Date header. On SIGTERM the drain loses nothing (``begin_drain``,
-``finish_drain``): readiness fails at once, the listener keeps accepting while
-connections are open, every answer from then on closes its connection, an idle
-connection is closed once it has idled DRAIN_IDLE_SECONDS, and at
+``UserProfileServer``, an ``http.server.ThreadingHTTPServer``, accepts connections and runs
+each as a ``connection.Handler`` in its own thread. ``Connections`` holds the open ones and
+the rules over them, without a socket: the cap, the watchdog's sweep, which ends every phase
+past its deadline (``Conversation.overdue``), and the drain's deadline. On SIGTERM the drain
+loses nothing (``begin_drain``, ``finish_drain``): readiness fails at once, the listener
+keeps accepting while connections are open, every answer from then on closes its
+connection, an idle connection is closed once it has idled DRAIN_IDLE_SECONDS, and at
 SHUTDOWN_GRACE_SECONDS whatever is left is closed.
 """
 
 from __future__ import annotations
 
-import socket
+import http.server
 import socketserver
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from connection import BUSY, IDLE, STATUS_LINES, Handler, Site
+from connection import IDLE, STATUS_LINES, Conversation, Handler, Site
 from logs import log
 from metrics import Metrics
 from options import Options
@@ -36,12 +38,69 @@ TOO_MANY = b"%sContent-Type: application/json\r\nContent-Length: %d\r\nConnectio
     STATUS_LINES[503], len(TOO_MANY_BODY), TOO_MANY_BODY)
 
 
-class UserProfileServer(socketserver.ThreadingTCPServer):
+class Connected(Protocol):
+    """What the rules need of a connection's handler (``connection.Handler``)."""
+
+    conversation: Conversation
+
+    def expire(self) -> None: ...
+
+
+class Connections:
+    """The open connections, by socket, and the rules over them, without a socket: the cap,
+    the watchdog's sweep and the drain's deadline, on a clock of its own (tests/test_server.py)."""
+
+    def __init__(self, options: Options, clock: Callable[[], float] = time.monotonic) -> None:
+        self.options = options
+        self.clock = clock
+        self.open: dict[Any, Connected | None] = {}  # None until its thread starts; dict ops are atomic under the GIL
+        self.drain_deadline = float("inf")
+
+    def __len__(self) -> int:
+        return len(self.open)
+
+    def admit(self, sock: Any) -> bool:
+        """Count a new connection in, unless the cap is reached (then it gets a 503 and is closed)."""
+        if len(self.open) >= self.options.max_connections:
+            return False
+        self.open[sock] = None
+        return True
+
+    def started(self, sock: Any, handler: Connected) -> None:
+        self.open[sock] = handler
+
+    def closed(self, sock: Any) -> None:
+        self.open.pop(sock, None)
+
+    def handlers(self) -> list[Connected]:
+        return [handler for handler in list(self.open.values()) if handler is not None]
+
+    def sweep(self, draining: bool) -> None:
+        """The watchdog's round: end each connection past its phase's deadline, and, while
+        draining, each one idle DRAIN_IDLE_SECONDS."""
+        now = self.clock()
+        # An idle connection whose idle deadline is before this has idled drain_idle.
+        idled_out = now + self.options.idle_timeout - self.options.drain_idle if draining else -1.0
+        for handler in self.handlers():
+            if handler.conversation.overdue(now, idled_out):
+                handler.expire()
+
+    def begin_drain(self, grace: float) -> None:
+        self.drain_deadline = self.clock() + grace - min(CLOSING_TIME, grace / 4)
+
+    def quiet(self) -> bool:
+        """The drain can end: no connection is open, or its deadline has passed."""
+        return not self.open or self.clock() >= self.drain_deadline
+
+    def in_flight(self) -> int:
+        return sum(1 for handler in self.handlers() if handler.conversation.phase != IDLE)
+
+
+class UserProfileServer(http.server.ThreadingHTTPServer):
     """A thread per connection, with a deep listen backlog, a connection cap, a deadline
     on every phase of a connection, metrics, and a drain that loses no request."""
 
     daemon_threads = True
-    allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], store: Store, tokens: TokenKeeper, options: Options,
                  reuse_port: bool = False) -> None:
@@ -58,18 +117,23 @@ class UserProfileServer(socketserver.ThreadingTCPServer):
         self.site = Site(self.service, options, turn, sys.stdout if options.access_log else None)
         self.request_queue_size = options.backlog  # the standard library's 5 drops connections under load
         self.allow_reuse_port = reuse_port
-        self.connections: dict[socket.socket, Handler | None] = {}  # dict ops are atomic under the GIL
-        self.drain_deadline = float("inf")
+        self.connections = Connections(options)
         self._stopped = threading.Event()
         super().__init__(address, Handler)
         threading.Thread(target=self._watch, name="watchdog", daemon=True).start()
 
+    def server_bind(self) -> None:
+        # TCPServer's bind without HTTPServer's getfqdn(): a reverse DNS lookup, seconds at
+        # start-up where DNS is slow, for a name only http.server's own CGI handlers use.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
+
     @property
     def port(self) -> int:
-        return self.server_address[1]
+        return self.server_port
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if len(self.connections) >= self.options.max_connections:
+        if not self.connections.admit(request):
             self.metrics.connection_rejected()
             try:
                 request.setblocking(False)
@@ -78,11 +142,10 @@ class UserProfileServer(socketserver.ThreadingTCPServer):
                 pass
             self.shutdown_request(request)
             return
-        self.connections[request] = None
         super().process_request(request, client_address)
 
     def close_request(self, request: Any) -> None:
-        self.connections.pop(request, None)
+        self.connections.closed(request)
         super().close_request(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -90,21 +153,10 @@ class UserProfileServer(socketserver.ThreadingTCPServer):
         if exc is not None:
             log(f"error: connection from {client_address[0]}: {type(exc).__name__}: {exc} at {where(exc)}")
 
-    # -- the watchdog -------------------------------------------------------
     def _watch(self) -> None:
-        options = self.options
-        while not self._stopped.wait(options.watchdog_interval):
+        while not self._stopped.wait(self.options.watchdog_interval):
             self.site.tick()
-            now = time.monotonic()
-            # While draining, an idle connection whose idle deadline is before this has idled drain_idle.
-            idled_out = now + options.idle_timeout - options.drain_idle if self.service.draining else -1.0
-            for handler in list(self.connections.values()):
-                if handler is None:
-                    continue
-                conversation = handler.conversation
-                if conversation.phase != BUSY and conversation.deadline < now or (
-                        conversation.phase == IDLE and conversation.deadline <= idled_out):
-                    handler.expire()
+            self.connections.sweep(self.service.draining)
 
     # -- the drain ----------------------------------------------------------
     def begin_drain(self, grace: float) -> None:
@@ -112,13 +164,13 @@ class UserProfileServer(socketserver.ThreadingTCPServer):
         if self.service.draining:
             return
         self.service.draining = True
-        self.drain_deadline = time.monotonic() + grace - min(CLOSING_TIME, grace / 4)
+        self.connections.begin_drain(grace)
         threading.Thread(target=self._wait_for_quiet, name="drain", daemon=True).start()
 
     def _wait_for_quiet(self) -> None:
         # Connections still open may be joined by more while balancers move clients away:
         # keep accepting (and answering with Connection: close) until there are none.
-        while self.connections and time.monotonic() < self.drain_deadline:
+        while not self.connections.quiet():
             time.sleep(0.05)
         self.shutdown()
 
@@ -127,7 +179,7 @@ class UserProfileServer(socketserver.ThreadingTCPServer):
         listener, wait for open connections until the deadline, then close the rest."""
         if not self.service.draining:  # stopped before serving
             self.service.draining = True
-            self.drain_deadline = time.monotonic() + grace - min(CLOSING_TIME, grace / 4)
+            self.connections.begin_drain(grace)
         self.socket.setblocking(False)
         while True:
             try:
@@ -137,13 +189,12 @@ class UserProfileServer(socketserver.ThreadingTCPServer):
             request.setblocking(True)
             self.process_request(request, client_address)
         self.server_close()
-        while self.connections and time.monotonic() < self.drain_deadline:
+        while not self.connections.quiet():
             time.sleep(0.05)
         if self.connections:
             log(f"shutdown: {len(self.connections)} connections still open after {grace:g}s; closing them")
-            for handler in list(self.connections.values()):
-                if handler is not None:
-                    handler.expire()
+            for handler in self.connections.handlers():
+                handler.expire()
             until = time.monotonic() + min(CLOSING_TIME, grace / 4)
             while self.connections and time.monotonic() < until:
                 time.sleep(0.01)
@@ -151,6 +202,4 @@ class UserProfileServer(socketserver.ThreadingTCPServer):
 
     # -- reporting ----------------------------------------------------------
     def render_metrics(self) -> bytes:
-        handlers = list(self.connections.values())
-        in_flight = sum(1 for h in handlers if h is not None and h.conversation.phase != IDLE)
-        return self.metrics.render(len(handlers), in_flight, self.service.store.counters())
+        return self.metrics.render(len(self.connections), self.connections.in_flight(), self.service.store.counters())
