@@ -3,7 +3,7 @@
 The request path, top to bottom:
 
   Conversation.step   wait for a request's first byte; httpparse.read_request parses it
-  Service.respond     (service.py) the route, the token, one store call: an Answer
+  Service.do_GET      (service.py) the route, the token, one store call: an Answer
   Conversation.reply  status line, prebuilt headers and body as one bytes object, written
                       at once (Writer.send_now); what the socket does not take, after the turn
 
@@ -159,7 +159,10 @@ class Conversation:
         else:
             self.phase = BUSY
             with site.turn:  # see server.py
-                route, answer = site.service.respond(request)
+                # As http.server's handle_one_request calls do_<METHOD>, without a lookup per request.
+                service = site.service
+                respond = service.do_GET if request.method == "GET" or request.head else service.do_other
+                route, answer = respond(request)
                 rest = self.writer.send_now(self.reply(request, answer, started))
         if rest:  # a client slow to read gets the rest outside the turn, so it never holds it
             self.phase, self.deadline = WRITING, time.monotonic() + options.write_timeout

@@ -1,7 +1,7 @@
 """The answer to a request, without a socket: the routes, the token and the store call.
 
-``Service.respond`` takes a parsed ``httpparse.Request`` and gives an ``Answer``:
-its ``do_GET`` (or ``do_HEAD``) has ``routes.match`` split the path once, the token is checked in constant time,
+``Service.do_GET`` (``do_HEAD`` is the same) takes a parsed ``httpparse.Request`` and gives an
+``Answer``: ``routes.match`` splits the path once, the token is checked in constant time,
 one store call returns stored JSON as bytes, and every failure becomes its
 status, never an exception. ``TokenKeeper`` holds the bearer token, re-read from
 the store so a rotated token takes effect without a restart. The connection
@@ -70,20 +70,15 @@ class Service:
         self.openapi = openapi
         self.render_metrics = render_metrics or (lambda: metrics.render(0, 0))
         self.handlers = {route: getattr(self, route.handler) for route in routes.ROUTES}
-        self.methods = {"GET": self.do_GET, "HEAD": self.do_HEAD}
         # Set on SIGTERM: readiness fails at once, so load balancers stop sending new work,
         # and every answer from then on closes its connection (connection.py).
         self.draining = False
         self._last_store_log = 0.0
 
-    def respond(self, request: Request) -> tuple[str, Answer]:
-        """The route's name (for metrics and the access log) and the answer to one request:
-        by its method's ``do_<METHOD>``, as http.server's handlers are named."""
-        return self.methods.get(request.method, self.refuse_method)(request)
-
     def do_GET(self, request: Request) -> tuple[str, Answer]:
-        """The one split of the path into its route and parameter (a table lookup: routes.py),
-        the token, and the route's handler."""
+        """The route's name (for metrics and the access log) and the answer to one request: the
+        one split of the path into its route and parameter (a table lookup: routes.py), the
+        token, and the route's handler. Named as http.server's handlers are (``do_<METHOD>``)."""
         route, param = routes.match(request.path)
         name = route.name if route is not None else routes.NO_ROUTE
         try:
@@ -113,8 +108,8 @@ class Service:
 
     do_HEAD = do_GET  # the same answer, whose body Conversation.reply leaves out
 
-    def refuse_method(self, request: Request) -> tuple[str, Answer]:
-        """Another method: 405 on a route (with its Allow), 404 elsewhere."""
+    def do_other(self, request: Request) -> tuple[str, Answer]:
+        """Any other method: 405 on a route (with its Allow), 404 elsewhere."""
         route, _ = routes.match(request.path)
         if route is None:
             return routes.NO_ROUTE, refusal(HTTPError(404))

@@ -47,7 +47,7 @@ def test_a_bug_is_a_500_logged_on_one_line_with_where_it_was_raised_and_never_th
     request = httpparse.read_request(io.BytesIO(
         f"GET /api/v1/id/5 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()),
         settings.defaults())
-    route, answer = service.respond(request)
+    route, answer = service.do_GET(request)
     assert (route, answer.status, answer.close) == ("/api/v1/id", 500, True)
     assert json.loads(answer.body) == {"status": "failure", "message": {"error": "Internal Server Error"}}
     [line] = capsys.readouterr().err.splitlines()
