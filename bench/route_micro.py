@@ -3,8 +3,8 @@
 
     .venv/bin/python bench/route_micro.py [--number 200000] [--repeat 7]
 
-The design card asked for a do_GET that splits the path once into an if/elif chain. The service
-looks the path up in routes.ROUTES instead (a dict for the fixed paths, one rpartition and a dict
+The plain way to route in a do_GET is to split the path once and run an if/elif chain on the
+segments. The service looks the path up in routes.ROUTES instead (a dict for the fixed paths, one rpartition and a dict
 for the rest). This times both on the same paths, in this process, each the best of --repeat runs
 of --number calls, in ns per call; the chain answers exactly what routes.match answers (checked
 first), so only the speed differs.
@@ -27,7 +27,7 @@ NONE = (None, None)
 
 
 def chain(path: str) -> tuple[routes.Route | None, str | None]:
-    """The card's shape: one split, then an if/elif chain on the segments."""
+    """One split, then an if/elif chain on the segments."""
     parts = path.split("/")
     n = len(parts)
     if n == 5 and parts[1] == "api" and parts[2] == "v1":
