@@ -37,12 +37,18 @@ from typing import TYPE_CHECKING, Protocol
 
 import routes
 from httpparse import REASONS, HTTPError, Incomplete, Request, read_request
-from service import Answer, Service, error_body, log, refusal
+from service import Answer, Service, log, refusal
 
 if TYPE_CHECKING:
     from server import UserProfileServer
 
 STATUS_LINES = {code: f"HTTP/1.1 {code} {reason}\r\n".encode() for code, reason in REASONS.items()}
+# On every answer: a browser must not guess another type than the one said (a JSON error
+# rendered as HTML, say).
+NOSNIFF = b"X-Content-Type-Options: nosniff\r\n"
+# status line, type, length, then the Date and the answer's own lines
+HEAD = b"%sContent-Type: %s\r\nContent-Length: %d\r\n" + NOSNIFF + b"%s%s\r\n"
+NOT_MODIFIED = STATUS_LINES[304] + NOSNIFF + b"%s%s\r\n"  # no body, and nothing said of one (RFC 9110 15.4.5)
 
 # The phases of a connection; each but BUSY has a deadline, enforced by the server's watchdog.
 # BUSY (routing and the store call) is bounded by the store's own timeouts instead.
@@ -135,7 +141,7 @@ class Conversation:
                 self.closing = True  # the client left mid-request
                 return
             site.metrics.timed_out(HEADERS)
-            route, answer = routes.NO_ROUTE, Answer(408, error_body("Request not received in time"), close=True)
+            route, answer = routes.NO_ROUTE, refusal(HTTPError(408, "Request not received in time", close=True))
         if request is None:
             rest = self.reply(None, answer, started)
         else:
@@ -165,9 +171,18 @@ class Conversation:
             extra += b"Connection: keep-alive\r\n" + site.keep_alive
         else:
             extra += site.keep_alive
-        head = b"%sContent-Type: %s\r\nContent-Length: %d\r\n%s%s\r\n" % (
-            STATUS_LINES[answer.status], answer.content_type, len(answer.body), site.date_header, extra)
+        if answer.status == 304:
+            return NOT_MODIFIED % (site.date_header, extra)
+        head = HEAD % (STATUS_LINES[answer.status], answer.content_type, len(answer.body), site.date_header, extra)
         return head if request is not None and request.head else head + answer.body
+
+
+def too_many_connections(service: Service) -> bytes:
+    """The whole answer to a connection beyond the cap, sent as it is closed (no Date: the
+    answer is built once)."""
+    answer = refusal(service.unavailable("Service Unavailable: too many connections"))
+    return HEAD % (STATUS_LINES[503], answer.content_type, len(answer.body), b"",
+                   answer.extra + b"Connection: close\r\n") + answer.body
 
 
 def log_access(stream, method: str, route: str, status: int, seconds: float, size: int) -> None:

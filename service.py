@@ -3,7 +3,9 @@
 ``Service.respond`` takes a parsed ``httpparse.Request`` and gives an ``Answer``:
 ``routes.match`` splits the path once, the token is checked in constant time,
 one store call returns stored JSON as bytes, and every failure becomes its
-status, never an exception. ``TokenKeeper`` holds the bearer token, re-read from
+status, never an exception. What caches may do with an answer, its ETag and
+its gzip follow from its route (``routes.py``, ``negotiate.py``), with header
+bytes built at start-up. ``TokenKeeper`` holds the bearer token, re-read from
 the store so a rotated token takes effect without a restart. The connection
 (``connection.py``) and the server (``server.py``) are built on top of these.
 """
@@ -23,8 +25,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
+import negotiate
 import routes
-from httpparse import REASONS, HTTPError, Request, decode_param
+import settings
+from httpparse import HTTPError, Request, decode_param
 from metrics import Metrics
 from store import Store, StoreTimeout, StoreUnavailable
 
@@ -32,7 +36,12 @@ JSON = b"application/json"
 TEXT_METRICS = b"text/plain; version=0.0.4; charset=utf-8"
 HEALTHY = b'{"status":"ok"}'
 READY = b'{"status":"ready"}'
+# No token: the challenge alone; a wrong one says so (RFC 6750 3.1), so a client knows to get a new one.
 BEARER_CHALLENGE = b'WWW-Authenticate: Bearer realm="userprofile"\r\n'
+INVALID_TOKEN = b'WWW-Authenticate: Bearer realm="userprofile", error="invalid_token"\r\n'
+ERROR_HEADERS = b"Cache-Control: %s\r\n" % routes.NO_STORE.encode()  # an error is of its moment
+VARY = b"Vary: Accept-Encoding\r\n"  # on a route that compresses, both ways: caches keep them apart
+GZIPPED = b"Content-Encoding: gzip\r\n"
 IMAGE_TYPE = re.compile(r"[a-z0-9.+-]{1,32}")
 NO_TOKEN_YET = "Service Unavailable: no service token has been read yet"
 SHUTTING_DOWN = "Service Unavailable: shutting down"
@@ -64,20 +73,30 @@ class Answer(NamedTuple):
 
 
 def refusal(err: HTTPError) -> Answer:
-    return Answer(err.status, error_body(err.message), extra=err.extra, close=err.close)
+    return Answer(err.status, error_body(err.message), extra=ERROR_HEADERS + err.extra, close=err.close)
+
+
+def route_headers(route: routes.Route, options) -> bytes:
+    """The header lines every 200 (and 304) of a route carries, as bytes once at start-up."""
+    headers = b"Cache-Control: %s\r\n" % route.cache.format(**vars(options)).encode()
+    return headers + VARY if route.gzip else headers
 
 
 class Service:
     """Requests in, answers out. No socket here, so a request can be answered in-process."""
 
     def __init__(self, store: Store, tokens: TokenKeeper, metrics: Metrics, openapi: bytes,
-                 render_metrics: Callable[[], bytes] | None = None):
+                 render_metrics: Callable[[], bytes] | None = None, options=None):
+        options = options if options is not None else settings.defaults()
         self.store = store
         self.tokens = tokens
         self.metrics = metrics
         self.openapi = openapi
         self.render_metrics = render_metrics or (lambda: metrics.render(0, 0))
         self.handlers = {route: getattr(self, route.handler) for route in routes.ROUTES}
+        self.headers = {route: route_headers(route, options) for route in routes.ROUTES}
+        self.compressed = {openapi: negotiate.compress(openapi)}  # the fixed bodies, gzipped once
+        self.retry_after = b"Retry-After: %d\r\n" % options.retry_after
         # Set on SIGTERM: readiness fails at once, so load balancers stop sending new work,
         # and every answer from then on closes its connection (connection.py).
         self.draining = False
@@ -88,6 +107,8 @@ class Service:
         route, param = routes.match(request.path)
         name = route.name if route is not None else routes.NO_ROUTE
         try:
+            if request.method not in routes.KNOWN_METHODS:
+                raise HTTPError(501)
             if route is None:
                 raise HTTPError(404)
             if request.method not in route.methods:
@@ -95,30 +116,52 @@ class Service:
             if route.needs_token:
                 self.authorize(request.token)
             if param is None:
-                return name, self.handlers[route]()
+                return name, self.represent(route, request, self.handlers[route]())
             value = decode_param(param)
             if not value:
                 raise HTTPError(404)
-            return name, self.handlers[route](value)
+            return name, self.represent(route, request, self.handlers[route](value))
         except HTTPError as err:
             return name, refusal(err)
         except StoreTimeout as exc:
             self.store_failed("timeout", exc)
-            return name, Answer(504, error_body(REASONS[504]))
+            return name, refusal(HTTPError(504))
         except StoreUnavailable as exc:
             self.store_failed("unavailable", exc)
-            return name, Answer(503, error_body(REASONS[503]))
+            return name, refusal(self.unavailable())
         except Exception as exc:  # a bug of ours: answer 500, log one line, keep serving
             self.bug(name, exc)
-            return name, Answer(500, error_body(REASONS[500]), close=True)
+            return name, refusal(HTTPError(500, close=True))
+
+    def represent(self, route: routes.Route, request: Request, answer: Answer) -> Answer:
+        """A handler's 200 with its route's headers: gzip if the route and the client want it,
+        then the ETag, and a 304 without a body if the client named it (after the token check)."""
+        headers = self.headers[route]
+        body = answer.body
+        if route.gzip and negotiate.accepts_gzip(request.accept_encoding):
+            body = self.compressed.get(body) or negotiate.compress(body)
+            headers += GZIPPED
+        if not route.etag:
+            return Answer(200, body, answer.content_type, headers)
+        tag = negotiate.etag(body)
+        headers += b"ETag: %s\r\n" % tag
+        if request.if_none_match is not None and negotiate.none_match(request.if_none_match, tag):
+            return Answer(304, b"", answer.content_type, headers)
+        return Answer(200, body, answer.content_type, headers)
+
+    def unavailable(self, message: str | None = None) -> HTTPError:
+        """A 503, with when to try again."""
+        return HTTPError(503, message, extra=self.retry_after)
 
     def authorize(self, given: bytes | None) -> None:
         token = self.tokens.token
         if token is None:
             # No token could be read: refuse the API rather than serve it unauthenticated.
-            raise HTTPError(503, NO_TOKEN_YET)
-        if not given or not hmac.compare_digest(given, token):
+            raise self.unavailable(NO_TOKEN_YET)
+        if not given:
             raise HTTPError(401, extra=BEARER_CHALLENGE)
+        if not hmac.compare_digest(given, token):
+            raise HTTPError(401, extra=INVALID_TOKEN)
 
     # -- the routes' handlers (routes.ROUTES names them) ----------------------
     def profile_by_id(self, record_id: str) -> Answer:
@@ -149,9 +192,9 @@ class Service:
 
     def readiness(self) -> Answer:
         if self.draining:
-            raise HTTPError(503, SHUTTING_DOWN)
+            raise self.unavailable(SHUTTING_DOWN)
         if self.tokens.token is None:
-            raise HTTPError(503, NO_TOKEN_YET)
+            raise self.unavailable(NO_TOKEN_YET)
         self.store.ping()  # StoreUnavailable becomes 503 (StoreTimeout 504)
         return Answer(200, READY)
 

@@ -136,6 +136,16 @@ def converse(service, data: bytes) -> list[Response]:
     return parse_responses(writer.written.getvalue(), head=data.startswith(b"HEAD "))
 
 
+def check_headers(answer: Response) -> None:
+    """What every answer says to caches and browsers; a 304 its tag and nothing of a body."""
+    assert answer.headers["x-content-type-options"] == "nosniff", answer.head
+    assert answer.headers["cache-control"], answer.head
+    if answer.status >= 400:
+        assert answer.headers["cache-control"] == "no-store", answer.head
+    if answer.status == 304:
+        assert answer.headers["etag"].startswith('"') and "content-length" not in answer.headers, answer.head
+
+
 def check_error(status: int, content_type: str, body: bytes, headers: str) -> None:
     """An error in the JSON shape, with the header its status requires."""
     assert content_type == "application/json", content_type
@@ -156,6 +166,7 @@ def test_request(case, service, store, capsys):
     assert matches(statuses, case.statuses), f"statuses {statuses}, expected {case.statuses}"
     for i, answer in enumerate(answers):
         assert answer.status not in SERVER_FAULTS, answer
+        check_headers(answer)
         if answer.status >= 400 and not case.data.startswith(b"HEAD "):
             check_error(answer.status, answer.headers["content-type"], answer.body, answer.head)
         # The last answer closes the connection, or the bytes ran out with it open; none before it closes.
@@ -192,7 +203,7 @@ def parse_responses(raw: bytes, head: bool = False) -> list[Response]:
         for line in header_text.split("\r\n"):
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
-        length = 0 if head else int(headers["content-length"])
+        length = 0 if head or status == "304" else int(headers["content-length"])
         assert len(rest) >= length, f"a body cut short: {rest[:200]!r}"
         answers.append(Response(int(status), headers, header_text + "\r\n", rest[:length]))
         raw = rest[length:]
@@ -259,7 +270,8 @@ def test_over_a_socket(case, server, store):
     statuses = [a.status for a in answers]
     assert matches(statuses, case.statuses), f"statuses {statuses}, expected {case.statuses}: {raw[:300]!r}"
     for i, answer in enumerate(answers):
-        assert int(answer.headers["content-length"]) >= 0
+        check_headers(answer)
+        assert answer.status == 304 or int(answer.headers["content-length"]) >= 0
         if answer.status >= 400 and not head:
             check_error(answer.status, answer.headers["content-type"], answer.body, answer.head)
         # The server closes after the last answer and says so; it says nothing of the kind before.
