@@ -64,6 +64,13 @@ AGE_SPREAD = 0.1
 # A client that sends more than that is not reading its answers anyway.
 LINGER = 2.0
 LINGER_BYTES = 1 << 20
+# What the kernel may hold of a connection's answers that its client has not taken. A client
+# that pipelines and never reads is served only until this and its own receive window are full;
+# then a write blocks and the write deadline bites. Left to itself, Linux grows the buffer to
+# tcp_wmem's 4 MiB, thousands of queued answers that 30 such clients at once would have served
+# to them before the deadline could start (and an nginx or h11 would not have). An answer here
+# is a few kB, so a client that reads at all never waits on this bound.
+SEND_BUFFER = 64 * 1024
 
 
 def keep_alive_header(idle_timeout: float) -> bytes:
@@ -216,6 +223,7 @@ class Handler(socketserver.BaseRequestHandler):
     def setup(self):
         sock = self.request
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)  # the answer is one write
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         # Read through a FileIO on the socket's descriptor, all in C (socket.makefile's reader
         # runs Python on every read). A FileIO needs a blocking socket, and this one is: no
         # socket timeout, as deadlines end a blocked read with shutdown() (expire).

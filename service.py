@@ -107,12 +107,10 @@ class Service:
         route, param = routes.match(request.path)
         name = route.name if route is not None else routes.NO_ROUTE
         try:
-            if request.method not in routes.KNOWN_METHODS:
-                raise HTTPError(501)
             if route is None:
-                raise HTTPError(404)
+                raise HTTPError(404 if request.method in routes.KNOWN_METHODS else 501)
             if request.method not in route.methods:
-                raise HTTPError(405, extra=route.allow)
+                raise HTTPError(405, extra=route.allow) if request.method in routes.KNOWN_METHODS else HTTPError(501)
             if route.needs_token:
                 self.authorize(request.token)
             if param is None:
@@ -144,7 +142,7 @@ class Service:
         if not route.etag:
             return Answer(200, body, answer.content_type, headers)
         tag = negotiate.etag(body)
-        headers += b"ETag: %s\r\n" % tag
+        headers += b"ETag: " + tag + b"\r\n"
         if request.if_none_match is not None and negotiate.none_match(request.if_none_match, tag):
             return Answer(304, b"", answer.content_type, headers)
         return Answer(200, body, answer.content_type, headers)
