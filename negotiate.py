@@ -1,23 +1,25 @@
 """What a client already has and what it can take: ETags, If-None-Match, Accept-Encoding.
 
-The ETag is computed from the bytes of the answer, once per answer: the stores'
-documents pass through untouched, so equal bytes are the same representation,
-whichever store they came from. CRC-32 (zlib, in C) costs well under a
-microsecond for a profile (bench/README.md has the A/B); the length is part of
-the tag too, so two versions of a document collide only when both agree.
+The ETag is the CRC-32 of the bytes of the answer, computed once per answer: the
+stores' documents pass through untouched, so equal bytes are the same
+representation, whichever store (or worker) they came from, and a changed
+document keeps its tag only once in 2**32 changes. zlib's CRC-32 is the
+cheapest digest in the standard library (about 0.3 us for a profile's 1.2 kB,
+where BLAKE2b or MD5 take 1.3-1.8 us; the request's own cost: bench/README.md).
 """
 
 from __future__ import annotations
 
 import gzip
-import zlib
+from zlib import crc32
 
 OWS = b" \t"
+TAG = b'"%08x"'  # a strong entity tag (RFC 9110 8.8.3): the CRC-32, hex, quoted
+ETAG_LINE = b"ETag: " + TAG + b"\r\n"  # formatted straight from the CRC: one step less per answer
 
 
 def etag(body: bytes) -> bytes:
-    """A strong entity tag, quoted (RFC 9110 8.8.3): the body's length and CRC-32, in hex."""
-    return b'"%x-%08x"' % (len(body), zlib.crc32(body))
+    return TAG % crc32(body)
 
 
 def none_match(header: bytes, tag: bytes) -> bool:

@@ -52,9 +52,10 @@ ROUTES = (
     Route("/metrics", "exposition", needs_token=False, cache=NO_STORE, gzip=True),
     Route("/api/v1/openapi.json", "openapi_json", needs_token=False, cache=PUBLIC_REVALIDATE, gzip=True),
 )
-# Methods of RFC 9110 9 and PATCH (RFC 5789): a route that does not answer one says 405 and
-# Allow; any other method the server does not know at all, and says 501 (RFC 9110 15.6.2).
-KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"))
+# Methods of RFC 9110 9, PATCH (RFC 5789) and QUERY (the safe method with a body): a route
+# that does not answer one says 405 and Allow; a method the server does not know at all gets
+# 501 (RFC 9110 15.6.2).
+KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"))
 NO_ROUTE = "other"  # the name a request for no route is counted under
 
 

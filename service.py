@@ -24,12 +24,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
+from zlib import crc32
 
 import negotiate
 import routes
 import settings
 from httpparse import HTTPError, Request, decode_param
 from metrics import Metrics
+from negotiate import ETAG_LINE, TAG
 from store import Store, StoreTimeout, StoreUnavailable
 
 JSON = b"application/json"
@@ -70,6 +72,9 @@ class Answer(NamedTuple):
     content_type: bytes = JSON
     extra: bytes = b""  # more header lines
     close: bool = False  # the connection must close after this answer
+
+
+Content = tuple[bytes, bytes]  # what a route's handler gives: the body of a 200 and its Content-Type
 
 
 def refusal(err: HTTPError) -> Answer:
@@ -114,11 +119,13 @@ class Service:
             if route.needs_token:
                 self.authorize(request.token)
             if param is None:
-                return name, self.represent(route, request, self.handlers[route]())
-            value = decode_param(param)
-            if not value:
-                raise HTTPError(404)
-            return name, self.represent(route, request, self.handlers[route](value))
+                body, content_type = self.handlers[route]()
+            else:
+                value = decode_param(param) if "%" in param else param  # no call for the usual id
+                if not value:
+                    raise HTTPError(404)
+                body, content_type = self.handlers[route](value)
+            return name, self.represent(route, request, body, content_type)
         except HTTPError as err:
             return name, refusal(err)
         except StoreTimeout as exc:
@@ -131,21 +138,19 @@ class Service:
             self.bug(name, exc)
             return name, refusal(HTTPError(500, close=True))
 
-    def represent(self, route: routes.Route, request: Request, answer: Answer) -> Answer:
+    def represent(self, route: routes.Route, request: Request, body: bytes, content_type: bytes) -> Answer:
         """A handler's 200 with its route's headers: gzip if the route and the client want it,
         then the ETag, and a 304 without a body if the client named it (after the token check)."""
         headers = self.headers[route]
-        body = answer.body
         if route.gzip and negotiate.accepts_gzip(request.accept_encoding):
             body = self.compressed.get(body) or negotiate.compress(body)
             headers += GZIPPED
-        if not route.etag:
-            return Answer(200, body, answer.content_type, headers)
-        tag = negotiate.etag(body)
-        headers += b"ETag: " + tag + b"\r\n"
-        if request.if_none_match is not None and negotiate.none_match(request.if_none_match, tag):
-            return Answer(304, b"", answer.content_type, headers)
-        return Answer(200, body, answer.content_type, headers)
+        if route.etag:
+            crc = crc32(body)
+            headers += ETAG_LINE % crc
+            if request.if_none_match is not None and negotiate.none_match(request.if_none_match, TAG % crc):
+                return Answer(304, b"", content_type, headers)
+        return Answer(200, body, content_type, headers)
 
     def unavailable(self, message: str | None = None) -> HTTPError:
         """A 503, with when to try again."""
@@ -162,19 +167,19 @@ class Service:
             raise HTTPError(401, extra=INVALID_TOKEN)
 
     # -- the routes' handlers (routes.ROUTES names them) ----------------------
-    def profile_by_id(self, record_id: str) -> Answer:
+    def profile_by_id(self, record_id: str) -> Content:
         return document(self.store.get_profile(record_id))
 
-    def profiles_by_nickname(self, nickname: str) -> Answer:
+    def profiles_by_nickname(self, nickname: str) -> Content:
         return documents(self.store.find_by_nickname(nickname))
 
-    def profile_by_username(self, username: str) -> Answer:
+    def profile_by_username(self, username: str) -> Content:
         return documents(self.store.find_by_username(username))
 
-    def image_record(self, record_id: str) -> Answer:
+    def image_record(self, record_id: str) -> Content:
         return document(self.store.get_image(record_id))
 
-    def image_raw(self, record_id: str) -> Answer:
+    def image_raw(self, record_id: str) -> Content:
         doc = self.store.get_image(record_id)
         if doc is None:
             raise HTTPError(404)
@@ -183,24 +188,24 @@ class Service:
         data = base64.b64decode(image["image"], validate=True)
         kind = str(image.get("type", "")).lower()
         content_type = f"image/{kind}".encode() if IMAGE_TYPE.fullmatch(kind) else b"application/octet-stream"
-        return Answer(200, data, content_type)
+        return data, content_type
 
-    def liveness(self) -> Answer:
-        return Answer(200, HEALTHY)
+    def liveness(self) -> Content:
+        return HEALTHY, JSON
 
-    def readiness(self) -> Answer:
+    def readiness(self) -> Content:
         if self.draining:
             raise self.unavailable(SHUTTING_DOWN)
         if self.tokens.token is None:
             raise self.unavailable(NO_TOKEN_YET)
         self.store.ping()  # StoreUnavailable becomes 503 (StoreTimeout 504)
-        return Answer(200, READY)
+        return READY, JSON
 
-    def exposition(self) -> Answer:
-        return Answer(200, self.render_metrics(), TEXT_METRICS)
+    def exposition(self) -> Content:
+        return self.render_metrics(), TEXT_METRICS
 
-    def openapi_json(self) -> Answer:
-        return Answer(200, self.openapi)
+    def openapi_json(self) -> Content:
+        return self.openapi, JSON
 
     # -- failures -------------------------------------------------------------
     def store_failed(self, kind: str, exc: Exception) -> None:
@@ -218,18 +223,18 @@ class Service:
         log(line)
 
 
-def documents(docs: list[bytes]) -> Answer:
+def documents(docs: list[bytes]) -> Content:
     """Stored JSON documents as a JSON array, never decoded: 404 when there are none."""
     if not docs:
         raise HTTPError(404)
-    return Answer(200, b"[" + b",".join(docs) + b"]")
+    return b"[" + b",".join(docs) + b"]", JSON
 
 
-def document(doc: bytes | None) -> Answer:
+def document(doc: bytes | None) -> Content:
     """One stored JSON document as a JSON array of one, never decoded: 404 when there is none."""
     if doc is None:
         raise HTTPError(404)
-    return Answer(200, b"[" + doc + b"]")
+    return b"[" + doc + b"]", JSON
 
 
 class TokenKeeper:
