@@ -129,11 +129,63 @@ def converse(service, data: bytes) -> list[Response]:
     """The answers to these bytes on one connection, by the server's own connection code:
     requests are read and answered until the bytes run out (mid-request: no answer) or an
     answer closes the connection."""
+    written = conversation_bytes(io.BufferedReader(io.BytesIO(data)), Site(service, OPTIONS))
+    return parse_responses(written, head=data.startswith(b"HEAD "))
+
+
+def conversation_bytes(rfile, site: Site) -> bytes:
     writer = BytesWriter()
-    conversation = Conversation(io.BufferedReader(io.BytesIO(data)), writer, Site(service, OPTIONS))
+    conversation = Conversation(rfile, writer, site)
     while not conversation.closing:
         conversation.step()
-    return parse_responses(writer.written.getvalue(), head=data.startswith(b"HEAD "))
+    return writer.written.getvalue()
+
+
+class Pieces(io.RawIOBase):
+    """Bytes that arrive in pieces, as a socket's reads return them: a read never crosses into
+    the next piece."""
+
+    def __init__(self, pieces: list[bytes]):
+        self.pieces = [p for p in pieces if p]
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if not self.pieces:
+            return 0
+        piece = self.pieces[0]
+        n = min(len(buffer), len(piece))
+        buffer[:n] = piece[:n]
+        if n == len(piece):
+            self.pieces.pop(0)
+        else:
+            self.pieces[0] = piece[n:]
+        return n
+
+
+def boundaries(data: bytes) -> list[int]:
+    """Every byte boundary of a case; for the few large ones (limits), those near a line's end,
+    near the start and the end, and every 97th, which keeps the run to seconds."""
+    if len(data) <= 4096:
+        return list(range(1, len(data)))
+    near = {i + d for i, byte in enumerate(data) if byte == 0x0A for d in range(-3, 4)}
+    near |= set(range(1, 300)) | set(range(len(data) - 300, len(data))) | set(range(1, len(data), 97))
+    return sorted(k for k in near if 0 < k < len(data))
+
+
+@pytest.mark.inprocess
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_request_split_at_every_byte_boundary(case, service, capsys):
+    """The answers are the same byte for byte however the request's bytes are split between
+    two reads (the parser's reads cross them: a line, a header, a body cut anywhere)."""
+    site = Site(service, OPTIONS)  # one Date for all
+    whole = conversation_bytes(io.BufferedReader(io.BytesIO(case.data)), site)
+    for k in boundaries(case.data):
+        split = conversation_bytes(io.BufferedReader(Pieces([case.data[:k], case.data[k:]])), site)
+        assert split == whole, f"split after byte {k}: {split[:300]!r}"
+    log = capsys.readouterr().err
+    assert "Traceback" not in log and " error: " not in log, log
 
 
 def check_headers(answer: Response) -> None:
