@@ -99,7 +99,8 @@ class Service:
         self.openapi = openapi
         self.render_metrics = render_metrics or (lambda: metrics.render(0, 0))
         self.handlers = {route: getattr(self, route.handler) for route in routes.ROUTES}
-        self.headers = {route: route_headers(route, options) for route in routes.ROUTES}
+        # Per route, read once per answer: its header lines, whether it compresses, whether it has an ETag.
+        self.shapes = {route: (route_headers(route, options), route.gzip, route.etag) for route in routes.ROUTES}
         self.compressed = {openapi: negotiate.compress(openapi)}  # the fixed bodies, gzipped once
         self.retry_after = b"Retry-After: %d\r\n" % options.retry_after
         # Set on SIGTERM: readiness fails at once, so load balancers stop sending new work,
@@ -141,11 +142,11 @@ class Service:
     def represent(self, route: routes.Route, request: Request, body: bytes, content_type: bytes) -> Answer:
         """A handler's 200 with its route's headers: gzip if the route and the client want it,
         then the ETag, and a 304 without a body if the client named it (after the token check)."""
-        headers = self.headers[route]
-        if route.gzip and negotiate.accepts_gzip(request.accept_encoding):
+        headers, compresses, tagged = self.shapes[route]
+        if compresses and negotiate.accepts_gzip(request.accept_encoding):
             body = self.compressed.get(body) or negotiate.compress(body)
             headers += GZIPPED
-        if route.etag:
+        if tagged:
             crc = crc32(body)
             headers += ETAG_LINE % crc
             if request.if_none_match is not None and negotiate.none_match(request.if_none_match, TAG % crc):
