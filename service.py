@@ -143,15 +143,16 @@ class Service:
         """A handler's 200 with its route's headers: gzip if the route and the client want it,
         then the ETag, and a 304 without a body if the client named it (after the token check)."""
         headers, compresses, tagged = self.shapes[route]
+        coding = b""
         if compresses and negotiate.accepts_gzip(request.accept_encoding):
-            body = self.compressed.get(body) or negotiate.compress(body)
-            headers += GZIPPED
+            body, coding = self.compressed.get(body) or negotiate.compress(body), GZIPPED
         if tagged:
             crc = crc32(body)
             headers += ETAG_LINE % crc
             if request.if_none_match is not None and negotiate.none_match(request.if_none_match, TAG % crc):
+                # What a cache needs to refresh what it has, nothing about a body (RFC 9110 15.4.5).
                 return Answer(304, b"", content_type, headers)
-        return Answer(200, body, content_type, headers)
+        return Answer(200, body, content_type, headers + coding if coding else headers)
 
     def unavailable(self, message: str | None = None) -> HTTPError:
         """A 503, with when to try again."""

@@ -212,6 +212,8 @@ def test_connections_beyond_the_cap_get_503_and_no_thread(seeded_db, tmp_path):
             head, _, body = answer.partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 503 "), answer[:200]
             assert b"Connection: close" in head
+            assert b"\r\nRetry-After: 1\r\n" in head and b"\r\nCache-Control: no-store\r\n" in head
+            assert b"\r\nX-Content-Type-Options: nosniff\r\n" in head
             assert json.loads(body) == {"status": "failure",
                                         "message": {"error": "Service Unavailable: too many connections"}}
         assert threads_of(svc.proc.pid) <= threads_at_cap + 2, "a refused connection got a thread"
