@@ -41,12 +41,18 @@ import routes
 from httpparse import REASONS, HTTPError, Incomplete, Request, read_request
 from logs import log, stamp
 from options import Options
-from service import Answer, Service, error_body, refusal
+from service import Answer, Service, refusal
 
 if TYPE_CHECKING:
     from server import UserProfileServer
 
 STATUS_LINES = {code: f"HTTP/1.1 {code} {reason}\r\n".encode() for code, reason in REASONS.items()}
+# On every answer: a browser must not guess another type than the one said (a JSON error
+# rendered as HTML, say).
+NOSNIFF = b"X-Content-Type-Options: nosniff\r\n"
+# status line, type, length, then the Date and the answer's own lines
+HEAD = b"%sContent-Type: %s\r\nContent-Length: %d\r\n" + NOSNIFF + b"%s%s\r\n"
+NOT_MODIFIED = STATUS_LINES[304] + NOSNIFF + b"%s%s\r\n"  # no body, and nothing said of one (RFC 9110 15.4.5)
 
 # The phases of a connection; each but BUSY has a deadline, enforced by the server's watchdog.
 # BUSY (routing and the store call) is bounded by the store's own timeouts instead.
@@ -62,6 +68,13 @@ AGE_SPREAD = 0.1
 # A client that sends more than that is not reading its answers anyway.
 LINGER = 2.0
 LINGER_BYTES = 1 << 20
+# What the kernel may hold of a connection's answers that its client has not taken. A client
+# that pipelines and never reads is served only until this and its own receive window are full;
+# then a write blocks and the write deadline bites. Left to itself, Linux grows the buffer to
+# tcp_wmem's 4 MiB, thousands of queued answers that 30 such clients at once would have served
+# to them before the deadline could start (and an nginx or h11 would not have). An answer here
+# is a few kB, so a client that reads at all never waits on this bound.
+SEND_BUFFER = 64 * 1024
 
 
 def keep_alive_header(idle_timeout: float) -> bytes:
@@ -153,7 +166,7 @@ class Conversation:
                 self.closing = True  # the client left mid-request
                 return
             site.metrics.timed_out(HEADERS)
-            route, answer = routes.NO_ROUTE, Answer(408, error_body("Request not received in time"), close=True)
+            route, answer = routes.NO_ROUTE, refusal(HTTPError(408, "Request not received in time", close=True))
         if request is None:
             rest = self.reply(None, answer, started)
         else:
@@ -186,9 +199,18 @@ class Conversation:
             extra += b"Connection: keep-alive\r\n" + site.keep_alive
         else:
             extra += site.keep_alive
-        head = b"%sContent-Type: %s\r\nContent-Length: %d\r\n%s%s\r\n" % (
-            STATUS_LINES[answer.status], answer.content_type, len(answer.body), site.date_header, extra)
+        if answer.status == 304:
+            return NOT_MODIFIED % (site.date_header, extra)
+        head = HEAD % (STATUS_LINES[answer.status], answer.content_type, len(answer.body), site.date_header, extra)
         return head if request is not None and request.head else head + answer.body
+
+
+def too_many_connections(service: Service) -> bytes:
+    """The whole answer to a connection beyond the cap, sent as it is closed (no Date: the
+    answer is built once)."""
+    answer = refusal(service.unavailable("Service Unavailable: too many connections"))
+    return HEAD % (STATUS_LINES[503], answer.content_type, len(answer.body), b"",
+                   answer.extra + b"Connection: close\r\n") + answer.body
 
 
 def log_access(stream: TextIO, method: str, route: str, status: int, seconds: float, size: int) -> None:
@@ -230,6 +252,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.connection = sock = self.request
         if self.disable_nagle_algorithm:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         self.rfile = io.BufferedReader(io.FileIO(sock.fileno(), "rb", closefd=False), io.DEFAULT_BUFFER_SIZE)
         self.conversation = Conversation(self.rfile, SocketWriter(sock), self.server.site)
         self.server.connections.started(sock, self)

@@ -19,10 +19,10 @@ from typing import Protocol
 from urllib.parse import unquote_to_bytes
 
 REASONS = {
-    200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
-    408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
-    431: "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable",
-    504: "Gateway Timeout", 505: "HTTP Version Not Supported",
+    200: "OK", 304: "Not Modified", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+    405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
+    431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented",
+    503: "Service Unavailable", 504: "Gateway Timeout", 505: "HTTP Version Not Supported",
 }
 
 # A whole line checked by one regular expression, in C: faster than splitting and checking
@@ -87,6 +87,9 @@ class Request:
     keep_alive_10: bool  # an HTTP/1.0 client asked to keep it open: the answer says so
     token: bytes | None  # from Authorization: Bearer, else x-access-token
     head: bool  # HEAD: the answer without its body
+    # Kept as they came (repeated lines joined), read only by the routes that use them.
+    if_none_match: bytes | None = None
+    accept_encoding: bytes | None = None
 
 
 def read_request(rfile: Reader, limits: Limits) -> Request:
@@ -120,7 +123,7 @@ def read_request(rfile: Reader, limits: Limits) -> Request:
 
     keep_alive_10 = False
     hosts = 0
-    bearer = access_token = content_length = None
+    bearer = access_token = content_length = if_none_match = accept_encoding = None
     max_line, max_count, max_size = limits.max_header_line, limits.max_headers, limits.max_header_bytes
     count = size = 0
     while True:
@@ -166,6 +169,10 @@ def read_request(rfile: Reader, limits: Limits) -> Request:
             # A GET has no body worth framing; refusing it also closes the door
             # on request smuggling through Content-Length/Transfer-Encoding games.
             raise HTTPError(400, "Transfer-Encoding is not accepted", close=True)
+        elif name == b"if-none-match":  # a list: repeated lines are one list (RFC 9110 5.3)
+            if_none_match = value if if_none_match is None else if_none_match + b"," + value
+        elif name == b"accept-encoding":
+            accept_encoding = value if accept_encoding is None else accept_encoding + b"," + value
     if hosts > 1 or (hosts == 0 and minor == b"1"):  # RFC 9112 3.2
         raise HTTPError(400, "An HTTP/1.1 request needs exactly one Host header" if hosts == 0
                         else "More than one Host header", close=True)
@@ -175,7 +182,8 @@ def read_request(rfile: Reader, limits: Limits) -> Request:
         if len(rfile.read(content_length)) < content_length:
             raise Incomplete()
     return Request(method.decode(), path, VERSIONS[minor], keep_alive, keep_alive_10,
-                   bearer if bearer is not None else access_token, method == b"HEAD")
+                   bearer if bearer is not None else access_token, method == b"HEAD", if_none_match,
+                   accept_encoding)
 
 
 def decode_param(raw: str) -> str:

@@ -31,6 +31,8 @@ class Options:
     max_headers: int  # MAX_HEADERS
     max_header_bytes: int  # MAX_HEADER_BYTES
     max_body: int  # MAX_BODY_BYTES
+    picture_max_age: int  # PICTURE_MAX_AGE_SECONDS
+    retry_after: int  # RETRY_AFTER_SECONDS
     db: str  # USERPROFILE_DB
     sqlite_busy_timeout: float  # SQLITE_BUSY_TIMEOUT_SECONDS
     couchbase_host: str | None  # COUCHBASE_HOST

@@ -1,15 +1,26 @@
 """The route table: every path the service answers, declared once.
 
 Each route has its path shape (as in openapi.yaml), the name of the
-``Service`` method that answers it, whether it needs the token, and the
-methods it answers. Its name, the ``route`` label of metrics and access logs,
-is the shape without its parameter (never the parameter's value). 404, 405
-and ``Allow`` follow from the table.
+``Service`` method that answers it, whether it needs the token, the methods it
+answers, what caches may do with its answers (``Cache-Control``), and whether
+it is worth compressing. Its name, the ``route`` label of metrics and access
+logs, is the shape without its parameter (never the parameter's value). 404,
+405 and ``Allow`` follow from the table, and so does the ``ETag``: every 200 of
+an ``/api/v1/`` route has one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+# What caches may do with an answer (RFC 9111 5.2.2). A profile is one user's data, fetched
+# with a token that may come in x-access-token, which a shared cache does not know to protect:
+# "private" keeps it out of shared caches, "no-cache" lets the client keep it but ask again
+# each time, which the ETag makes a 304 without a body (no-store would forbid even that).
+REVALIDATE = "private, no-cache"
+PICTURE = "private, max-age={picture_max_age}"  # pictures change rarely: N from the settings
+NO_STORE = "no-store"  # a state of the moment (health, metrics), or an error
+PUBLIC_REVALIDATE = "no-cache"  # the same for everyone, but new with each release
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: hashed by identity, cheap as a dict key
@@ -17,26 +28,34 @@ class Route:
     shape: str  # "/api/v1/id/{id}": a fixed path, or a prefix and one parameter as its last segment
     handler: str
     needs_token: bool
+    cache: str  # the Cache-Control of its answers but errors; {setting} names a setting's value
+    gzip: bool = False  # gzip when the client accepts it: large text (never images or small JSON)
     methods: tuple[str, ...] = ("GET", "HEAD")
     name: str = field(init=False)  # the shape without its parameter
     allow: bytes = field(init=False)  # the Allow header line of a 405
+    etag: bool = field(init=False)  # its 200s carry a strong ETag, and If-None-Match may get a 304
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name", self.shape.rpartition("/")[0] if self.shape.endswith("}") else self.shape)
         object.__setattr__(self, "allow", b"Allow: %s\r\n" % ", ".join(self.methods).encode())
+        object.__setattr__(self, "etag", self.shape.startswith("/api/v1/"))
 
 
 ROUTES = (
-    Route("/api/v1/id/{id}", "profile_by_id", needs_token=True),
-    Route("/api/v1/nickname/{nickname}", "profiles_by_nickname", needs_token=True),
-    Route("/api/v1/username/{username}", "profile_by_username", needs_token=True),
-    Route("/api/v1/picture/record/{id}", "image_record", needs_token=True),
-    Route("/api/v1/picture/raw/{id}", "image_raw", needs_token=True),
-    Route("/healthz", "liveness", needs_token=False),
-    Route("/readyz", "readiness", needs_token=False),
-    Route("/metrics", "exposition", needs_token=False),
-    Route("/api/v1/openapi.json", "openapi_json", needs_token=False),
+    Route("/api/v1/id/{id}", "profile_by_id", needs_token=True, cache=REVALIDATE),
+    Route("/api/v1/nickname/{nickname}", "profiles_by_nickname", needs_token=True, cache=REVALIDATE),
+    Route("/api/v1/username/{username}", "profile_by_username", needs_token=True, cache=REVALIDATE),
+    Route("/api/v1/picture/record/{id}", "image_record", needs_token=True, cache=PICTURE),
+    Route("/api/v1/picture/raw/{id}", "image_raw", needs_token=True, cache=PICTURE),
+    Route("/healthz", "liveness", needs_token=False, cache=NO_STORE),
+    Route("/readyz", "readiness", needs_token=False, cache=NO_STORE),
+    Route("/metrics", "exposition", needs_token=False, cache=NO_STORE, gzip=True),
+    Route("/api/v1/openapi.json", "openapi_json", needs_token=False, cache=PUBLIC_REVALIDATE, gzip=True),
 )
+# Methods of RFC 9110 9, PATCH (RFC 5789) and QUERY (the safe method with a body): a route
+# that does not answer one says 405 and Allow; a method the server does not know at all gets
+# 501 (RFC 9110 15.6.2).
+KNOWN_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"))
 NO_ROUTE = "other"  # the name a request for no route is counted under
 
 

@@ -21,11 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from connection import IDLE, STATUS_LINES, Conversation, Handler, Site
+from connection import IDLE, Conversation, Handler, Site, too_many_connections
 from logs import log
 from metrics import Metrics
 from options import Options
-from service import Service, TokenKeeper, error_body, where
+from service import Service, TokenKeeper, where
 from store import Store
 from turns import Turn
 
@@ -33,9 +33,6 @@ OPENAPI = Path(__file__).resolve().parent / "openapi.json"  # openapi.yaml as JS
 # The drain closes what is left this long before the grace period ends, so the process has
 # exited by then (a kubelet's SIGKILL follows at terminationGracePeriodSeconds).
 CLOSING_TIME = 0.5
-TOO_MANY_BODY = error_body("Service Unavailable: too many connections")
-TOO_MANY = b"%sContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (
-    STATUS_LINES[503], len(TOO_MANY_BODY), TOO_MANY_BODY)
 
 
 class Connected(Protocol):
@@ -106,7 +103,8 @@ class UserProfileServer(http.server.ThreadingHTTPServer):
                  reuse_port: bool = False) -> None:
         self.options = options
         self.metrics = Metrics()
-        self.service = Service(store, tokens, self.metrics, OPENAPI.read_bytes(), self.render_metrics)
+        self.service = Service(store, tokens, self.metrics, OPENAPI.read_bytes(), self.render_metrics, options)
+        self.too_many = too_many_connections(self.service)
         # An embedded store's lookup is this process's CPU, not a wait, so its requests take
         # turns from routing to the first write of the answer: threads that all hold a request
         # would otherwise contend for the interpreter lock at each of its releases, and the
@@ -137,7 +135,7 @@ class UserProfileServer(http.server.ThreadingHTTPServer):
             self.metrics.connection_rejected()
             try:
                 request.setblocking(False)
-                request.send(TOO_MANY)
+                request.send(self.too_many)
             except OSError:
                 pass
             self.shutdown_request(request)

@@ -3,7 +3,9 @@
 ``Service.do_GET`` (``do_HEAD`` is the same) takes a parsed ``httpparse.Request`` and gives an
 ``Answer``: ``routes.match`` splits the path once, the token is checked in constant time,
 one store call returns stored JSON as bytes, and every failure becomes its
-status, never an exception. ``TokenKeeper`` holds the bearer token, re-read from
+status, never an exception. What caches may do with an answer, its ETag and
+its gzip follow from its route (``routes.py``, ``negotiate.py``), with header
+bytes built at start-up. ``TokenKeeper`` holds the bearer token, re-read from
 the store so a rotated token takes effect without a restart. The connection
 (``connection.py``) and the server (``server.py``) are built on top of these.
 """
@@ -11,6 +13,7 @@ the store so a rotated token takes effect without a restart. The connection
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hmac
 import json
 import re
@@ -20,18 +23,28 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
+from zlib import crc32
 
+import negotiate
 import routes
-from httpparse import REASONS, HTTPError, Request, decode_param
+import settings
+from httpparse import HTTPError, Request, decode_param
 from logs import log
 from metrics import Metrics
+from negotiate import ETAG_LINE, TAG
+from options import Options
 from store import Store, StoreTimeout, StoreUnavailable
 
 JSON = b"application/json"
 TEXT_METRICS = b"text/plain; version=0.0.4; charset=utf-8"
 HEALTHY = b'{"status":"ok"}'
 READY = b'{"status":"ready"}'
+# No token: the challenge alone; a wrong one says so (RFC 6750 3.1), so a client knows to get a new one.
 BEARER_CHALLENGE = b'WWW-Authenticate: Bearer realm="userprofile"\r\n'
+INVALID_TOKEN = b'WWW-Authenticate: Bearer realm="userprofile", error="invalid_token"\r\n'
+ERROR_HEADERS = b"Cache-Control: %s\r\n" % routes.NO_STORE.encode()  # an error is of its moment
+VARY = b"Vary: Accept-Encoding\r\n"  # on a route that compresses, both ways: caches keep them apart
+GZIPPED = b"Content-Encoding: gzip\r\n"
 IMAGE_TYPE = re.compile(r"[a-z0-9.+-]{1,32}")
 NO_TOKEN_YET = "Service Unavailable: no service token has been read yet"
 SHUTTING_DOWN = "Service Unavailable: shutting down"
@@ -55,21 +68,35 @@ class Answer(NamedTuple):
     close: bool = False  # the connection must close after this answer
 
 
+Content = tuple[bytes, bytes]  # what a route's handler gives: the body of a 200 and its Content-Type
+
+
 def refusal(err: HTTPError) -> Answer:
-    return Answer(err.status, error_body(err.message), extra=err.extra, close=err.close)
+    return Answer(err.status, error_body(err.message), extra=ERROR_HEADERS + err.extra, close=err.close)
+
+
+def route_headers(route: routes.Route, options: Options) -> bytes:
+    """The header lines every 200 (and 304) of a route carries, as bytes once at start-up."""
+    headers = b"Cache-Control: %s\r\n" % route.cache.format(**dataclasses.asdict(options)).encode()
+    return headers + VARY if route.gzip else headers
 
 
 class Service:
     """Requests in, answers out. No socket here, so a request can be answered in-process."""
 
     def __init__(self, store: Store, tokens: TokenKeeper, metrics: Metrics, openapi: bytes,
-                 render_metrics: Callable[[], bytes] | None = None):
+                 render_metrics: Callable[[], bytes] | None = None, options: Options | None = None) -> None:
+        options = options if options is not None else settings.defaults()
         self.store = store
         self.tokens = tokens
         self.metrics = metrics
         self.openapi = openapi
         self.render_metrics = render_metrics or (lambda: metrics.render(0, 0))
         self.handlers = {route: getattr(self, route.handler) for route in routes.ROUTES}
+        # Per route, read once per answer: its header lines, whether it compresses, whether it has an ETag.
+        self.shapes = {route: (route_headers(route, options), route.gzip, route.etag) for route in routes.ROUTES}
+        self.compressed = {openapi: negotiate.compress(openapi)}  # the fixed bodies, gzipped once
+        self.retry_after = b"Retry-After: %d\r\n" % options.retry_after
         # Set on SIGTERM: readiness fails at once, so load balancers stop sending new work,
         # and every answer from then on closes its connection (connection.py).
         self.draining = False
@@ -84,33 +111,55 @@ class Service:
         try:
             if route is None:
                 raise HTTPError(404)
-            if request.method not in route.methods:
-                raise HTTPError(405, extra=route.allow)
             if route.needs_token:
                 self.authorize(request.token)
             if param is None:
-                return name, self.handlers[route]()
-            value = decode_param(param)
-            if not value:
-                raise HTTPError(404)
-            return name, self.handlers[route](value)
+                body, content_type = self.handlers[route]()
+            else:
+                value = decode_param(param) if "%" in param else param  # no call for the usual id
+                if not value:
+                    raise HTTPError(404)
+                body, content_type = self.handlers[route](value)
+            return name, self.represent(route, request, body, content_type)
         except HTTPError as err:
             return name, refusal(err)
         except StoreTimeout as exc:
             self.store_failed("timeout", exc)
-            return name, Answer(504, error_body(REASONS[504]))
+            return name, refusal(HTTPError(504))
         except StoreUnavailable as exc:
             self.store_failed("unavailable", exc)
-            return name, Answer(503, error_body(REASONS[503]))
+            return name, refusal(self.unavailable())
         except Exception as exc:  # a bug of ours: answer 500, log one line, keep serving
             self.bug(name, exc)
-            return name, Answer(500, error_body(REASONS[500]), close=True)
+            return name, refusal(HTTPError(500, close=True))
+
+    def represent(self, route: routes.Route, request: Request, body: bytes, content_type: bytes) -> Answer:
+        """A handler's 200 with its route's headers: gzip if the route and the client want it,
+        then the ETag, and a 304 without a body if the client named it (after the token check)."""
+        headers, compresses, tagged = self.shapes[route]
+        coding = b""
+        if compresses and negotiate.accepts_gzip(request.accept_encoding):
+            body, coding = self.compressed.get(body) or negotiate.compress(body), GZIPPED
+        if tagged:
+            crc = crc32(body)
+            headers += ETAG_LINE % crc
+            if request.if_none_match is not None and negotiate.none_match(request.if_none_match, TAG % crc):
+                # What a cache needs to refresh what it has, nothing about a body (RFC 9110 15.4.5).
+                return Answer(304, b"", content_type, headers)
+        return Answer(200, body, content_type, headers + coding if coding else headers)
+
+    def unavailable(self, message: str | None = None) -> HTTPError:
+        """A 503, with when to try again."""
+        return HTTPError(503, message, extra=self.retry_after)
 
     do_HEAD = do_GET  # the same answer, whose body Conversation.reply leaves out
 
     def do_other(self, request: Request) -> tuple[str, Answer]:
-        """Any other method: 405 on a route (with its Allow), 404 elsewhere."""
+        """Any other method: 501 for one the server does not know at all, else 405 on a route
+        (with its Allow) and 404 elsewhere."""
         route, _ = routes.match(request.path)
+        if request.method not in routes.KNOWN_METHODS:
+            return route.name if route is not None else routes.NO_ROUTE, refusal(HTTPError(501))
         if route is None:
             return routes.NO_ROUTE, refusal(HTTPError(404))
         return route.name, refusal(HTTPError(405, extra=route.allow))
@@ -119,24 +168,26 @@ class Service:
         token = self.tokens.token
         if token is None:
             # No token could be read: refuse the API rather than serve it unauthenticated.
-            raise HTTPError(503, NO_TOKEN_YET)
-        if not given or not hmac.compare_digest(given, token):
+            raise self.unavailable(NO_TOKEN_YET)
+        if not given:
             raise HTTPError(401, extra=BEARER_CHALLENGE)
+        if not hmac.compare_digest(given, token):
+            raise HTTPError(401, extra=INVALID_TOKEN)
 
     # -- the routes' handlers (routes.ROUTES names them) ----------------------
-    def profile_by_id(self, record_id: str) -> Answer:
+    def profile_by_id(self, record_id: str) -> Content:
         return document(self.store.get_profile(record_id))
 
-    def profiles_by_nickname(self, nickname: str) -> Answer:
+    def profiles_by_nickname(self, nickname: str) -> Content:
         return documents(self.store.find_by_nickname(nickname))
 
-    def profile_by_username(self, username: str) -> Answer:
+    def profile_by_username(self, username: str) -> Content:
         return documents(self.store.find_by_username(username))
 
-    def image_record(self, record_id: str) -> Answer:
+    def image_record(self, record_id: str) -> Content:
         return document(self.store.get_image(record_id))
 
-    def image_raw(self, record_id: str) -> Answer:
+    def image_raw(self, record_id: str) -> Content:
         doc = self.store.get_image(record_id)
         if doc is None:
             raise HTTPError(404)
@@ -145,24 +196,24 @@ class Service:
         data = base64.b64decode(image["image"], validate=True)
         kind = str(image.get("type", "")).lower()
         content_type = f"image/{kind}".encode() if IMAGE_TYPE.fullmatch(kind) else b"application/octet-stream"
-        return Answer(200, data, content_type)
+        return data, content_type
 
-    def liveness(self) -> Answer:
-        return Answer(200, HEALTHY)
+    def liveness(self) -> Content:
+        return HEALTHY, JSON
 
-    def readiness(self) -> Answer:
+    def readiness(self) -> Content:
         if self.draining:
-            raise HTTPError(503, SHUTTING_DOWN)
+            raise self.unavailable(SHUTTING_DOWN)
         if self.tokens.token is None:
-            raise HTTPError(503, NO_TOKEN_YET)
+            raise self.unavailable(NO_TOKEN_YET)
         self.store.ping()  # StoreUnavailable becomes 503 (StoreTimeout 504)
-        return Answer(200, READY)
+        return READY, JSON
 
-    def exposition(self) -> Answer:
-        return Answer(200, self.render_metrics(), TEXT_METRICS)
+    def exposition(self) -> Content:
+        return self.render_metrics(), TEXT_METRICS
 
-    def openapi_json(self) -> Answer:
-        return Answer(200, self.openapi)
+    def openapi_json(self) -> Content:
+        return self.openapi, JSON
 
     # -- failures -------------------------------------------------------------
     def store_failed(self, kind: str, exc: Exception) -> None:
@@ -180,18 +231,18 @@ class Service:
         log(line)
 
 
-def documents(docs: list[bytes]) -> Answer:
+def documents(docs: list[bytes]) -> Content:
     """Stored JSON documents as a JSON array, never decoded: 404 when there are none."""
     if not docs:
         raise HTTPError(404)
-    return Answer(200, b"[" + b",".join(docs) + b"]")
+    return b"[" + b",".join(docs) + b"]", JSON
 
 
-def document(doc: bytes | None) -> Answer:
+def document(doc: bytes | None) -> Content:
     """One stored JSON document as a JSON array of one, never decoded: 404 when there is none."""
     if doc is None:
         raise HTTPError(404)
-    return Answer(200, b"[" + doc + b"]")
+    return b"[" + doc + b"]", JSON
 
 
 class TokenKeeper:

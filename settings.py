@@ -82,6 +82,11 @@ SETTINGS = (
       "more bytes of headers in all get 431", 64),
     S("max_body", "MAX_BODY_BYTES", "--max-body", "65536", int,
       "a request body is read and dropped up to this; larger gets 413", 0),
+    # -- what answers tell caches and clients ---------------------------------------------------
+    S("picture_max_age", "PICTURE_MAX_AGE_SECONDS", "--picture-max-age", "600", int,
+      "a client may reuse a picture this long without asking (`Cache-Control: private, max-age`)", 0),
+    S("retry_after", "RETRY_AFTER_SECONDS", "--retry-after", "1", int,
+      "a 503 says to retry after this (`Retry-After`)", 0),
     # -- the embedded store --------------------------------------------------------------------
     S("db", "USERPROFILE_DB", "--db", "data/userprofile.db", str,
       "the embedded SQLite store (when `COUCHBASE_HOST` is unset)"),

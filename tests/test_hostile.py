@@ -116,11 +116,73 @@ def converse(service, data: bytes) -> list[Response]:
     """The answers to these bytes on one connection, by the server's own connection code:
     requests are read and answered until the bytes run out (mid-request: no answer) or an
     answer closes the connection."""
+    written = conversation_bytes(io.BufferedReader(io.BytesIO(data)), Site(service, OPTIONS))
+    return parse_responses(written, head=data.startswith(b"HEAD "))
+
+
+def conversation_bytes(rfile, site: Site) -> bytes:
     writer = BytesWriter()
-    conversation = Conversation(io.BufferedReader(io.BytesIO(data)), writer, Site(service, OPTIONS))
+    conversation = Conversation(rfile, writer, site)
     while not conversation.closing:
         conversation.step()
-    return parse_responses(bytes(writer.written), head=data.startswith(b"HEAD "))
+    return bytes(writer.written)
+
+
+class Pieces(io.RawIOBase):
+    """Bytes that arrive in pieces, as a socket's reads return them: a read never crosses into
+    the next piece."""
+
+    def __init__(self, pieces: list[bytes]):
+        self.pieces = [p for p in pieces if p]
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if not self.pieces:
+            return 0
+        piece = self.pieces[0]
+        n = min(len(buffer), len(piece))
+        buffer[:n] = piece[:n]
+        if n == len(piece):
+            self.pieces.pop(0)
+        else:
+            self.pieces[0] = piece[n:]
+        return n
+
+
+def boundaries(data: bytes) -> list[int]:
+    """Every byte boundary of a case; for the few large ones (limits), those near a line's end,
+    near the start and the end, and every 97th, which keeps the run to seconds."""
+    if len(data) <= 4096:
+        return list(range(1, len(data)))
+    near = {i + d for i, byte in enumerate(data) if byte == 0x0A for d in range(-3, 4)}
+    near |= set(range(1, 300)) | set(range(len(data) - 300, len(data))) | set(range(1, len(data), 97))
+    return sorted(k for k in near if 0 < k < len(data))
+
+
+@pytest.mark.inprocess
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_request_split_at_every_byte_boundary(case, service, capsys):
+    """The answers are the same byte for byte however the request's bytes are split between
+    two reads (the parser's reads cross them: a line, a header, a body cut anywhere)."""
+    site = Site(service, OPTIONS)  # one Date for all
+    whole = conversation_bytes(io.BufferedReader(io.BytesIO(case.data)), site)
+    for k in boundaries(case.data):
+        split = conversation_bytes(io.BufferedReader(Pieces([case.data[:k], case.data[k:]])), site)
+        assert split == whole, f"split after byte {k}: {split[:300]!r}"
+    log = capsys.readouterr().err
+    assert "Traceback" not in log and " error: " not in log, log
+
+
+def check_headers(answer: Response) -> None:
+    """What every answer says to caches and browsers; a 304 its tag and nothing of a body."""
+    assert answer.headers["x-content-type-options"] == "nosniff", answer.head
+    assert answer.headers["cache-control"], answer.head
+    if answer.status >= 400:
+        assert answer.headers["cache-control"] == "no-store", answer.head
+    if answer.status == 304:
+        assert answer.headers["etag"].startswith('"') and "content-length" not in answer.headers, answer.head
 
 
 def check_error(status: int, content_type: str, body: bytes, headers: str) -> None:
@@ -143,6 +205,7 @@ def test_request(case, service, store, capsys):
     assert matches(statuses, case.statuses), f"statuses {statuses}, expected {case.statuses}"
     for i, answer in enumerate(answers):
         assert answer.status not in SERVER_FAULTS, answer
+        check_headers(answer)
         if answer.status >= 400 and not case.data.startswith(b"HEAD "):
             check_error(answer.status, answer.headers["content-type"], answer.body, answer.head)
         # The last answer closes the connection, or the bytes ran out with it open; none before it closes.
@@ -179,7 +242,7 @@ def parse_responses(raw: bytes, head: bool = False) -> list[Response]:
         for line in header_text.split("\r\n"):
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
-        length = 0 if head else int(headers["content-length"])
+        length = 0 if head or status == "304" else int(headers["content-length"])
         assert len(rest) >= length, f"a body cut short: {rest[:200]!r}"
         answers.append(Response(int(status), headers, header_text + "\r\n", rest[:length]))
         raw = rest[length:]
@@ -246,7 +309,8 @@ def test_over_a_socket(case, server, store):
     statuses = [a.status for a in answers]
     assert matches(statuses, case.statuses), f"statuses {statuses}, expected {case.statuses}: {raw[:300]!r}"
     for i, answer in enumerate(answers):
-        assert int(answer.headers["content-length"]) >= 0
+        check_headers(answer)
+        assert answer.status == 304 or int(answer.headers["content-length"]) >= 0
         if answer.status >= 400 and not head:
             check_error(answer.status, answer.headers["content-type"], answer.body, answer.head)
         # The server closes after the last answer and says so; it says nothing of the kind before.

@@ -53,6 +53,11 @@ def test_the_document_and_the_route_table_agree(spec):
         if route.needs_token:
             responses = spec["paths"][route.shape]["get"]["responses"]
             assert {"200", "400", "401", "404", "503", "504"} <= set(responses), route.shape
+    for route in ROUTES:  # an ETag on every 200 of /api/v1/, and a 304 for If-None-Match
+        responses = spec["paths"][route.shape]["get"]["responses"]
+        assert ("ETag" in responses["200"].get("headers", {})) == route.etag, route.shape
+        assert ("304" in responses) == route.etag, route.shape
+        assert "Cache-Control" in responses["200"]["headers"], route.shape
     error = spec["components"]["schemas"]["Error"]
     assert error["required"] == ["status", "message"] and error["properties"]["status"]["enum"] == ["failure"]
     assert "WWW-Authenticate" in spec["components"]["responses"]["Unauthorized"]["headers"]

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import httpparse
+import routes
 from testkit import ServiceProcess
 
 SETTINGS = settings(max_examples=200, deadline=3000, derandomize=True, database=None,
@@ -177,12 +178,14 @@ def test_ids_route_to_their_record(service, record_id, encode):
        token=st.booleans())
 def test_methods_route_by_spec(service, method, target, token):
     status, headers, body = send(service, (target + "1").encode(), method=method.encode(), token=token)
-    check_shape(status, headers, body, {200, 401, 405}, head=method == "HEAD")
+    check_shape(status, headers, body, {200, 401, 405, 501}, head=method == "HEAD")
     if method in ("GET", "HEAD"):
         assert status == (200 if token else 401)
         assert (body == b"") == (method == "HEAD")
-    else:
+    elif method in routes.KNOWN_METHODS:
         assert status == 405 and headers["allow"] == "GET, HEAD"
+    else:  # a method the server does not know at all (RFC 9110 15.6.2)
+        assert status == 501 and "allow" not in headers
 
 
 @pytest.mark.inprocess

@@ -214,6 +214,8 @@ def test_connections_beyond_the_cap_get_503_and_no_thread(seeded_db, tmp_path):
             head, _, body = answer.partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 503 "), answer[:200]
             assert b"Connection: close" in head
+            assert b"\r\nRetry-After: 1\r\n" in head and b"\r\nCache-Control: no-store\r\n" in head
+            assert b"\r\nX-Content-Type-Options: nosniff\r\n" in head
             assert json.loads(body) == {"status": "failure",
                                         "message": {"error": "Service Unavailable: too many connections"}}
         assert threads_of(svc.proc.pid) <= threads_at_cap + 2, "a refused connection got a thread"
@@ -296,15 +298,16 @@ def short_write_timeout(seeded_db, tmp_path):
     assert " error: " not in svc.log(), svc.log()[-2000:]
 
 
-def never_reading_client(svc: ServiceProcess, seeded_db) -> socket.socket:
-    """Pipeline requests for the largest answer with a tiny receive buffer and never
-    read: the server's writes to it block once every buffer on the way is full."""
+def never_reading_client(svc: ServiceProcess, seeded_db, receive_buffer: int | None = 4096) -> socket.socket:
+    """Pipeline requests for the largest answer (with a tiny receive buffer, or the system's)
+    and never read: the server's writes to it block once every buffer on the way is full."""
     with sqlite3.connect(seeded_db) as conn:
         (nickname,) = conn.execute(
             "SELECT nickname FROM user_data GROUP BY nickname ORDER BY count(*) DESC LIMIT 1").fetchone()
     request = f"GET /api/v1/nickname/{nickname} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
     s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    if receive_buffer is not None:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
     s.connect((svc.host, svc.port))
     s.settimeout(0.5)
     try:
@@ -341,6 +344,47 @@ def test_clients_that_never_take_their_answers_are_cut_off_after_the_write_timeo
             with contextlib.suppress(ConnectionResetError):
                 while s.recv(1 << 20):
                     pass
+    finally:
+        for s in greedy:
+            s.close()
+
+
+def pipeline_and_never_read(svc: ServiceProcess, request: bytes, count: int) -> socket.socket:
+    """Send ``count`` copies of a request at once, as far as the buffers take them, and never read."""
+    s = socket.create_connection((svc.host, svc.port), timeout=10)
+    s.setblocking(False)
+    data = memoryview(request * count)
+    with contextlib.suppress(BlockingIOError):
+        while data:
+            data = data[s.send(data):]
+    return s
+
+
+def test_thirty_pipelining_never_readers_at_once_are_all_released_within_the_write_timeout(
+        short_write_timeout, seeded_db):
+    """A connection whose client has not taken its earlier answers is not served the requests it
+    queued behind them (the bytes written but unread are bounded), so its write blocks and the
+    deadline bites soon after it starts: however many do it at once, each is released within
+    the write timeout and 2 s. (Served all the thousands of requests the buffers hold before
+    the write could block, 30 such connections outlasted the deadline by far.)"""
+    svc = short_write_timeout
+    with sqlite3.connect(seeded_db) as conn:
+        (nickname,) = conn.execute(
+            "SELECT nickname FROM user_data GROUP BY nickname ORDER BY count(*) DESC LIMIT 1").fetchone()
+    request = f"GET /api/v1/nickname/{nickname} HTTP/1.1\r\nHost: x\r\nx-access-token: {TOKEN}\r\n\r\n".encode()
+    started = time.monotonic()
+    greedy = [pipeline_and_never_read(svc, request, 20_000) for _ in range(30)]
+    try:
+        served = 0
+        while (still_open := metric(svc, "userprofile_connections_open") - 1) > 0:  # 1: the /metrics request
+            assert time.monotonic() - started < WRITE_TIMEOUT + 2, (
+                f"{still_open:.0f} of 30 still open {time.monotonic() - started:.1f} s after they connected")
+            t = time.monotonic()
+            assert svc.get("/api/v1/id/7", TOKEN)[0] == 200  # others are served meanwhile, promptly
+            assert time.monotonic() - t < 1
+            served += 1
+        assert metric(svc, 'userprofile_connections_timed_out_total{phase="write"}') == 30
+        assert served > 0
     finally:
         for s in greedy:
             s.close()
