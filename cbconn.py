@@ -58,6 +58,7 @@ from cbsdk import (
     ACTIVE,
     ANY_COPY,
     RAW,
+    TIMEOUTS,
     DirectCalls,
     answers_noop,
     connection_string,
@@ -104,6 +105,7 @@ class CouchbaseStore(Loading, Store):
         delay = min(timedelta(seconds=options.couchbase_replica_delay), self.kv_timeout)
         self._hedge_options = (GetOptions(timeout=delay),)
         self._hedge_timeout_ms = max(1, round(delay.total_seconds() * 1000))
+        self._hedge_seconds = delay.total_seconds()
         self._after_delay = GetAnyReplicaOptions(timeout=max(self.kv_timeout - delay, timedelta(milliseconds=1)))
         self._any_copy_options = GetAnyReplicaOptions(timeout=self.kv_timeout)
         # Pings and the direct calls' check run between pings, briefly: a node that takes
@@ -209,6 +211,8 @@ class CouchbaseStore(Loading, Store):
 
     def _watch(self) -> None:
         answered, lost = self._ping()
+        if not answered and lost and self._kv_answers():
+            self.health.answered = True
         if answered and lost and time.monotonic() >= self._renew_after and any(
                 answers_noop(node, 0.25) for node in lost if ":" in node):
             # Back, but the SDK's connection to it still waits out TCP's retransmission
@@ -221,6 +225,24 @@ class CouchbaseStore(Loading, Store):
             self._retired.pop(0)[1].close()
         self.health.after_ping(answered, lost)
         self._check_direct()
+
+    def _kv_answers(self) -> bool:
+        """Whether a get of the token's document is answered (found or not) though no node
+        answered the ping: started with a node frozen, the SDK's ping can list only the
+        session it still bootstraps to that node, and not the one it reads from."""
+        auth = self.collections[AUTH]
+        try:
+            auth.get(TOKEN_KEY, GetOptions(timeout=self._between_pings))
+            return True
+        except cbe.DocumentNotFoundException:
+            return True
+        except Exception:  # noqa: BLE001, S110  # its active copy may be on the lost node: ask its replicas
+            pass
+        try:
+            auth.get_any_replica(TOKEN_KEY, GetAnyReplicaOptions(timeout=self._between_pings))
+            return True
+        except Exception:  # noqa: BLE001  # "unretrievable" is no proof that a node answered
+            return False
 
     def _reconnect(self) -> bool:
         """A new connection to the cluster, used when every node answers on it; the
@@ -275,17 +297,13 @@ class CouchbaseStore(Loading, Store):
     # -- read side -----------------------------------------------------------
     def _active(self, collection: str, coll, key: str, hedge: bool) -> bytes:
         """The active copy, within the replica delay when hedging, else the kv timeout."""
-        found = self.direct.get(ACTIVE, collection, key, self._hedge_timeout_ms if hedge else 0)
-        if found is not None:
-            return found[0]
-        return coll.get(key, *(self._hedge_options if hedge else ())).value
+        if hedge:
+            return self.direct.get(ACTIVE, collection, key, self._hedge_timeout_ms, coll.get, *self._hedge_options)[0]
+        return self.direct.get(ACTIVE, collection, key, 0, coll.get)[0]
 
     def _first_copy(self, collection: str, coll, key: str, options) -> tuple[bytes, bool]:
-        found = self.direct.get(ANY_COPY, collection, key, round(options["timeout"].total_seconds() * 1000))
-        if found is not None:
-            return found
-        row = coll.get_any_replica(key, options)
-        return row.value, row.is_replica
+        return self.direct.get(ANY_COPY, collection, key, round(options["timeout"].total_seconds() * 1000),
+                               coll.get_any_replica, options)
 
     def _any_copy(self, collection: str, coll, key: str, options) -> bytes | None:
         """The first copy to answer, active or replica."""
@@ -316,12 +334,17 @@ class CouchbaseStore(Loading, Store):
             return self._any_copy(collection, coll, key, self._any_copy_options)
         health.gets += 1
         hedge = health.hedging
+        started = 0.0 if hedge else time.monotonic()
         try:
             return self._active(collection, coll, key, hedge)
         except cbe.DocumentNotFoundException:
             return None
         except Exception as exc:
-            if not hedge:
+            # Unhedged (paused: a busy machine), a timeout has used the whole budget; an error
+            # within the replica delay (a node just killed: its connection reset) leaves the
+            # replicas time to answer.
+            if not hedge and (not self.replica_reads or isinstance(exc, TIMEOUTS)
+                              or time.monotonic() - started > self._hedge_seconds):
                 raise mapped(exc) from exc
         if health.hedged():
             self._ping_now.set()

@@ -37,6 +37,8 @@ RAW = RawJSONTranscoder()
 # shows the node's key-value service is back.
 NOOP = struct.pack(">BBHBBHIIQ", 0x80, 0x0A, 0, 0, 0, 0, 0, 0, 0)
 TIMEOUTS = (cbe.TimeoutException, cbe.AmbiguousTimeoutException, cbe.UnAmbiguousTimeoutException)
+# What a get's store answers by either path: the direct calls raise these as the public ones would.
+STORE_ANSWERS = (*TIMEOUTS, cbe.DocumentNotFoundException, cbe.DocumentUnretrievableException)
 
 
 def core_calls(collection):
@@ -73,7 +75,10 @@ def direct(call, opcode: int, bucket: str, scope: str, collection: str, key: str
     if isinstance(found, pycbc_exception):
         raise ErrorMapper.build_exception(found)
     raw = found.raw_result
-    return RAW.decode_value(raw["value"], raw["flags"]), raw.get("replica", False)
+    value, replica = RAW.decode_value(raw["value"], raw["flags"]), raw.get("replica", False)
+    if type(value) is not bytes or type(replica) is not bool:
+        raise TypeError(f"a result of another shape: {type(value).__name__}, {type(replica).__name__}")
+    return value, replica
 
 
 # DirectCalls.get's first argument: which of the two calls.
@@ -123,21 +128,39 @@ class DirectCalls:
             log("couchbase: the SDK's direct calls do not agree with its public ones "
                 f"({describe(found) if isinstance(found, Exception) else 'other bytes'}); using the public ones")
 
-    def get(self, which: int, collection: str, key: str, timeout_ms: int) -> tuple[bytes, bool] | None:
+    def get(self, which: int, collection: str, key: str, timeout_ms: int, public, *options) -> tuple[bytes, bool]:
         """The document and whether a replica gave it, by the direct call ``which`` (ACTIVE,
-        ANY_COPY); None when they are not in use: the caller then makes the public call."""
+        ANY_COPY) while they are in use, else by ``public(key, *options)``, the public call.
+
+        A store's answer (a timeout, "not found") is the same by either path and is raised as
+        it is. Anything else the direct call raises, a CouchbaseException included, may be
+        the SDK changed under it: the public call then decides. If it answers, or fails
+        otherwise, the direct calls are dropped for good, with one log line."""
         calls = self.calls
-        if calls is None:
-            return None
+        if calls is not None:
+            try:
+                return direct(calls[which], OPCODES[which], self.bucket, self.scope, collection, key, timeout_ms)
+            except STORE_ANSWERS:
+                raise
+            except Exception as exc:  # noqa: BLE001  # a store fault, or the SDK changed: the public call says
+                failed = exc
+        else:
+            failed = None
         try:
-            return direct(calls[which], OPCODES[which], self.bucket, self.scope, collection, key, timeout_ms)
-        except cbe.CouchbaseException:
+            row = public(key, *options)
+        except Exception as exc:
+            if failed is not None and type(exc) is not type(failed):
+                self.drop(failed)
             raise
-        except Exception as exc:  # noqa: BLE001  # the SDK changed under us: not a store fault
-            if self.calls is not None:
-                self.calls = None
-                log(f"couchbase: the SDK's direct calls failed ({describe(exc)}); using the public ones from now on")
-            return None
+        if failed is not None:
+            self.drop(failed)
+        return row.value, getattr(row, "is_replica", False)
+
+    def drop(self, exc: Exception) -> None:
+        if self.calls is not None:
+            self.calls = None
+            log(f"couchbase: the SDK's direct calls failed ({describe(exc)}) where its public ones did not; "
+                "using the public ones from now on")
 
 
 def connection_string(options) -> str:
