@@ -32,6 +32,7 @@ JSON (its own key order) and the bytes would not be the stored ones.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -51,6 +52,7 @@ from couchbase.options import (
     WaitUntilReadyOptions,
 )
 
+import cbtls
 import settings
 from cbhealth import NodeHealth
 from cbload import Loading
@@ -63,6 +65,7 @@ from cbsdk import (
     answers_noop,
     connection_string,
     describe,
+    kv_answers,
     log,
     mapped,
     ping_nodes,
@@ -117,6 +120,12 @@ class CouchbaseStore(Loading, Store):
         self.scope: Any = None
         self.collections: dict = {}
         self.direct = DirectCalls(self.bucket_name, self.scope_name)
+        # Over TLS: the trust of COUCHBASE_CA_CERT, and the check of the nodes' names (cbtls).
+        self.ca_cert = options.couchbase_ca_cert or None
+        self.names = cbtls.NameCheck(self.connstr, self.ca_cert, options.couchbase_user, self._password,
+                                     self.bucket_name, cbtls.HANDSHAKE_TIMEOUT) if cbtls.is_tls(self.connstr) else None
+        self._probe_tls = cbtls.answering() if self.names else None
+        self._named: set[str] = set()  # the nodes answering when their names were last checked
         self._connected = threading.Event()
         self.health = NodeHealth(self.replica_reads)
         self._renew_after = 0.0  # no reconnection before this (time.monotonic)
@@ -156,7 +165,7 @@ class CouchbaseStore(Loading, Store):
         # One node's socket gets a quarter of an attempt, so that a frozen node
         # tried first leaves time to bootstrap from another.
         return ClusterOptions(
-            self._auth, transcoder=RAW,
+            self._auth, transcoder=RAW, **(cbtls.sdk_options(self.ca_cert) if self.names else {}),
             enable_tracing=self.observability, enable_metrics=self.observability,
             timeout_options=ClusterTimeoutOptions(
                 kv_timeout=self.kv_timeout, query_timeout=self.query_timeout,
@@ -165,6 +174,8 @@ class CouchbaseStore(Loading, Store):
             ))
 
     def _connect_once(self) -> None:
+        if self.names:  # at once, naming the cause, where the SDK would wait out its bootstrap timeout
+            self.names.check(log_refusal=False)  # the attempt's line names it
         cluster = Cluster(self.connstr, self._options())  # blocks up to the bootstrap timeout
         try:
             bucket = cluster.bucket(self.bucket_name)
@@ -211,10 +222,14 @@ class CouchbaseStore(Loading, Store):
 
     def _watch(self) -> None:
         answered, lost = self._ping()
-        if not answered and lost and self._kv_answers():
+        if not answered and lost and kv_answers(self.collections[AUTH], self._between_pings):
             self.health.answered = True
+        if self.names and answered != self._named:  # a node back, or another node: check them all again
+            self._named = answered
+            with contextlib.suppress(cbtls.Refused):  # logged; lookups are refused until a check passes
+                self.names.check()
         if answered and lost and time.monotonic() >= self._renew_after and any(
-                answers_noop(node, 0.25) for node in lost if ":" in node):
+                answers_noop(node, 0.25, self._probe_tls) for node in lost if ":" in node):
             # Back, but the SDK's connection to it still waits out TCP's retransmission
             # backoff (it stalled while the node was frozen): as long as the node was
             # gone, up to that again. New connections to every node end that at once.
@@ -225,24 +240,6 @@ class CouchbaseStore(Loading, Store):
             self._retired.pop(0)[1].close()
         self.health.after_ping(answered, lost)
         self._check_direct()
-
-    def _kv_answers(self) -> bool:
-        """Whether a get of the token's document is answered (found or not) though no node
-        answered the ping: started with a node frozen, the SDK's ping can list only the
-        session it still bootstraps to that node, and not the one it reads from."""
-        auth = self.collections[AUTH]
-        try:
-            auth.get(TOKEN_KEY, GetOptions(timeout=self._between_pings))
-            return True
-        except cbe.DocumentNotFoundException:
-            return True
-        except Exception:  # noqa: BLE001, S110  # its active copy may be on the lost node: ask its replicas
-            pass
-        try:
-            auth.get_any_replica(TOKEN_KEY, GetAnyReplicaOptions(timeout=self._between_pings))
-            return True
-        except Exception:  # noqa: BLE001  # "unretrievable" is no proof that a node answered
-            return False
 
     def _reconnect(self) -> bool:
         """A new connection to the cluster, used when every node answers on it; the
@@ -289,6 +286,8 @@ class CouchbaseStore(Loading, Store):
             raise StoreUnavailable("couchbase: not connected yet")
         if not self.health.healthy:
             raise StoreUnavailable("couchbase: no key-value node answers")
+        if self.names and self.names.refused:
+            raise StoreUnavailable(f"couchbase: {self.names.refused}")
         return self.collections[name]
 
     def _check_direct(self) -> None:

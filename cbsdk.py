@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 import struct
 import sys
 from datetime import UTC, datetime, timedelta
@@ -209,6 +210,24 @@ def ping_nodes(bucket, timeout: timedelta) -> tuple[set[str], dict[str, str]]:
     return answered, {node: why for node, why in lost.items() if node not in answered}
 
 
+def kv_answers(auth, timeout: timedelta) -> bool:
+    """Whether a get of the token's document is answered (found or not) though no node answered
+    the ping: started with a node frozen, SDK 4.6.3's ping can list only the session it still
+    bootstraps to that node, and not the one it reads from."""
+    try:
+        auth.get(TOKEN_KEY, GetOptions(timeout=timeout))
+        return True
+    except cbe.DocumentNotFoundException:
+        return True
+    except Exception:  # noqa: BLE001, S110  # its active copy may be on the lost node: ask its replicas
+        pass
+    try:
+        auth.get_any_replica(TOKEN_KEY, GetAnyReplicaOptions(timeout=timeout))
+        return True
+    except Exception:  # noqa: BLE001  # "unretrievable" is no proof that a node answered
+        return False
+
+
 def node_name(report) -> str:
     """A pinged endpoint's node: its address, or the one its error names (a refused
     node is reported with no remote address)."""
@@ -219,14 +238,15 @@ def node_name(report) -> str:
     return named.group(1) if named else "unnamed"  # its id changes from ping to ping
 
 
-def answers_noop(node: str, timeout: float) -> bool:
+def answers_noop(node: str, timeout: float, tls: ssl.SSLContext | None = None) -> bool:
     """Whether a node's key-value port answers a NOOP on a new connection (a response's
-    magic byte, whatever its status). A TLS port never does: the SDK's own recovery then."""
+    magic byte, whatever its status); over TLS (``tls``), after a handshake."""
     host, _, port = node.rpartition(":")
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout) as sock:
-            sock.settimeout(timeout)
-            sock.sendall(NOOP)
-            return sock.recv(24)[:1] == b"\x81"
+        with socket.create_connection((host.strip("[]"), int(port)), timeout) as raw:
+            raw.settimeout(timeout)
+            with tls.wrap_socket(raw, server_hostname=None) if tls else raw as sock:
+                sock.sendall(NOOP)
+                return sock.recv(24)[:1] == b"\x81"
     except (OSError, ValueError):
         return False

@@ -91,6 +91,8 @@ SETTINGS = (
     S("couchbase_scope", "COUCHBASE_SCOPE", "--couchbase-scope", "profiles", str, "scope"),
     S("couchbase_tls", "COUCHBASE_TLS", "--couchbase-tls", "false", boolean,
       "`couchbases://` (TLS) for a bare host"),
+    S("couchbase_ca_cert", "COUCHBASE_CA_CERT", "--couchbase-ca-cert", None, str,
+      "TLS: PEM file of the CA of the nodes' certificates, trusted alone; unset: the system's CAs and Capella's"),
     S("couchbase_network", "COUCHBASE_NETWORK", "--couchbase-network", "default", str,
       "`external` for a cluster reached through alternate addresses"),
     S("couchbase_kv_timeout", "COUCHBASE_KV_TIMEOUT", "--couchbase-kv-timeout", "2.5", float,

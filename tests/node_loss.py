@@ -37,6 +37,7 @@ from pathlib import Path
 
 from caves import Caves  # beside this file: run as a script, as a test module
 from conftest import ROOT, free_port, run_loaddata
+from terminator import Pki, Terminator, kv_ports
 
 TOKEN = "node-loss-token-8d2f61"
 COUNT = 1000
@@ -253,6 +254,9 @@ def main() -> None:
     p.add_argument("--startup-runs", type=int, default=0,
                    help="then start-ups with the first node frozen, and with the second, this many times each "
                         f"({STARTUP_IDS} ids asked after each)")
+    p.add_argument("--tls", action="store_true",
+                   help="over TLS: couchbases:// through a terminator (tests/terminator.py); the firewall then "
+                        "freezes the node behind it")
     args = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("node_loss.py: needs root (iptables), in a network namespace of its own (unshare -n)")
@@ -260,6 +264,7 @@ def main() -> None:
     caves = Caves(log_path=work / "caves.log").start()
     service = None
     firewalls: list[Firewall] = []
+    terminator = None
     report: dict = {"root": str(args.root), "phases": {}, "second_node": ""}
     try:
         caves.add_bucket("sample_app", replicas=1)
@@ -272,6 +277,12 @@ def main() -> None:
             run_loaddata(env, "--count", str(COUNT), "--token", TOKEN)
         except subprocess.CalledProcessError as exc:
             raise RuntimeError(f"loaddata.py failed: {exc.stdout}{exc.stderr}") from exc
+        if args.tls:
+            ports = kv_ports(caves.connstr, "sample_app")
+            pki = Pki(work)
+            terminator = Terminator(work, ports, [pki.server] * len(ports)).start()
+            env = {**env, "COUCHBASE_HOST": terminator.connstr, "COUCHBASE_CA_CERT": str(pki.ca)}
+            report["second_node"] = f"127.0.0.1:{ports[1][1]}"  # as the SDK names it: its TLS port
         if args.phase > 0:
             service = Service(args.root, env, work / "service.log")
             if service.ready_within(30) is None:
@@ -290,6 +301,8 @@ def main() -> None:
             service.stop()
         for firewall in firewalls:
             firewall.clear()
+        if terminator is not None:
+            terminator.stop()
         caves.stop()
     for name in ("service", "service-startup"):
         path = work / f"{name}.log"

@@ -1,0 +1,242 @@
+"""TLS in front of CAVES, whose own TLS listeners serve no usable certificate (its embedded one
+expired in 2018): test_tls.py's and node_loss.py's ``--tls``.
+
+In a network namespace of its own (``unshare -n``, as root), ``Pki`` makes a CA and server
+certificates with openssl (SAN ``IP:127.0.0.1,DNS:localhost``; one for another name; a
+second CA), ``Terminator`` runs haproxy in TCP mode with ``bind ... ssl crt`` on a port per
+node, forwarding to that node's plain key-value port, and iptables' nat table sends what
+the SDK sends to each node's TLS key-value port (``kvSSL`` in the bucket's configuration)
+to that node's terminator. The SDK, the service and the service's own checks then talk TLS
+to ``couchbases://127.0.0.1:<kvSSL>,...`` as to a secured cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+from conftest import free_port
+
+WRONG_NAME = "not-this-host.example"
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+class Pki:
+    """``ca.pem``; ``server.pem`` (certificate and key) for 127.0.0.1 and localhost, signed by it;
+    ``wrong-name.pem`` for another name, signed by it; ``other-ca.pem``, another CA."""
+
+    def __init__(self, work: Path):
+        self.dir = work
+        for ca in ("ca", "other-ca"):
+            openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN=test {ca}",
+                    "-keyout", f"{ca}.key", "-out", f"{ca}.pem", cwd=work)
+        for name, san in (("server", "IP:127.0.0.1,DNS:localhost"), ("wrong-name", f"DNS:{WRONG_NAME}")):
+            openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={san.split(':')[1].split(',')[0]}",
+                    "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=work)
+            (work / f"{name}.ext").write_text(f"subjectAltName={san}\n")
+            openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                    "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.crt", cwd=work)
+            (work / f"{name}.pem").write_text((work / f"{name}.crt").read_text() + (work / f"{name}.key").read_text())
+        self.ca, self.other_ca = work / "ca.pem", work / "other-ca.pem"
+        self.server, self.wrong_name = work / "server.pem", work / "wrong-name.pem"
+
+
+def _call(sock: socket.socket, opcode: int, key: bytes = b"", value: bytes = b"") -> bytes:
+    sock.sendall(struct.pack(">BBHBBHIIQ", 0x80, opcode, len(key), 0, 0, 0, len(key) + len(value), 0, 0)
+                 + key + value)
+    header = b""
+    while len(header) < 24:
+        header += sock.recv(24 - len(header))
+    _, _, key_len, extras_len, _, status, body_len, _, _ = struct.unpack(">BBHBBHIIQ", header)
+    body = b""
+    while len(body) < body_len:
+        body += sock.recv(body_len - len(body))
+    assert status == 0, f"opcode 0x{opcode:x}: status 0x{status:x} {body!r}"
+    return body[extras_len + key_len:]
+
+
+def kv_ports(connstr: str, bucket: str) -> list[tuple[int, int]]:
+    """(plain, TLS) key-value port of each node, in the connection string's order, from the
+    bucket's configuration read on the first node's plain port."""
+    plain = [int(node.rsplit(":", 1)[1]) for node in connstr.split("://", 1)[1].split(",")]
+    with socket.create_connection(("127.0.0.1", plain[0]), 10) as sock:
+        _call(sock, 0x21, b"PLAIN", b"\0Administrator\0password")  # SASL_AUTH
+        _call(sock, 0x89, bucket.encode())  # SELECT_BUCKET
+        config = json.loads(_call(sock, 0xB5))  # GET_CLUSTER_CONFIG
+    tls = {node["services"]["kv"]: node["services"]["kvSSL"] for node in config["nodesExt"]}
+    return [(port, tls[port]) for port in plain]
+
+
+class Terminator:
+    """haproxy terminating TLS for each node, the nat rules sending each kvSSL port to it."""
+
+    def __init__(self, work: Path, ports: list[tuple[int, int]], certificates: list[Path]):
+        self.work, self.ports = work, ports
+        self.fronts = [free_port() for _ in ports]
+        self.certificates = certificates
+        self.proc: subprocess.Popen | None = None
+        self.rules: list[list[str]] = []
+
+    @property
+    def connstr(self) -> str:
+        return "couchbases://" + ",".join(f"127.0.0.1:{tls}" for _, tls in self.ports)
+
+    def start(self) -> Terminator:
+        lines = ["global", "  maxconn 2000", "defaults", "  mode tcp", "  timeout connect 5s",
+                 "  timeout client 1h", "  timeout server 1h"]
+        for n, ((plain, _), front, cert) in enumerate(zip(self.ports, self.fronts, self.certificates, strict=True)):
+            lines += [f"frontend node{n}", f"  bind 127.0.0.1:{front} ssl crt {cert}", f"  default_backend node{n}",
+                      f"backend node{n}", f"  server node{n} 127.0.0.1:{plain}"]
+        config = self.work / "haproxy.cfg"
+        config.write_text("\n".join(lines) + "\n")
+        self.proc = subprocess.Popen(["haproxy", "-db", "-f", str(config)],
+                                     stdout=open(self.work / "haproxy.log", "ab"), stderr=subprocess.STDOUT)
+        for (_, tls), front in zip(self.ports, self.fronts, strict=True):
+            rule = ["OUTPUT", "-p", "tcp", "-d", "127.0.0.1", "--dport", str(tls), "-j", "DNAT",
+                    "--to-destination", f"127.0.0.1:{front}"]
+            subprocess.run(["iptables", "-t", "nat", "-A", *rule], check=True)
+            self.rules.append(rule)
+        deadline = time.monotonic() + 10
+        for front in self.fronts:
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", front), 1).close()
+                    break
+                except OSError as exc:
+                    if time.monotonic() > deadline or self.proc.poll() is not None:
+                        log = (self.work / "haproxy.log").read_text()
+                        raise RuntimeError(f"haproxy did not listen: {log}") from exc
+                    time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        for rule in self.rules:
+            subprocess.run(["iptables", "-t", "nat", "-D", *rule], check=False)
+        self.rules = []
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    def __enter__(self) -> Terminator:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+# -- the driver of test_tls.py: python tests/terminator.py, in unshare -n, as root ------------
+CHANGED_SDK = '''\
+"""A changed SDK for the service under test: its C++ get no longer takes the request type that
+couchbase.logic.pycbc_core.pycbc_kv_request names. The SDK's own modules are imported first, so
+that its public calls keep the real type; from the moment the file TRIGGER exists the service's
+shortcut (cbsdk) gets the other one, as a new SDK release could lay it out."""
+import os, sys, threading, time
+import couchbase.cluster, couchbase.collection  # noqa: E401,F401  # the public path, bound now
+import couchbase.logic.pycbc_core as core
+
+class ChangedRequest:  # the attributes the old one had, but not the type the C++ get wants
+    pass
+
+def change():
+    while not os.path.exists(os.environ["CHANGED_SDK_TRIGGER"]):
+        time.sleep(0.05)
+    core.pycbc_kv_request = ChangedRequest
+    if "cbsdk" in sys.modules:
+        sys.modules["cbsdk"].pycbc_kv_request = ChangedRequest
+
+threading.Thread(target=change, daemon=True).start()
+'''
+
+
+def main() -> None:
+    import argparse
+    import os
+    import sys
+    import tempfile
+
+    from caves import Caves
+    from conftest import ServiceProcess, run_loaddata
+
+    p = argparse.ArgumentParser(description="TLS through a terminator: prints one JSON report")
+    p.add_argument("--count", type=int, default=200)
+    p.add_argument("--connect-timeout", type=float, default=10)
+    args = p.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("terminator.py: needs root (iptables), in a network namespace of its own (unshare -n)")
+    token = "tls-token-4e1b9d"
+    work = Path(tempfile.mkdtemp(prefix="tls-"))
+    pki = Pki(work)
+    report: dict = {}
+    with Caves(log_path=work / "caves.log") as caves:
+        caves.add_bucket("sample_app", replicas=1)
+        ports = kv_ports(caves.connstr, "sample_app")
+        plain_env = {"COUCHBASE_HOST": caves.connstr, "COUCHBASE_CONNECT_TIMEOUT": str(args.connect_timeout)}
+        run_loaddata(plain_env, "--count", str(args.count), "--token", token)
+        paths = [f"/api/v1/{route}/{n}" for n in range(1, args.count + 2)
+                 for route in ("id", "picture/record", "picture/raw")]
+
+        def answers(env: dict, name: str, changed: Path | None = None) -> dict:
+            """Ready or not within the connect timeout plus 5 s, the answers to every path when
+            ready, and the store's log lines."""
+            log = work / f"{name}.log"
+            service = ServiceProcess({**env, "ACCESS_LOG": "false"}, log_path=log).start()
+            started = time.monotonic()
+            found: dict = {"ready_after_s": None, "readyz_slowest_s": 0.0}
+            try:
+                while time.monotonic() - started < args.connect_timeout + 5:
+                    asked = time.monotonic()
+                    status = service.get("/readyz")[0]
+                    found["readyz_slowest_s"] = max(found["readyz_slowest_s"], round(time.monotonic() - asked, 3))
+                    if status == 200:
+                        found["ready_after_s"] = round(time.monotonic() - started, 2)
+                        break
+                    time.sleep(0.1)
+                if changed is not None and found["ready_after_s"] is not None:
+                    changed.touch()
+                    time.sleep(0.5)
+                    found["changed"] = [service.get(f"/api/v1/id/{n}", token)[0] for n in range(1, 51)]
+                if found["ready_after_s"] is not None:
+                    found["bodies"] = {path: list(service.get(path, token)[::2]) for path in paths}
+            finally:
+                service.stop()
+            lines = [line for line in service.log().splitlines() if "couchbase:" in line]
+            found["log"] = lines[:20]
+            found["tracebacks"] = service.log().count("Traceback")
+            return found
+
+        plain = answers(plain_env, "plain")
+        tls_env = {**plain_env, "COUCHBASE_CA_CERT": str(pki.ca)}
+        with Terminator(work, ports, [pki.server, pki.server]) as term:
+            tls_env["COUCHBASE_HOST"] = term.connstr
+            right = answers(tls_env, "right-ca")
+            report["wrong_ca"] = answers({**tls_env, "COUCHBASE_CA_CERT": str(pki.other_ca)}, "wrong-ca")
+            report["no_ca"] = answers({**tls_env, "COUCHBASE_CA_CERT": ""}, "no-ca")
+            trigger = work / "change-now"
+            (work / "changed").mkdir()
+            (work / "changed" / "sitecustomize.py").write_text(CHANGED_SDK)
+            report["changed_sdk"] = answers({**tls_env, "PYTHONPATH": str(work / "changed"),
+                                             "CHANGED_SDK_TRIGGER": str(trigger)}, "changed", trigger)
+        with Terminator(work, ports, [pki.server, pki.wrong_name]) as term:
+            report["wrong_name"] = answers({**tls_env, "COUCHBASE_HOST": term.connstr}, "wrong-name")
+        report["plain_ready_after_s"], report["tls_ready_after_s"] = plain["ready_after_s"], right["ready_after_s"]
+        report["tls_log"] = right["log"]
+        report["paths"] = len(paths)
+        report["tls_equal_plain"] = right.get("bodies") == plain.get("bodies") and bool(plain.get("bodies"))
+        report["plain_statuses"] = sorted({str(b[0]) for b in plain.get("bodies", {}).values()})
+        report["tls_statuses"] = sorted({str(b[0]) for b in right.get("bodies", {}).values()})
+        for scenario in report.values():
+            if isinstance(scenario, dict):
+                scenario.pop("bodies", None)
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

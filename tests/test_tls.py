@@ -1,0 +1,78 @@
+"""Couchbase over TLS, as Capella and secured clusters are reached: CAVES behind a TLS terminator.
+
+The driver, tests/terminator.py, runs in a network namespace of its own (``unshare -n``, as
+root): haproxy terminates TLS with the test's own CA in front of each CAVES node's plain
+key-value port, and iptables sends each node's TLS port there. It starts the real service
+with ``couchbases://`` and reports; this asserts: the right CA serves every key-value route
+as the plain path does, byte for byte; another CA, no CA (the system's and Capella's do not
+sign it) and a certificate that does not name its node are refused, not ready, the log
+naming the cause within the connect timeout plus 5 s; and an SDK whose request type
+changed under the service's shortcut still answers every lookup. Node loss and start-up
+with a node frozen over TLS: test_node_loss.py. About 60 seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import datetime
+
+import pytest
+from conftest import ROOT
+from test_node_loss import unavailable
+
+pytestmark = pytest.mark.external
+
+CONNECT_TIMEOUT = 5
+
+
+@pytest.fixture(scope="module")
+def report():
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    driver = (f"ip link set lo up && exec {sys.executable} {ROOT / 'tests' / 'terminator.py'} "
+              f"--connect-timeout {CONNECT_TIMEOUT}")
+    done = subprocess.run(["unshare", "-n", "sh", "-c", driver], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout)
+    print(json.dumps(found, indent=1))  # shown when a test fails
+    return found
+
+
+def test_the_right_ca_serves_every_key_value_route_as_the_plain_path(report):
+    assert report["tls_ready_after_s"] is not None
+    assert report["tls_equal_plain"], report
+    assert report["tls_statuses"] == report["plain_statuses"] == ["200", "404"]  # the last id is not there
+
+
+def seconds_to(line: str, lines: list[str]) -> float:
+    """From the service's first log line to ``line``'s stamp."""
+    def stamp(text: str) -> datetime:
+        return datetime.fromisoformat(text.split(" ", 1)[0])
+    return (stamp(line) - stamp(lines[0])).total_seconds()
+
+
+@pytest.mark.parametrize("scenario, cause", [
+    ("wrong_ca", "unable to get local issuer certificate"),
+    ("no_ca", "unable to get local issuer certificate"),
+    ("wrong_name", "IP address mismatch, certificate is not valid for '127.0.0.1'"),
+])
+def test_a_certificate_not_trusted_for_its_node_is_refused_and_named(report, scenario, cause):
+    found = report[scenario]
+    assert found["ready_after_s"] is None, found  # never ready, so never a 200 from that node
+    assert found["readyz_slowest_s"] < 1, found  # /readyz answers at once all along
+    named = [line for line in found["log"] if cause in line and "TLS: the certificate of" in line]
+    assert named, found["log"]
+    assert seconds_to(named[0], found["log"]) <= CONNECT_TIMEOUT + 5
+    assert "retrying in" in named[0]  # and the service keeps trying
+    assert found["tracebacks"] == 0
+
+
+def test_a_changed_sdk_request_type_still_answers_every_lookup(report):
+    found = report["changed_sdk"]
+    assert found["changed"] == [200] * 50, found
+    fallbacks = [line for line in found["log"] if "direct calls failed" in line]
+    assert len(fallbacks) == 1 and "pycbc_kv_request" in fallbacks[0], found["log"]
+    assert found["tracebacks"] == 0
