@@ -224,7 +224,8 @@ class CouchbaseStore(Loading, Store):
         answered, lost = self._ping()
         if not answered and lost and kv_answers(self.collections[AUTH], self._between_pings):
             self.health.answered = True
-        if self.names and answered != self._named:  # a node back, or another node: check them all again
+        # A node back, another node, or still refused (a check that timed out is tried each ping): check them all.
+        if self.names and (answered != self._named or self.names.refused):
             self._named = answered
             with contextlib.suppress(cbtls.Refused):  # logged; lookups are refused until a check passes
                 self.names.check()

@@ -162,7 +162,7 @@ class NameCheck:
                  timeout: float):
         self.bootstrap = hosts(connstr)
         self.external = "network=external" in connstr
-        self.context = trust(ca_cert)
+        self.context: ssl.SSLContext | None = None  # read on the first check: a missing file is one log line
         self.ca_cert = ca_cert
         self.user, self.password, self.bucket, self.timeout = user, password, bucket, timeout
         self.refused: str | None = None  # why lookups are refused, since the last check
@@ -185,8 +185,13 @@ class NameCheck:
 
     def run(self) -> tuple[list[tuple[str, int]], list[str]]:
         """(the nodes checked, why some were not), trying the connection string's hosts in turn for
-        the configuration. Refused when a certificate is refused: a node that does not answer is only
-        not checked (it is checked when it answers again)."""
+        the configuration. Refused when a certificate is refused, or when no node could be checked;
+        a node that does not answer is only not checked (it is when it answers again)."""
+        if self.context is None:
+            try:
+                self.context = trust(self.ca_cert)
+            except (OSError, ssl.SSLError) as exc:
+                raise Refused(f"TLS: cannot load COUCHBASE_CA_CERT {self.ca_cert}: {exc}") from None
         unchecked = []
         for host, port in self.bootstrap:
             try:
@@ -212,8 +217,12 @@ class NameCheck:
                     raise Refused(f"{exc}{self._trusting()}") from None
                 except OSError as exc:
                     unchecked.append(f"{name}:{kv_port}: {exc or type(exc).__name__}")
-            return checked, unchecked
-        return [], unchecked
+            if checked:
+                return checked, unchecked
+        # No name checked, so none is trusted: the cluster is down, or its hosts are known only by
+        # a DNS SRV record, which Python's resolver cannot read.
+        raise Refused(f"TLS: no node's certificate could be checked ({'; '.join(unchecked)}); "
+                      "a DNS SRV name (Capella's) cannot be: name the nodes in COUCHBASE_HOST")
 
     def _trusting(self) -> str:
         return f" (trusting {self.ca_cert} alone)" if self.ca_cert else " (trusting the system's CAs and Capella's)"

@@ -219,6 +219,7 @@ def main() -> None:
             right = answers(tls_env, "right-ca")
             report["wrong_ca"] = answers({**tls_env, "COUCHBASE_CA_CERT": str(pki.other_ca)}, "wrong-ca")
             report["no_ca"] = answers({**tls_env, "COUCHBASE_CA_CERT": ""}, "no-ca")
+            report["missing_ca"] = answers({**tls_env, "COUCHBASE_CA_CERT": str(work / "missing.pem")}, "missing-ca")
             trigger = work / "change-now"
             (work / "changed").mkdir()
             (work / "changed" / "sitecustomize.py").write_text(CHANGED_SDK)
