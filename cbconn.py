@@ -336,8 +336,12 @@ class CouchbaseStore(Loading, Store):
         hedge = health.hedging
         started = 0.0 if hedge else time.monotonic()
         try:
-            return self._active(collection, coll, key, hedge)
+            found = self._active(collection, coll, key, hedge)
+            # A node answers, whatever the next ping finds (on a busy machine it can time out on every node).
+            health.answered = True
+            return found
         except cbe.DocumentNotFoundException:
+            health.answered = True
             return None
         except Exception as exc:
             # Unhedged (paused: a busy machine), a timeout has used the whole budget; an error

@@ -13,6 +13,7 @@ to ``couchbases://127.0.0.1:<kvSSL>,...`` as to a secured cluster.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import struct
 import subprocess
@@ -156,9 +157,38 @@ threading.Thread(target=change, daemon=True).start()
 '''
 
 
+def cpu_seconds(pid: int) -> float:
+    """A process's user and system CPU, every thread's (the SDK's I/O threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ab(services: dict, token: str, count: int, rounds: int, seconds: float) -> dict:
+    """The service's CPU per request over plain and over TLS, the two measured in turn in each
+    round (which first alternating), wrk asking random ids on 16 connections."""
+    lua = Path(__file__).resolve().parent.parent / "bench" / "random_id.lua"
+    found: dict = {name: [] for name in services}
+    for n in range(rounds):
+        for name in (list(services) if n % 2 == 0 else list(services)[::-1]):
+            service = services[name]
+            before = cpu_seconds(service.proc.pid)
+            out = subprocess.run(["wrk", "-t1", "-c16", f"-d{seconds:g}s", "-s", str(lua),
+                                  f"http://127.0.0.1:{service.port}", "--", token, str(count)],
+                                 capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+            used = cpu_seconds(service.proc.pid) - before
+            raw = json.loads([line for line in out.splitlines() if line.startswith("JSON ")][-1][5:])
+            assert raw["status"] == 0 and raw["requests"] > 0, out
+            found[name].append({"requests": raw["requests"], "us_per_request": round(used / raw["requests"] * 1e6, 1),
+                                "p99_ms": raw["p99_us"] / 1000})
+    plain, tls = found["plain"], found["tls"]
+    ratios = sorted(t["us_per_request"] / p["us_per_request"] for p, t in zip(plain, tls, strict=True))
+    found["tls_over_plain"] = {"median": round(ratios[len(ratios) // 2], 3),
+                               "range": [round(ratios[0], 3), round(ratios[-1], 3)]}
+    return found
+
+
 def main() -> None:
     import argparse
-    import os
     import sys
     import tempfile
 
@@ -168,6 +198,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description="TLS through a terminator: prints one JSON report")
     p.add_argument("--count", type=int, default=200)
     p.add_argument("--connect-timeout", type=float, default=10)
+    p.add_argument("--ab", type=int, default=0, metavar="ROUNDS",
+                   help="instead of the scenarios: CPU per request over TLS against plain, ROUNDS rounds")
+    p.add_argument("--ab-seconds", type=float, default=5)
     args = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("terminator.py: needs root (iptables), in a network namespace of its own (unshare -n)")
@@ -212,6 +245,21 @@ def main() -> None:
             found["tracebacks"] = service.log().count("Traceback")
             return found
 
+        if args.ab:
+            with Terminator(work, ports, [pki.server, pki.server]) as term:
+                tls_env = {**plain_env, "COUCHBASE_HOST": term.connstr, "COUCHBASE_CA_CERT": str(pki.ca),
+                           "ACCESS_LOG": "false"}
+                services = {"plain": ServiceProcess({**plain_env, "ACCESS_LOG": "false"}, "--no-access-log",
+                                                    log_path=work / "ab-plain.log"),
+                            "tls": ServiceProcess(tls_env, "--no-access-log", log_path=work / "ab-tls.log")}
+                try:
+                    for service in services.values():
+                        service.start(wait_for="/readyz")
+                    print(json.dumps(cpu_ab(services, token, args.count, args.ab, args.ab_seconds), indent=1))
+                finally:
+                    for service in services.values():
+                        service.stop()
+            return
         plain = answers(plain_env, "plain")
         tls_env = {**plain_env, "COUCHBASE_CA_CERT": str(pki.ca)}
         with Terminator(work, ports, [pki.server, pki.server]) as term:

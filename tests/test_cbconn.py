@@ -551,3 +551,14 @@ def test_unhedged_a_fast_error_of_the_active_copy_is_answered_by_a_replica():
     with pytest.raises(StoreTimeout):
         store.get_profile("3")
     assert [call for call, _, _ in timing_out.calls] == ["get"]
+
+
+def test_a_ping_that_finds_no_node_does_not_refuse_lookups_that_are_answered():
+    """On a busy machine a ping can time out on every node while gets are answered: the gets
+    answered since then keep lookups going (a ping with none refuses them)."""
+    store = make_store(profiles=FakeCollection(dict(PROFILE_DOCS)))
+    assert store.get_profile("1") is not None and store.get_profile("404") is None
+    store.health.after_ping(set(), {"a:1": "timeout", "b:2": "timeout"})
+    assert store.health.healthy
+    store.health.after_ping(set(), {"a:1": "timeout", "b:2": "timeout"})  # nothing answered since
+    assert not store.health.healthy
