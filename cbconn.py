@@ -125,7 +125,7 @@ class CouchbaseStore(Loading, Store):
         self.names = cbtls.NameCheck(self.connstr, self.ca_cert, options.couchbase_user, self._password,
                                      self.bucket_name, cbtls.HANDSHAKE_TIMEOUT) if cbtls.is_tls(self.connstr) else None
         self._probe_tls = cbtls.answering() if self.names else None
-        self._named: set[str] = set()  # the nodes answering when their names were last checked
+        self._named: tuple[set[str], float] = (set(), 0.0)  # the nodes answering at the last check, and when
         self._connected = threading.Event()
         self.health = NodeHealth(self.replica_reads)
         self._renew_after = 0.0  # no reconnection before this (time.monotonic)
@@ -224,9 +224,11 @@ class CouchbaseStore(Loading, Store):
         answered, lost = self._ping()
         if not answered and lost and kv_answers(self.collections[AUTH], self._between_pings):
             self.health.answered = True
-        # A node back, another node, or still refused (a check that timed out is tried each ping): check them all.
-        if self.names and (answered != self._named or self.names.refused):
-            self._named = answered
+        # A node back, another node, still refused (a check that timed out), or a while since the last
+        # check (the SDK may have reconnected to a node, unseen between pings): check them all again.
+        if self.names and (answered != self._named[0] or self.names.refused
+                           or time.monotonic() - self._named[1] >= cbtls.RECHECK_SECONDS):
+            self._named = (answered, time.monotonic())
             with contextlib.suppress(cbtls.Refused):  # logged; lookups are refused until a check passes
                 self.names.check()
         if answered and lost and time.monotonic() >= self._renew_after and any(

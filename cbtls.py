@@ -10,8 +10,8 @@ Host names. SDK 4.6.3, the newest the registry serves, verifies a node's certifi
 but not that it names the node (CXXCBC-838, fixed in the C++ client 1.4.0, in no Python
 release yet). So the service checks it itself with Python's ``ssl``, against the same trust:
 a handshake to each host of the connection string, then to each node of the cluster's
-configuration, read over that verified connection (``NameCheck``), before the SDK connects
-and again whenever the nodes answering change (a node back, a node added). A node whose
+configuration, read over that verified connection (``NameCheck``), before the SDK connects,
+again whenever the nodes answering change (a node back, a node added), and every 30 s. A node whose
 certificate does not name it refuses every lookup until a check passes again: its answers
 could come from anyone holding a certificate of that CA.
 
@@ -54,6 +54,9 @@ DPFAN/4qZAgD5q3AFNIq2WWADFQGSwVJhg==
 KV_TLS_PORT = 11207  # a host of a couchbases:// string without a port
 # A node that takes longer for a handshake, or for its configuration, is in trouble: checked when it answers again.
 HANDSHAKE_TIMEOUT = 1.0
+# Every node checked again this often, whatever the pings see: a certificate changed while its node
+# kept answering (or reconnected between two pings) is found within this.
+RECHECK_SECONDS = 30.0
 SASL_AUTH, SELECT_BUCKET, GET_CLUSTER_CONFIG = 0x21, 0x89, 0xB5
 
 

@@ -90,6 +90,23 @@ class Terminator:
         return "couchbases://" + ",".join(f"127.0.0.1:{tls}" for _, tls in self.ports)
 
     def start(self) -> Terminator:
+        self._haproxy()
+        for (_, tls), front in zip(self.ports, self.fronts, strict=True):
+            rule = ["OUTPUT", "-p", "tcp", "-d", "127.0.0.1", "--dport", str(tls), "-j", "DNAT",
+                    "--to-destination", f"127.0.0.1:{front}"]
+            subprocess.run(["iptables", "-t", "nat", "-A", *rule], check=True)
+            self.rules.append(rule)
+        return self
+
+    def swap(self, certificates: list[Path]) -> None:
+        """haproxy again with other certificates: every TLS connection is closed, and made anew."""
+        assert self.proc is not None
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.certificates = certificates
+        self._haproxy()
+
+    def _haproxy(self) -> None:
         lines = ["global", "  maxconn 2000", "defaults", "  mode tcp", "  timeout connect 5s",
                  "  timeout client 1h", "  timeout server 1h"]
         for n, ((plain, _), front, cert) in enumerate(zip(self.ports, self.fronts, self.certificates, strict=True)):
@@ -99,11 +116,6 @@ class Terminator:
         config.write_text("\n".join(lines) + "\n")
         self.proc = subprocess.Popen(["haproxy", "-db", "-f", str(config)],
                                      stdout=open(self.work / "haproxy.log", "ab"), stderr=subprocess.STDOUT)
-        for (_, tls), front in zip(self.ports, self.fronts, strict=True):
-            rule = ["OUTPUT", "-p", "tcp", "-d", "127.0.0.1", "--dport", str(tls), "-j", "DNAT",
-                    "--to-destination", f"127.0.0.1:{front}"]
-            subprocess.run(["iptables", "-t", "nat", "-A", *rule], check=True)
-            self.rules.append(rule)
         deadline = time.monotonic() + 10
         for front in self.fronts:
             while True:
@@ -115,7 +127,6 @@ class Terminator:
                         log = (self.work / "haproxy.log").read_text()
                         raise RuntimeError(f"haproxy did not listen: {log}") from exc
                     time.sleep(0.05)
-        return self
 
     def stop(self) -> None:
         for rule in self.rules:
@@ -184,6 +195,59 @@ def cpu_ab(services: dict, token: str, count: int, rounds: int, seconds: float) 
     ratios = sorted(t["us_per_request"] / p["us_per_request"] for p, t in zip(plain, tls, strict=True))
     found["tls_over_plain"] = {"median": round(ratios[len(ratios) // 2], 3),
                                "range": [round(ratios[0], 3), round(ratios[-1], 3)]}
+    return found
+
+
+def sdk_alone_reads(connstr: str, ca: Path) -> bool:
+    """Whether the SDK by itself, trusting ``ca`` alone, reads a document through a node whose
+    certificate names another host: why the service checks names itself (4.6.3 does)."""
+    from datetime import timedelta
+
+    from couchbase.auth import PasswordAuthenticator
+    from couchbase.cluster import Cluster
+    from couchbase.options import ClusterOptions, ClusterTimeoutOptions
+
+    try:
+        cluster = Cluster(connstr, ClusterOptions(
+            PasswordAuthenticator("Administrator", "password"), trust_store_path=str(ca),
+            timeout_options=ClusterTimeoutOptions(bootstrap_timeout=timedelta(seconds=10))))
+    except Exception:  # noqa: BLE001  # refused: what a newer SDK would do
+        return False
+    try:
+        collection = cluster.bucket("sample_app").scope("profiles").collection("service_auth")
+        return all(collection.get_any_replica("service_auth:1").value is not None for _ in range(5))
+    except Exception:  # noqa: BLE001
+        return False
+    finally:
+        cluster.close()
+
+
+def returns_renamed(env: dict, term: Terminator, pki: Pki, token: str, work: Path) -> dict:
+    """The second node lost (its key-value port frozen), then back with a certificate for another
+    name: seconds from its return until lookups are refused, and what they answer after."""
+    from conftest import ServiceProcess
+
+    service = ServiceProcess({**env, "ACCESS_LOG": "false"}, log_path=work / "returns-renamed.log")
+    service.start(wait_for="/readyz")
+    freeze = ["INPUT", "-p", "tcp", "--dport", str(term.ports[1][0]), "-j", "DROP"]
+    found: dict = {"before": service.get("/api/v1/id/1", token)[0]}
+    try:
+        subprocess.run(["iptables", "-A", *freeze], check=True)
+        deadline = time.monotonic() + 15
+        while " lost (" not in service.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        term.swap([pki.server, pki.wrong_name])
+        subprocess.run(["iptables", "-D", *freeze], check=True)
+        back = time.monotonic()
+        while service.get("/readyz")[0] == 200 and time.monotonic() - back < 60:
+            time.sleep(0.05)
+        found["refused_after_s"] = round(time.monotonic() - back, 2)
+        found["after"] = sorted({service.get(f"/api/v1/id/{n}", token)[0] for n in range(1, 21)})
+    finally:
+        subprocess.run(["iptables", "-D", *freeze], check=False, capture_output=True)
+        service.stop()
+    found["log"] = [line for line in service.log().splitlines() if "couchbase:" in line][:20]
+    found["tracebacks"] = service.log().count("Traceback")
     return found
 
 
@@ -275,6 +339,10 @@ def main() -> None:
                                              "CHANGED_SDK_TRIGGER": str(trigger)}, "changed", trigger)
         with Terminator(work, ports, [pki.server, pki.wrong_name]) as term:
             report["wrong_name"] = answers({**tls_env, "COUCHBASE_HOST": term.connstr}, "wrong-name")
+            report["sdk_alone_reads_from_a_wrong_name"] = sdk_alone_reads(term.connstr, pki.ca)
+        with Terminator(work, ports, [pki.server, pki.server]) as term:
+            report["returns_renamed"] = returns_renamed({**tls_env, "COUCHBASE_HOST": term.connstr}, term, pki,
+                                                        token, work)
         report["plain_ready_after_s"], report["tls_ready_after_s"] = plain["ready_after_s"], right["ready_after_s"]
         report["tls_log"] = right["log"]
         report["paths"] = len(paths)

@@ -77,3 +77,16 @@ def test_a_changed_sdk_request_type_still_answers_every_lookup(report):
     fallbacks = [line for line in found["log"] if "direct calls failed" in line]
     assert len(fallbacks) == 1 and "pycbc_kv_request" in fallbacks[0], found["log"]
     assert found["tracebacks"] == 0
+
+
+def test_a_node_back_with_a_certificate_for_another_name_is_refused(report):
+    """Lost, then back behind a certificate that names another host: found when it answers
+    again (a check at each change of the nodes answering), lookups refused from then on."""
+    found = report["returns_renamed"]
+    assert found["before"] == 200
+    assert found["refused_after_s"] <= 10, found
+    assert found["after"] == [503], found
+    assert any("lookups refused" in line and "mismatch" in line for line in found["log"]), found["log"]
+    assert found["tracebacks"] == 0
+    # Why the service checks: the SDK alone reads through that node (SDK 4.6.3; a newer one may not).
+    print("SDK alone reads through a node of another name:", report["sdk_alone_reads_from_a_wrong_name"])
