@@ -14,13 +14,20 @@ with a node frozen over TLS: test_node_loss.py. About 60 seconds.
 from __future__ import annotations
 
 import json
+import socket
+import ssl
 import subprocess
 import sys
+import threading
+import time
 from datetime import datetime
 
 import pytest
 from conftest import ROOT
 from test_node_loss import unavailable
+
+import cbsdk
+import cbtls
 
 pytestmark = pytest.mark.external
 
@@ -90,3 +97,44 @@ def test_a_node_back_with_a_certificate_for_another_name_is_refused(report):
     assert found["tracebacks"] == 0
     # Why the service checks: the SDK alone reads through that node (SDK 4.6.3; a newer one may not).
     print("SDK alone reads through a node of another name:", report["sdk_alone_reads_from_a_wrong_name"])
+
+
+def test_a_node_answers_a_noop_over_tls(tmp_path):
+    """The probe of a lost node on a TLS port (couchbases://): a handshake, then the NOOP; a
+    plain NOOP to a TLS port, or a node that completes the handshake but never answers: no.
+    (The plain probe: test_cbconn_socket.py.)"""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=node",
+                    "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")],
+                   check=True, capture_output=True, timeout=60)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    refusal = bytes([0x81, 0x0A]) + bytes(4) + b"\x00\x24" + bytes(16)  # NOOP's answer: no access
+
+    def listener(answer: bool):
+        server = socket.create_server(("127.0.0.1", 0))
+
+        def serve():
+            while True:
+                try:
+                    raw, _ = server.accept()
+                except OSError:
+                    return
+                try:
+                    with context.wrap_socket(raw, server_side=True) as conn:
+                        if conn.recv(24) == cbsdk.NOOP and answer:
+                            conn.sendall(refusal)
+                        time.sleep(0.5)
+                except (OSError, ssl.SSLError):
+                    pass  # the plain probe's bytes are no handshake
+
+        threading.Thread(target=serve, daemon=True).start()
+        return server, f"127.0.0.1:{server.getsockname()[1]}"
+
+    answering, answering_node = listener(True)
+    silent, silent_node = listener(False)
+    with answering, silent:
+        assert cbsdk.answers_noop(answering_node, 2, cbtls.answering())
+        assert not cbsdk.answers_noop(answering_node, 0.5)
+        started = time.monotonic()
+        assert not cbsdk.answers_noop(silent_node, 0.3, cbtls.answering())
+        assert time.monotonic() - started < 1.5
