@@ -24,6 +24,8 @@ so a call passes no options; a get calls the SDK's C++ get directly
 tracing and metrics are off unless COUCHBASE_SDK_OBSERVABILITY asks for them
 (they cost CPU on every operation).
 
+Over TLS, ``cbtls``: what is trusted, and each node's certificate name checked (the SDK does not).
+
 Nickname and username lookups are prepared SQL++ statements with named
 parameters that return document keys (``SELECT RAW META().id``); the documents
 themselves are then key-value gets, because the query service re-serialises
@@ -32,7 +34,6 @@ JSON (its own key order) and the bytes would not be the stored ones.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
@@ -125,7 +126,6 @@ class CouchbaseStore(Loading, Store):
         self.names = cbtls.NameCheck(self.connstr, self.ca_cert, options.couchbase_user, self._password,
                                      self.bucket_name, cbtls.HANDSHAKE_TIMEOUT) if cbtls.is_tls(self.connstr) else None
         self._probe_tls = cbtls.answering() if self.names else None
-        self._named: tuple[set[str], float] = (set(), 0.0)  # the nodes answering at the last check, and when
         self._connected = threading.Event()
         self.health = NodeHealth(self.replica_reads)
         self._renew_after = 0.0  # no reconnection before this (time.monotonic)
@@ -224,13 +224,8 @@ class CouchbaseStore(Loading, Store):
         answered, lost = self._ping()
         if not answered and lost and kv_answers(self.collections[AUTH], self._between_pings):
             self.health.answered = True
-        # A node back, another node, still refused (a check that timed out), or a while since the last
-        # check (the SDK may have reconnected to a node, unseen between pings): check them all again.
-        if self.names and (answered != self._named[0] or self.names.refused
-                           or time.monotonic() - self._named[1] >= cbtls.RECHECK_SECONDS):
-            self._named = (answered, time.monotonic())
-            with contextlib.suppress(cbtls.Refused):  # logged; lookups are refused until a check passes
-                self.names.check()
+        if self.names:
+            self.names.after_ping(answered)
         if answered and lost and time.monotonic() >= self._renew_after and any(
                 answers_noop(node, 0.25, self._probe_tls) for node in lost if ":" in node):
             # Back, but the SDK's connection to it still waits out TCP's retransmission

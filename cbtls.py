@@ -21,10 +21,12 @@ timeout; the handshake here fails at once and names the cause, for the log line.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
 import struct
+import time
 from urllib.parse import urlsplit
 
 from cbsdk import log
@@ -172,6 +174,17 @@ class NameCheck:
         self.ca_cert = ca_cert
         self.user, self.password, self.bucket, self.timeout = user, password, bucket, timeout
         self.refused: str | None = None  # why lookups are refused, since the last check
+        self._answered: set[str] = set()  # the nodes answering at the last check
+        self._checked_at = 0.0  # time.monotonic
+
+    def after_ping(self, answered: set[str]) -> None:
+        """Check again when the nodes answering changed (a node back, another node), while refused
+        (a check that timed out is tried each ping), and every RECHECK_SECONDS (the SDK may have
+        reconnected to a node between two pings)."""
+        if answered != self._answered or self.refused or time.monotonic() - self._checked_at >= RECHECK_SECONDS:
+            self._answered, self._checked_at = answered, time.monotonic()
+            with contextlib.suppress(Refused):  # logged; lookups are refused until a check passes
+                self.check()
 
     def check(self, log_refusal: bool = True) -> None:
         """Every node's certificate names it, or ``refused`` says why (Refused; logged once, unless

@@ -128,3 +128,34 @@ def test_the_deployment_patch_mounts_the_ca_where_its_setting_names_it():
     assert mount["readOnly"] is True and mount["name"] == volume["name"]
     assert env["COUCHBASE_CA_CERT"] == f"{mount['mountPath']}/{item['path']}"
     assert "optional" not in volume["secret"]  # no CA, no pod: never one trusting what it should not
+
+
+def test_names_are_checked_again_when_the_nodes_answering_change_while_refused_and_now_and_then(monkeypatch):
+    check = cbtls.NameCheck("couchbases://a,b", None, "u", "pw", "bucket", 1.0)
+    runs: list = []
+    outcome: list = [([("a", 11207)], [])]
+
+    def run():
+        runs.append(1)
+        if isinstance(outcome[0], Exception):
+            raise outcome[0]
+        return outcome[0]
+
+    monkeypatch.setattr(check, "run", run)
+    check.after_ping({"a:1", "b:2"})
+    check.after_ping({"a:1", "b:2"})
+    assert len(runs) == 1  # nothing changed
+    check.after_ping({"a:1"})  # b lost
+    check.after_ping({"a:1", "b:2"})  # b back
+    assert len(runs) == 3
+    outcome[0] = cbtls.Refused("TLS: the certificate of b:11207 is refused: Hostname mismatch")
+    monkeypatch.setattr(cbtls, "RECHECK_SECONDS", 0.0)  # now and then: at once, here
+    check.after_ping({"a:1", "b:2"})
+    assert len(runs) == 4 and check.refused
+    monkeypatch.setattr(cbtls, "RECHECK_SECONDS", 3600.0)
+    check.after_ping({"a:1", "b:2"})  # refused: tried again each ping
+    outcome[0] = ([("a", 11207), ("b", 11207)], [])
+    check.after_ping({"a:1", "b:2"})
+    assert len(runs) == 6 and check.refused is None
+    check.after_ping({"a:1", "b:2"})
+    assert len(runs) == 6
