@@ -21,7 +21,6 @@ timeout; the handshake here fails at once and names the cause, for the log line.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import socket
 import ssl
@@ -55,7 +54,7 @@ DPFAN/4qZAgD5q3AFNIq2WWADFQGSwVJhg==
 """
 KV_TLS_PORT = 11207  # a host of a couchbases:// string without a port
 # A node that takes longer for a handshake, or for its configuration, is in trouble: checked when it answers again.
-HANDSHAKE_TIMEOUT = 1.0
+HANDSHAKE_TIMEOUT = 2.0
 # Every node checked again this often, whatever the pings see: a certificate changed while its node
 # kept answering (or reconnected between two pings) is found within this.
 RECHECK_SECONDS = 30.0
@@ -64,6 +63,10 @@ SASL_AUTH, SELECT_BUCKET, GET_CLUSTER_CONFIG = 0x21, 0x89, 0xB5
 
 class Refused(Exception):
     """A node's certificate is not trusted or does not name it: the message says which and why."""
+
+
+class Unchecked(Refused):
+    """No node's certificate could be checked: none answered the check in time."""
 
 
 def is_tls(connstr: str) -> bool:
@@ -183,15 +186,21 @@ class NameCheck:
         reconnected to a node between two pings)."""
         if answered != self._answered or self.refused or time.monotonic() - self._checked_at >= RECHECK_SECONDS:
             self._answered, self._checked_at = answered, time.monotonic()
-            with contextlib.suppress(Refused):  # logged; lookups are refused until a check passes
-                self.check()
+            try:
+                self.check(keep_checked=True)
+            except Refused:
+                pass  # logged; lookups are refused until a check passes
 
-    def check(self, log_refusal: bool = True) -> None:
+    def check(self, log_refusal: bool = True, keep_checked: bool = False) -> None:
         """Every node's certificate names it, or ``refused`` says why (Refused; logged once, unless
-        the caller logs it)."""
+        the caller logs it). ``keep_checked``: connected, names checked before stay trusted when no
+        node answers this check in time (a busy machine), until one does."""
         try:
             checked, unchecked = self.run()
         except Refused as exc:
+            if keep_checked and isinstance(exc, Unchecked) and self.refused is None:
+                log(f"couchbase: {exc}: the names checked before stay trusted")
+                return
             if log_refusal and self.refused != str(exc):
                 log(f"couchbase: {exc}: lookups refused")
             self.refused = str(exc)
@@ -240,7 +249,7 @@ class NameCheck:
                 return checked, unchecked
         # No name checked, so none is trusted: the cluster is down, or its hosts are known only by
         # a DNS SRV record, which Python's resolver cannot read.
-        raise Refused(f"TLS: no node's certificate could be checked ({'; '.join(unchecked)}); "
+        raise Unchecked(f"TLS: no node's certificate could be checked ({'; '.join(unchecked)}); "
                       "a DNS SRV name (Capella's) cannot be: name the nodes in COUCHBASE_HOST")
 
     def _trusting(self) -> str:

@@ -159,3 +159,31 @@ def test_names_are_checked_again_when_the_nodes_answering_change_while_refused_a
     assert len(runs) == 6 and check.refused is None
     check.after_ping({"a:1", "b:2"})
     assert len(runs) == 6
+
+
+def test_connected_a_check_no_node_answers_in_time_keeps_the_names_checked_before(monkeypatch, capsys):
+    """A busy machine: every handshake of a check times out. Before connecting that refuses (no
+    name is known good: the cluster is down, or named only by DNS SRV); connected, the names
+    checked before stay trusted. A certificate refused refuses either way."""
+    check = cbtls.NameCheck("couchbases://a", None, "u", "pw", "bucket", 1.0)
+    outcome: list = [cbtls.Unchecked("TLS: no node's certificate could be checked (a:11207: timed out)")]
+
+    def run():
+        if isinstance(outcome[0], Exception):
+            raise outcome[0]
+        return outcome[0]
+
+    monkeypatch.setattr(check, "run", run)
+    with pytest.raises(cbtls.Unchecked):
+        check.check(log_refusal=False)  # connecting
+    assert check.refused
+    outcome[0] = ([("a", 11207)], [])
+    check.check()
+    outcome[0] = cbtls.Unchecked("TLS: no node's certificate could be checked (a:11207: timed out)")
+    check.check(keep_checked=True)
+    assert check.refused is None
+    assert "stay trusted" in capsys.readouterr().err
+    outcome[0] = cbtls.Refused("TLS: the certificate of a:11207 is refused: Hostname mismatch")
+    with pytest.raises(cbtls.Refused):
+        check.check(keep_checked=True)
+    assert check.refused and "Hostname mismatch" in check.refused
