@@ -24,6 +24,8 @@ so a call passes no options; a get calls the SDK's C++ get directly
 tracing and metrics are off unless COUCHBASE_SDK_OBSERVABILITY asks for them
 (they cost CPU on every operation).
 
+Over TLS, ``cbtls``: what is trusted, and each node's certificate name checked (the SDK does not).
+
 Nickname and username lookups are prepared SQL++ statements with named
 parameters that return document keys (``SELECT RAW META().id``); the documents
 themselves are then key-value gets, because the query service re-serialises
@@ -52,6 +54,7 @@ from couchbase.options import (
     WaitUntilReadyOptions,
 )
 
+import cbtls
 import settings
 from cbhealth import NodeHealth
 from cbload import Loading
@@ -59,10 +62,12 @@ from cbsdk import (
     ACTIVE,
     ANY_COPY,
     RAW,
+    TIMEOUTS,
     DirectCalls,
     answers_noop,
     connection_string,
     describe,
+    kv_answers,
     mapped,
     ping_nodes,
 )
@@ -106,6 +111,7 @@ class CouchbaseStore(Loading, Store):
         delay = min(timedelta(seconds=options.couchbase_replica_delay), self.kv_timeout)
         self._hedge_options = (GetOptions(timeout=delay),)
         self._hedge_timeout_ms = max(1, round(delay.total_seconds() * 1000))
+        self._hedge_seconds = delay.total_seconds()
         self._after_delay = GetAnyReplicaOptions(timeout=max(self.kv_timeout - delay, timedelta(milliseconds=1)))
         self._any_copy_options = GetAnyReplicaOptions(timeout=self.kv_timeout)
         # Pings and the direct calls' check run between pings, briefly: a node that takes
@@ -117,6 +123,11 @@ class CouchbaseStore(Loading, Store):
         self.scope: Any = None
         self.collections: dict = {}
         self.direct = DirectCalls(self.bucket_name, self.scope_name)
+        # Over TLS: the trust of COUCHBASE_CA_CERT, and the check of the nodes' names (cbtls).
+        self.ca_cert = options.couchbase_ca_cert or None
+        self.names = cbtls.NameCheck(self.connstr, self.ca_cert, options.couchbase_user, self._password,
+                                     self.bucket_name, cbtls.HANDSHAKE_TIMEOUT) if cbtls.is_tls(self.connstr) else None
+        self._probe_tls = cbtls.answering() if self.names else None
         self._connected = threading.Event()
         self.health = NodeHealth(self.replica_reads)
         self._renew_after = 0.0  # no reconnection before this (time.monotonic)
@@ -156,7 +167,7 @@ class CouchbaseStore(Loading, Store):
         # One node's socket gets a quarter of an attempt, so that a frozen node
         # tried first leaves time to bootstrap from another.
         return ClusterOptions(
-            self._auth, transcoder=RAW,
+            self._auth, transcoder=RAW, **(cbtls.sdk_options(self.ca_cert) if self.names else {}),
             enable_tracing=self.observability, enable_metrics=self.observability,
             timeout_options=ClusterTimeoutOptions(
                 kv_timeout=self.kv_timeout, query_timeout=self.query_timeout,
@@ -165,6 +176,8 @@ class CouchbaseStore(Loading, Store):
             ))
 
     def _connect_once(self) -> None:
+        if self.names:  # at once, naming the cause, where the SDK would wait out its bootstrap timeout
+            self.names.check(log_refusal=False)  # the attempt's line names it
         cluster = Cluster(self.connstr, self._options())  # blocks up to the bootstrap timeout
         try:
             bucket = cluster.bucket(self.bucket_name)
@@ -211,8 +224,12 @@ class CouchbaseStore(Loading, Store):
 
     def _watch(self) -> None:
         answered, lost = self._ping()
+        if not answered and lost and kv_answers(self.collections[AUTH], self._between_pings):
+            self.health.answered = True
+        if self.names:
+            self.names.after_ping(answered)
         if answered and lost and time.monotonic() >= self._renew_after and any(
-                answers_noop(node, 0.25) for node in lost if ":" in node):
+                answers_noop(node, 0.25, self._probe_tls) for node in lost if ":" in node):
             # Back, but the SDK's connection to it still waits out TCP's retransmission
             # backoff (it stalled while the node was frozen): as long as the node was
             # gone, up to that again. New connections to every node end that at once.
@@ -269,6 +286,8 @@ class CouchbaseStore(Loading, Store):
             raise StoreUnavailable("couchbase: not connected yet")
         if not self.health.healthy:
             raise StoreUnavailable("couchbase: no key-value node answers")
+        if self.names and self.names.refused:
+            raise StoreUnavailable(f"couchbase: {self.names.refused}")
         return self.collections[name]
 
     def _check_direct(self) -> None:
@@ -277,17 +296,13 @@ class CouchbaseStore(Loading, Store):
     # -- read side -----------------------------------------------------------
     def _active(self, collection: str, coll: Any, key: str, hedge: bool) -> bytes:
         """The active copy, within the replica delay when hedging, else the kv timeout."""
-        found = self.direct.get(ACTIVE, collection, key, self._hedge_timeout_ms if hedge else 0)
-        if found is not None:
-            return found[0]
-        return coll.get(key, *(self._hedge_options if hedge else ())).value
+        if hedge:
+            return self.direct.get(ACTIVE, collection, key, self._hedge_timeout_ms, coll.get, *self._hedge_options)[0]
+        return self.direct.get(ACTIVE, collection, key, 0, coll.get)[0]
 
     def _first_copy(self, collection: str, coll: Any, key: str, options: Any) -> tuple[bytes, bool]:
-        found = self.direct.get(ANY_COPY, collection, key, round(options["timeout"].total_seconds() * 1000))
-        if found is not None:
-            return found
-        row = coll.get_any_replica(key, options)
-        return row.value, row.is_replica
+        return self.direct.get(ANY_COPY, collection, key, round(options["timeout"].total_seconds() * 1000),
+                               coll.get_any_replica, options)
 
     def _any_copy(self, collection: str, coll: Any, key: str, options: Any) -> bytes | None:
         """The first copy to answer, active or replica."""
@@ -318,12 +333,21 @@ class CouchbaseStore(Loading, Store):
             return self._any_copy(collection, coll, key, self._any_copy_options)
         health.gets += 1
         hedge = health.hedging
+        started = 0.0 if hedge else time.monotonic()
         try:
-            return self._active(collection, coll, key, hedge)
+            found = self._active(collection, coll, key, hedge)
+            # A node answers, whatever the next ping finds (on a busy machine it can time out on every node).
+            health.answered = True
+            return found
         except cbe.DocumentNotFoundException:
+            health.answered = True
             return None
         except Exception as exc:
-            if not hedge:
+            # Unhedged (paused: a busy machine), a timeout has used the whole budget; an error
+            # within the replica delay (a node just killed: its connection reset) leaves the
+            # replicas time to answer.
+            if not hedge and (not self.replica_reads or isinstance(exc, TIMEOUTS)
+                              or time.monotonic() - started > self._hedge_seconds):
                 raise mapped(exc) from exc
         if health.hedged():
             self._ping_now.set()

@@ -37,7 +37,7 @@ class NodeHealth:
         self.healthy = False  # a node answered the last ping, or a lookup since
         self.degraded = False  # the last ping found a node lost: gets ask every copy at once
         self.hedging = replica_reads  # the active copy gets the replica delay, then every copy is asked
-        self.answered = False  # a lookup was answered by way of the replicas since the last ping
+        self.answered = False  # a lookup was answered since the last ping (by any copy)
         self.gets = 0  # since the last ping; unlocked: an estimate is enough
         self.lost: dict[str, str] = {}  # node -> why, as the last ping found it
         self._hedges = 0  # since the last ping

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 import struct
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -39,6 +41,8 @@ RAW = RawJSONTranscoder()
 # shows the node's key-value service is back.
 NOOP = struct.pack(">BBHBBHIIQ", 0x80, 0x0A, 0, 0, 0, 0, 0, 0, 0)
 TIMEOUTS = (cbe.TimeoutException, cbe.AmbiguousTimeoutException, cbe.UnAmbiguousTimeoutException)
+# What a get's store answers by either path: the direct calls raise these as the public ones would.
+STORE_ANSWERS = (*TIMEOUTS, cbe.DocumentNotFoundException, cbe.DocumentUnretrievableException)
 
 
 def core_calls(collection: Any) -> tuple[Any, Any] | None:
@@ -75,7 +79,10 @@ def direct(call: Any, opcode: int, bucket: str, scope: str, collection: str, key
     if isinstance(found, pycbc_exception):
         raise ErrorMapper.build_exception(found)
     raw = found.raw_result
-    return RAW.decode_value(raw["value"], raw["flags"]), raw.get("replica", False)
+    value, replica = RAW.decode_value(raw["value"], raw["flags"]), raw.get("replica", False)
+    if type(value) is not bytes or type(replica) is not bool:
+        raise TypeError(f"a result of another shape: {type(value).__name__}, {type(replica).__name__}")
+    return value, replica
 
 
 # DirectCalls.get's first argument: which of the two calls.
@@ -125,21 +132,40 @@ class DirectCalls:
             log("couchbase: the SDK's direct calls do not agree with its public ones "
                 f"({describe(found) if isinstance(found, Exception) else 'other bytes'}); using the public ones")
 
-    def get(self, which: int, collection: str, key: str, timeout_ms: int) -> tuple[bytes, bool] | None:
+    def get(self, which: int, collection: str, key: str, timeout_ms: int,
+            public: Callable[..., Any], *options: Any) -> tuple[bytes, bool]:
         """The document and whether a replica gave it, by the direct call ``which`` (ACTIVE,
-        ANY_COPY); None when they are not in use: the caller then makes the public call."""
+        ANY_COPY) while they are in use, else by ``public(key, *options)``, the public call.
+
+        A store's answer (a timeout, "not found") is the same by either path and is raised as
+        it is. Anything else the direct call raises, a CouchbaseException included, may be
+        the SDK changed under it: the public call then decides. If it answers, or fails
+        otherwise, the direct calls are dropped for good, with one log line."""
         calls = self.calls
-        if calls is None:
-            return None
+        if calls is not None:
+            try:
+                return direct(calls[which], OPCODES[which], self.bucket, self.scope, collection, key, timeout_ms)
+            except STORE_ANSWERS:
+                raise
+            except Exception as exc:  # noqa: BLE001  # a store fault, or the SDK changed: the public call says
+                failed = exc
+        else:
+            failed = None
         try:
-            return direct(calls[which], OPCODES[which], self.bucket, self.scope, collection, key, timeout_ms)
-        except cbe.CouchbaseException:
+            row = public(key, *options)
+        except Exception as exc:
+            if failed is not None and type(exc) is not type(failed):
+                self.drop(failed)
             raise
-        except Exception as exc:  # noqa: BLE001  # the SDK changed under us: not a store fault
-            if self.calls is not None:
-                self.calls = None
-                log(f"couchbase: the SDK's direct calls failed ({describe(exc)}); using the public ones from now on")
-            return None
+        if failed is not None:
+            self.drop(failed)
+        return row.value, getattr(row, "is_replica", False)
+
+    def drop(self, exc: Exception) -> None:
+        if self.calls is not None:
+            self.calls = None
+            log(f"couchbase: the SDK's direct calls failed ({describe(exc)}) where its public ones did not; "
+                "using the public ones from now on")
 
 
 def connection_string(options: Options) -> str:
@@ -182,6 +208,24 @@ def ping_nodes(bucket: Any, timeout: timedelta) -> tuple[set[str], dict[str, str
     return answered, {node: why for node, why in lost.items() if node not in answered}
 
 
+def kv_answers(auth: Any, timeout: timedelta) -> bool:
+    """Whether a get of the token's document is answered (found or not) though no node answered
+    the ping: started with a node frozen, SDK 4.6.3's ping can list only the session it still
+    bootstraps to that node, and not the one it reads from."""
+    try:
+        auth.get(TOKEN_KEY, GetOptions(timeout=timeout))
+        return True
+    except cbe.DocumentNotFoundException:
+        return True
+    except Exception:  # noqa: BLE001, S110  # its active copy may be on the lost node: ask its replicas
+        pass
+    try:
+        auth.get_any_replica(TOKEN_KEY, GetAnyReplicaOptions(timeout=timeout))
+        return True
+    except Exception:  # noqa: BLE001  # "unretrievable" is no proof that a node answered
+        return False
+
+
 def node_name(report: Any) -> str:
     """A pinged endpoint's node: its address, or the one its error names (a refused
     node is reported with no remote address)."""
@@ -192,14 +236,15 @@ def node_name(report: Any) -> str:
     return named.group(1) if named else "unnamed"  # its id changes from ping to ping
 
 
-def answers_noop(node: str, timeout: float) -> bool:
+def answers_noop(node: str, timeout: float, tls: ssl.SSLContext | None = None) -> bool:
     """Whether a node's key-value port answers a NOOP on a new connection (a response's
-    magic byte, whatever its status). A TLS port never does: the SDK's own recovery then."""
+    magic byte, whatever its status); over TLS (``tls``), after a handshake."""
     host, _, port = node.rpartition(":")
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout) as sock:
-            sock.settimeout(timeout)
-            sock.sendall(NOOP)
-            return sock.recv(24)[:1] == b"\x81"
+        with socket.create_connection((host.strip("[]"), int(port)), timeout) as raw:
+            raw.settimeout(timeout)
+            with tls.wrap_socket(raw, server_hostname=None) if tls else raw as sock:
+                sock.sendall(NOOP)
+                return sock.recv(24)[:1] == b"\x81"
     except (OSError, ValueError):
         return False

@@ -41,6 +41,7 @@ class Options:
     couchbase_bucket: str  # COUCHBASE_BUCKET
     couchbase_scope: str  # COUCHBASE_SCOPE
     couchbase_tls: bool  # COUCHBASE_TLS
+    couchbase_ca_cert: str | None  # COUCHBASE_CA_CERT
     couchbase_network: str  # COUCHBASE_NETWORK
     couchbase_kv_timeout: float  # COUCHBASE_KV_TIMEOUT
     couchbase_query_timeout: float  # COUCHBASE_QUERY_TIMEOUT

@@ -62,14 +62,14 @@ SETTINGS = (
     S("shutdown_grace", "SHUTDOWN_GRACE_SECONDS", "--shutdown-grace", "20", float,
       "on SIGTERM, time connections get to finish; then the rest are closed", 0),
     S("drain_idle", "DRAIN_IDLE_SECONDS", "--drain-idle", "6", float,
-      "on SIGTERM, a connection idle this long is closed (others close after their next answer)", 0),
+      "on SIGTERM, a connection idle this long is closed", 0),
     # -- connection recycling: scale-out reaches new instances through an L4 balancer ----------
     S("max_requests_per_connection", "MAX_REQUESTS_PER_CONNECTION", "--max-requests-per-connection", "10000",
       int, "answers on one connection, the last with `Connection: close` (0: no limit)", 0),
     S("max_connection_age", "MAX_CONNECTION_AGE_SECONDS", "--max-connection-age", "30", float,
-      "age (less up to 10%) after which a connection's next answer closes it (0: no limit)", 0),
+      "age (less up to 10%) after which a connection's next answer closes it (0: none)", 0),
     S("watchdog_interval", "WATCHDOG_INTERVAL_SECONDS", "--watchdog-interval", "0.25", float,
-      "how often the deadlines are checked (each is kept within this)", 0.01),
+      "how often the deadlines are checked", 0.01),
     S("turn_patience", "TURN_PATIENCE_SECONDS", "--turn-patience", "0.01", float,
       "embedded store: a wait after which requests take turns in arrival order", 0),
     # -- what a client may send ----------------------------------------------------------------
@@ -84,14 +84,14 @@ SETTINGS = (
       "a request body is read and dropped up to this; larger gets 413", 0),
     # -- what answers tell caches and clients ---------------------------------------------------
     S("picture_max_age", "PICTURE_MAX_AGE_SECONDS", "--picture-max-age", "600", int,
-      "a client may reuse a picture this long without asking (`Cache-Control: private, max-age`)", 0),
+      "how long a client may reuse a picture without asking (`max-age`)", 0),
     S("retry_after", "RETRY_AFTER_SECONDS", "--retry-after", "1", int,
       "a 503 says to retry after this (`Retry-After`)", 0),
     # -- the embedded store --------------------------------------------------------------------
     S("db", "USERPROFILE_DB", "--db", "data/userprofile.db", str,
       "the embedded SQLite store (when `COUCHBASE_HOST` is unset)"),
     S("sqlite_busy_timeout", "SQLITE_BUSY_TIMEOUT_SECONDS", "--sqlite-busy-timeout", "2", float,
-      "seconds a lookup waits on a locked database; then 503", 0),
+      "seconds a lookup waits on a locked database (then 503)", 0),
     # -- Couchbase -----------------------------------------------------------------------------
     S("couchbase_host", "COUCHBASE_HOST", "--couchbase-host", None, str,
       "cluster address or full `couchbase(s)://` connection string; unset: embedded store"),
@@ -101,6 +101,8 @@ SETTINGS = (
     S("couchbase_scope", "COUCHBASE_SCOPE", "--couchbase-scope", "profiles", str, "scope"),
     S("couchbase_tls", "COUCHBASE_TLS", "--couchbase-tls", "false", boolean,
       "`couchbases://` (TLS) for a bare host"),
+    S("couchbase_ca_cert", "COUCHBASE_CA_CERT", "--couchbase-ca-cert", None, str,
+      "TLS: PEM file of the CA of the nodes' certificates, trusted alone; unset: the system's CAs and Capella's"),
     S("couchbase_network", "COUCHBASE_NETWORK", "--couchbase-network", "default", str,
       "`external` for a cluster reached through alternate addresses"),
     S("couchbase_kv_timeout", "COUCHBASE_KV_TIMEOUT", "--couchbase-kv-timeout", "2.5", float,
@@ -120,7 +122,7 @@ SETTINGS = (
     S("couchbase_health_interval", "COUCHBASE_HEALTH_INTERVAL", "--couchbase-health-interval", "1", float,
       "seconds between key-value health pings", 0.05),
     S("couchbase_sdk_observability", "COUCHBASE_SDK_OBSERVABILITY", "--couchbase-sdk-observability", "false",
-      boolean, "the SDK's tracing (slow-operation log) and metrics, at a CPU cost per request"),
+      boolean, "the SDK's tracing and metrics, at a CPU cost per request"),
 )
 del S
 

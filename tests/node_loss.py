@@ -35,11 +35,14 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from terminator import Pki, Terminator, kv_ports  # beside this file
+
 from testkit import ROOT, free_port, run_loaddata
 from testkit.caves import Caves
 
 TOKEN = "node-loss-token-8d2f61"
 COUNT = 1000
+STARTUP_IDS = 200  # asked after each of the repeated start-ups
 KV_TIMEOUT = 2.5  # the service's default, as in the issue's figures
 REPLICA_READS = re.compile(rb"^userprofile_store_replica_reads_total (\d+)$", re.M)
 
@@ -188,88 +191,123 @@ def wall(monotonic: float) -> str:
     return then.isoformat(timespec="milliseconds")
 
 
+def startup(root: Path, env: dict, work: Path, firewall: Firewall, limit: float, ids: int) -> dict:
+    """Start-up with the firewalled node frozen: seconds until ready, then ids 1..ids asked once each."""
+    firewall.set("DROP")
+    service = Service(root, env, work / "service-startup.log")
+    try:
+        ready = service.ready_within(limit)
+        statuses: dict[str, int] = {}
+        started = time.monotonic()
+        if ready is not None:
+            for record_id in range(1, ids + 1):
+                try:
+                    status = service.get(f"/api/v1/id/{record_id}")[0]
+                except OSError:
+                    status = 0
+                statuses[str(status)] = statuses.get(str(status), 0) + 1
+        return {"ready_after_s": round(ready, 2) if ready is not None else None, "ids": ids,
+                "statuses": statuses, "every_id_seconds": round(time.monotonic() - started, 1)}
+    finally:
+        service.stop()
+        firewall.clear()
+
+
+def phases(service: Service, firewall: Firewall, seconds: float, connections: int) -> dict:
+    """The load through the phases: healthy, frozen, back, dead, back."""
+    load = Load(service.port, connections).start()
+    reads: list[tuple[float, int]] = []
+    polling = threading.Event()
+
+    def poll() -> None:
+        while not polling.wait(0.25):
+            n = service.replica_reads()
+            if n is not None:
+                reads.append((time.monotonic(), n))
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    marks = []
+    for name, action in (("healthy", firewall.clear), ("frozen", lambda: firewall.set("DROP")),
+                         ("back_after_frozen", firewall.clear),
+                         ("dead", lambda: firewall.set("REJECT", "--reject-with", "tcp-reset")),
+                         ("back_after_dead", firewall.clear)):
+        action()
+        marks.append((name, time.monotonic()))
+        time.sleep(seconds)
+    marks.append(("end", time.monotonic()))
+    answers = load.finish()
+    polling.set()
+    poller.join(5)
+    found = {}
+    for (name, start), (_, end) in zip(marks, marks[1:], strict=False):
+        found[name] = summary(answers, start, end, reads, name.startswith("back"))
+        found[name]["began"] = wall(start)
+    return found
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--phase", type=float, default=10, help="seconds of each phase (default 10)")
+    p.add_argument("--phase", type=float, default=10, help="seconds of each phase (default 10; 0: no phases)")
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--root", type=Path, default=ROOT, help="the checkout whose service runs (default this one)")
     p.add_argument("--startup-limit", type=float, default=20, help="seconds start-up may take (default 20)")
+    p.add_argument("--startup-runs", type=int, default=0,
+                   help="then start-ups with the first node frozen, and with the second, this many times each "
+                        f"({STARTUP_IDS} ids asked after each)")
+    p.add_argument("--tls", action="store_true",
+                   help="over TLS: couchbases:// through a terminator (tests/terminator.py); the firewall then "
+                        "freezes the node behind it")
     args = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("node_loss.py: needs root (iptables), in a network namespace of its own (unshare -n)")
     work = Path(tempfile.mkdtemp(prefix="node-loss-"))
     caves = Caves(log_path=work / "caves.log").start()
     service = None
-    firewall = None
+    firewalls: list[Firewall] = []
+    terminator = None
     report: dict = {"root": str(args.root), "phases": {}, "second_node": ""}
     try:
         caves.add_bucket("sample_app", replicas=1)
         # The connection string lists each node's key-value port: the second node's is last.
-        second = int(caves.connstr.rsplit(":", 1)[1])
-        report["second_node"] = caves.connstr.rsplit(",", 1)[1]
-        firewall = Firewall(second)
+        nodes = caves.connstr.split("://", 1)[1].split(",")
+        report["second_node"] = nodes[1]
+        firewalls = [Firewall(int(node.rsplit(":", 1)[1])) for node in nodes]
         env = {"COUCHBASE_HOST": caves.connstr, "COUCHBASE_KV_TIMEOUT": str(KV_TIMEOUT)}
         try:
             run_loaddata(env, "--count", str(COUNT), "--token", TOKEN)
         except subprocess.CalledProcessError as exc:
             raise RuntimeError(f"loaddata.py failed: {exc.stdout}{exc.stderr}") from exc
-        service = Service(args.root, env, work / "service.log")
-        if service.ready_within(30) is None:
-            raise RuntimeError("the service did not become ready with every node up")
-        load = Load(service.port, args.connections).start()
-        reads: list[tuple[float, int]] = []
-        polling = threading.Event()
-
-        def poll() -> None:
-            while not polling.wait(0.25):
-                n = service.replica_reads()
-                if n is not None:
-                    reads.append((time.monotonic(), n))
-
-        poller = threading.Thread(target=poll, daemon=True)
-        poller.start()
-        marks = []
-        for name, action in (("healthy", firewall.clear), ("frozen", lambda: firewall.set("DROP")),
-                             ("back_after_frozen", firewall.clear),
-                             ("dead", lambda: firewall.set("REJECT", "--reject-with", "tcp-reset")),
-                             ("back_after_dead", firewall.clear)):
-            action()
-            marks.append((name, time.monotonic()))
-            time.sleep(args.phase)
-        marks.append(("end", time.monotonic()))
-        answers = load.finish()
-        polling.set()
-        poller.join(5)
-        for (name, start), (_, end) in zip(marks, marks[1:], strict=False):
-            report["phases"][name] = summary(answers, start, end, reads, name.startswith("back"))
-            report["phases"][name]["began"] = wall(start)
-        service.stop()
-        service = None
-        # Start-up with the second node frozen.
-        firewall.set("DROP")
-        service = Service(args.root, env, work / "service-startup.log")
-        ready = service.ready_within(args.startup_limit)
-        statuses: dict[str, int] = {}
-        started = time.monotonic()
-        if ready is not None:
-            for record_id in range(1, COUNT + 1):
-                try:
-                    status = service.get(f"/api/v1/id/{record_id}")[0]
-                except OSError:
-                    status = 0
-                statuses[str(status)] = statuses.get(str(status), 0) + 1
-        report["startup_frozen"] = {"ready_after_s": round(ready, 2) if ready is not None else None,
-                                    "ids": COUNT, "statuses": statuses,
-                                    "every_id_seconds": round(time.monotonic() - started, 1)}
-        firewall.clear()
+        if args.tls:
+            ports = kv_ports(caves.connstr, "sample_app")
+            pki = Pki(work)
+            terminator = Terminator(work, ports, [pki.server] * len(ports)).start()
+            env = {**env, "COUCHBASE_HOST": terminator.connstr, "COUCHBASE_CA_CERT": str(pki.ca)}
+            report["second_node"] = f"127.0.0.1:{ports[1][1]}"  # as the SDK names it: its TLS port
+        if args.phase > 0:
+            service = Service(args.root, env, work / "service.log")
+            if service.ready_within(30) is None:
+                raise RuntimeError("the service did not become ready with every node up")
+            report["phases"] = phases(service, firewalls[1], args.phase, args.connections)
+            service.stop()
+            service = None
+            report["startup_frozen"] = startup(args.root, env, work, firewalls[1], args.startup_limit, COUNT)
+        if args.startup_runs:
+            report["startup_runs"] = {
+                which: [startup(args.root, env, work, firewall, args.startup_limit, STARTUP_IDS)
+                        for _ in range(args.startup_runs)]
+                for which, firewall in zip(("first", "second"), firewalls, strict=True)}
     finally:
         if service is not None:
             service.stop()
-        if firewall is not None:
+        for firewall in firewalls:
             firewall.clear()
+        if terminator is not None:
+            terminator.stop()
         caves.stop()
     for name in ("service", "service-startup"):
-        log = (work / f"{name}.log").read_text(errors="replace")
+        path = work / f"{name}.log"
+        log = path.read_text(errors="replace") if path.exists() else ""
         report[f"{name}_log"] = [line for line in log.splitlines() if "couchbase:" in line][:40]
         report[f"{name}_tracebacks"] = log.count("Traceback")
     print(json.dumps(report, indent=1))

@@ -11,7 +11,9 @@ import sqlite3
 import zlib
 
 import pytest
-from conftest import ROOT, TOKEN, ServiceProcess
+from conftest import TOKEN
+
+from testkit import ROOT, ServiceProcess
 
 pytestmark = pytest.mark.socket
 

@@ -387,7 +387,8 @@ def test_direct_calls_that_disagree_are_never_used(capsys):
 
 
 @pytest.mark.parametrize("node_lost", [False, True])
-@pytest.mark.parametrize("change", ["attributes missing", "another result shape", "an unknown exception"])
+@pytest.mark.parametrize("change", ["attributes missing", "another result shape", "an unknown exception",
+                                    "a CouchbaseException", "another request type"])
 def test_a_changed_sdk_layout_still_answers_every_lookup(change, node_lost, capsys):
     """The SDK changes under the store (after the check, or before it): every lookup is
     answered all the same, from the public calls, with one log line."""
@@ -405,9 +406,17 @@ def test_a_changed_sdk_layout_still_answers_every_lookup(change, node_lost, caps
         store, _ = direct_store(fake_core({**PROFILE_DOCS, **TOKEN_DOC}, calls))
         assert store.direct.calls is not None
 
+        class WantedRequest:  # what a new SDK's C++ get would take instead of pycbc_kv_request
+            pass
+
         def changed(request):
             if change == "another result shape":
                 return {"value": b"{}", "flags": 0}
+            if change == "a CouchbaseException":
+                raise cbe.CouchbaseException(message="an error of the changed internals")
+            if change == "another request type" and not isinstance(request, WantedRequest):
+                # As the real C++ get answers an argument of another type (seen on 4.6.3).
+                raise cbe.InvalidArgumentException(message="get requires a pycbc_kv_request argument")
             raise NewSdkError("what is this")
 
         store.direct.calls = (changed, changed)
@@ -425,6 +434,23 @@ def test_a_changed_sdk_layout_still_answers_every_lookup(change, node_lost, caps
     lines = [line for line in capsys.readouterr().err.splitlines() if "direct" in line]
     assert len(lines) == (0 if change == "attributes missing" else 1), lines
     assert all("using the public ones" in line for line in lines)
+
+
+def test_an_error_the_public_call_shares_keeps_the_direct_path():
+    """A CouchbaseException of another kind than a timeout or "not found" is checked on the public
+    call: when that fails alike, it was the store's, and the direct calls stay."""
+    calls: list = []
+    store, _ = direct_store(fake_core({**PROFILE_DOCS, **TOKEN_DOC}, calls))
+
+    def unavailable(request):
+        raise cbe.InternalServerFailureException(message="internal_server_failure")
+
+    store.direct.calls = (unavailable, unavailable)
+    failing = store.collections["user_data"]
+    failing.fail = failing.replica_fail = cbe.InternalServerFailureException(message="internal_server_failure")
+    with pytest.raises(StoreUnavailable):
+        store.get_profile("1")
+    assert store.direct.calls == (unavailable, unavailable)
 
 
 def test_a_store_error_on_the_direct_path_keeps_it():
@@ -510,3 +536,30 @@ def test_cluster_options(monkeypatch):
         assert (options["connect_timeout"], options["bootstrap_timeout"]) == (timedelta(seconds=2.5),
                                                                              timedelta(seconds=10))
         assert (options["enable_tracing"], options["enable_metrics"]) == (expected, expected), setting
+
+
+def test_unhedged_a_fast_error_of_the_active_copy_is_answered_by_a_replica():
+    """Hedging paused (a busy machine) and a node killed: its connection resets at once, and
+    the replicas answer; a timeout, which used the whole budget, is still a 504."""
+    reset = FakeCollection(dict(PROFILE_DOCS), fail=cbe.RequestCanceledException(message="request_canceled"))
+    store = make_store(profiles=reset)
+    store.health.hedging = False
+    assert store.get_profile("3") == b'{"record_id":3}'
+    assert [call for call, _, _ in reset.calls] == ["get", "get_any_replica"]
+    timing_out = FakeCollection(dict(PROFILE_DOCS), fail=cbe.UnAmbiguousTimeoutException(message="unambiguous_timeout"))
+    store = make_store(profiles=timing_out)
+    store.health.hedging = False
+    with pytest.raises(StoreTimeout):
+        store.get_profile("3")
+    assert [call for call, _, _ in timing_out.calls] == ["get"]
+
+
+def test_a_ping_that_finds_no_node_does_not_refuse_lookups_that_are_answered():
+    """On a busy machine a ping can time out on every node while gets are answered: the gets
+    answered since then keep lookups going (a ping with none refuses them)."""
+    store = make_store(profiles=FakeCollection(dict(PROFILE_DOCS)))
+    assert store.get_profile("1") is not None and store.get_profile("404") is None
+    store.health.after_ping(set(), {"a:1": "timeout", "b:2": "timeout"})
+    assert store.health.healthy
+    store.health.after_ping(set(), {"a:1": "timeout", "b:2": "timeout"})  # nothing answered since
+    assert not store.health.healthy
