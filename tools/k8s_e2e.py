@@ -137,13 +137,14 @@ def inside(store: str, only: list[str], rate: float, hpa_rate: float, workdir: P
     host = kubectl("get", "svc", "userprofile-service", "-o", "jsonpath={.spec.clusterIP}")
     jm = JMeter(workdir, "jmeter", host, rate, duration=3600)
     marks: list[tuple[str, float, float, dict]] = []
+    failed: dict = {}
     try:
         if "steady" in only:
-            t0 = time.time()
+            failed["scenario"], t0 = "steady", time.time()
             time.sleep(30)
             marks.append(("steady", t0, time.time(), {}))
         if "rollout" in only:
-            t0 = time.time()
+            failed["scenario"], t0 = "rollout", time.time()
             time.sleep(5)
             kubectl("rollout", "restart", "deploy/userprofile-service")
             kubectl("rollout", "status", "deploy/userprofile-service", "--timeout=240s", timeout=260)
@@ -152,7 +153,7 @@ def inside(store: str, only: list[str], rate: float, hpa_rate: float, workdir: P
             time.sleep(5)
             marks.append(("rollout", t0, time.time(), {"rollout_s": round(done - t0 - 5, 1)}))
         if "delete" in only:
-            t0 = time.time()
+            failed["scenario"], t0 = "delete", time.time()
             time.sleep(5)
             victim = sorted(watch.ready_names())[0]
             kubectl("delete", "pod", victim, "--wait=true", timeout=120)
@@ -162,14 +163,14 @@ def inside(store: str, only: list[str], rate: float, hpa_rate: float, workdir: P
         if "scale-in" in only or "scale-out" in only:
             kubectl("delete", "hpa", "userprofile-service", "--ignore-not-found")   # its minimum is 4
         if "scale-in" in only:
-            t0 = time.time()
+            failed["scenario"], t0 = "scale-in", time.time()
             time.sleep(5)
             kubectl("scale", "deploy/userprofile-service", "--replicas=2")
             wait("2 pods left", lambda: pods_now() == 2, 90)
             time.sleep(5)
             marks.append(("scale-in", t0, time.time(), {}))
         if "scale-out" in only:
-            t0 = time.time()
+            failed["scenario"], t0 = "scale-out", time.time()
             before = watch.ready_names()
             kubectl("scale", "deploy/userprofile-service", "--replicas=4")
             wait("4 pods Ready", lambda: len(watch.ready_names()) == 4 and len(watch.ready_names() - before) >= 2
@@ -183,7 +184,7 @@ def inside(store: str, only: list[str], rate: float, hpa_rate: float, workdir: P
             marks.append(("scale-out", t0, time.time(), {"new_pods": sorted(new), "new_share": round(share, 3),
                                                           "share_requests": total}))
         if "hpa" in only:
-            t0 = time.time()
+            failed["scenario"], t0 = "hpa", time.time()
             cluster.apply_overlay(store)   # the HPA back, as the overlay has it
             extra = JMeter(workdir, "jmeter-hpa", host, hpa_rate, duration=600)
             try:
@@ -201,6 +202,9 @@ def inside(store: str, only: list[str], rate: float, hpa_rate: float, workdir: P
                                                     "in_after_load_s": round(time.time() - out_at, 1),
                                                     "replicas_over_time": compress(series),
                                                     "extra_jtl": str(extra.jtl)}))
+        failed.clear()
+    except (RuntimeError, subprocess.SubprocessError) as exc:
+        failed["error"] = str(exc)[-300:]
     finally:
         jm.stop()
         watch.stop()
@@ -209,6 +213,9 @@ def inside(store: str, only: list[str], rate: float, hpa_rate: float, workdir: P
     for name, start, end, extra_info in marks:
         more = read_samples(Path(extra_info.pop("extra_jtl"))) if "extra_jtl" in extra_info else []
         results.append(window(name, start, end, samples + more, watch, **extra_info))
+    if failed:   # the scenario that could not finish, and why
+        results.append({"scenario": failed["scenario"], "error": failed.get("error", "interrupted"),
+                        "requests": 0, "jmeter_errors": 0, "service_other": 0})
     return results
 
 
@@ -225,6 +232,9 @@ def verdict(rows: list[dict]) -> list[str]:
     """The figures each scenario must reach; what is not met."""
     bad = []
     for r in rows:
+        if "error" in r:
+            bad.append(f'{r["store"]} {r["scenario"]}: did not finish: {r["error"]}')
+            continue
         failed = r["jmeter_errors"] + r["service_other"]
         if failed or not r["requests"]:
             bad.append(f'{r["store"]} {r["scenario"]}: {failed} failed of {r["requests"]}')
@@ -240,6 +250,9 @@ def table(rows: list[dict]) -> str:
              "p99 ms (steady) | pods served | note |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     steady = {r["store"]: r for r in rows if r["scenario"] == "steady"}
     for r in rows:
+        if "error" in r:
+            lines.append(f'| {r["store"]} | {r["scenario"]} | did not finish: {r["error"][:100]} |')
+            continue
         s = steady.get(r["store"], r)
         note = ""
         if "new_share" in r:

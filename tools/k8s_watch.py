@@ -48,7 +48,8 @@ class Pod:
     name: str
     ip: str = ""
     ready_at: float | None = None        # epoch seconds of the Ready condition's last change to True
-    deleted: bool = False
+    deleted: bool = False                # being deleted, or gone from the API
+    ready: bool = False                  # Ready at the last look
     samples: list[tuple[float, int, int]] = field(default_factory=list)   # (time, ok, other)
 
     def at(self, t: float) -> tuple[int, int]:
@@ -92,18 +93,24 @@ class Watch:
     def look(self) -> None:
         items = self.get(f"/api/v1/namespaces/{NAMESPACE}/pods?labelSelector=app.kubernetes.io%2Fname%3D"
                          "userprofile-service")["items"]
+        present = {item["metadata"]["name"] for item in items}
+        for pod in self.pods.values():
+            if pod.name not in present:
+                pod.deleted, pod.ready = True, False
         for item in items:
             name = item["metadata"]["name"]
             with self.lock:
                 pod = self.pods.setdefault(name, Pod(name))
             pod.ip = item["status"].get("podIP", "") or pod.ip
             pod.deleted = "deletionTimestamp" in item["metadata"]
-            for c in item["status"].get("conditions", []):
-                if c["type"] == "Ready" and c["status"] == "True" and pod.ready_at is None:
-                    pod.ready_at = datetime.fromisoformat(c["lastTransitionTime"].replace("Z", "+00:00")).timestamp()
+            conditions = {c["type"]: c for c in item["status"].get("conditions", [])}
+            c = conditions.get("Ready", {})
+            pod.ready = c.get("status") == "True"
+            if pod.ready and pod.ready_at is None:
+                pod.ready_at = datetime.fromisoformat(c["lastTransitionTime"].replace("Z", "+00:00")).timestamp()
         for pod in list(self.pods.values()):
-            if not pod.ip:
-                continue
+            if not pod.ip or pod.name not in present:
+                continue   # not started yet, or gone: its last look stands
             try:
                 with urllib.request.urlopen(f"http://{pod.ip}:8080/metrics", timeout=2) as r:  # nosec B310  # a pod's address
                     ok, other = counts(r.read().decode())
@@ -133,4 +140,4 @@ class Watch:
         return out
 
     def ready_names(self) -> set[str]:
-        return {p.name for p in self.pods.values() if p.ready_at and not p.deleted}
+        return {p.name for p in self.pods.values() if p.ready and not p.deleted}
