@@ -9,7 +9,7 @@ cluster's network namespace for the whole run, and in turn:
     steady      4 pods, nothing changes
     rollout     kubectl rollout restart
     delete      kubectl delete pod (one of the 4)
-    scale-in    kubectl scale 4 -> 2 (the HPA removed first: its minimum is 4)
+    scale-in    kubectl scale 4 -> 2 (the HPA is removed for every scenario but its own)
     scale-out   kubectl scale 2 -> 4; the new pods' share of requests 30 to 60 s after they are Ready
     hpa         the HPA back, a second JMeter adds load until it scales out, then stops; back to 4
 
@@ -56,6 +56,7 @@ class JMeter:
     def __init__(self, workdir: Path, name: str, host: str, rate: float, duration: int, threads: int = 16):
         lt = loadtest()
         self.jtl = workdir / f"{name}.jtl"
+        self.jtl.unlink(missing_ok=True)  # JMeter appends: an earlier run's samples would count as this one's
         props = workdir / f"{name}.properties"   # the token in a private file, never on a command line
         props.touch(mode=0o600)
         props.write_text(f"token={(cluster.RUN / 'token').read_text()}\nhost={host}\nport=8080\n"
@@ -135,6 +136,12 @@ def inside(store: str, only: list[str], rate: float, hpa_rate: float, threads: i
     """The scenarios, run inside the cluster's network namespace."""
     watch = Watch(cluster.RUN).start()
     host = kubectl("get", "svc", "userprofile-service", "-o", "jsonpath={.spec.clusterIP}")
+    # The HPA acts in its own scenario only: elsewhere it would change the pod counts the other
+    # scenarios count on (a rollout's new pods, busy starting, can make it scale out), and its
+    # minimum of 4 forbids the scale-in. What it set is undone first.
+    kubectl("delete", "hpa", "userprofile-service", "--ignore-not-found")
+    kubectl("scale", "deploy/userprofile-service", "--replicas=4")
+    wait("4 pods Ready", lambda: pods_now() == 4 and len(watch.ready_names()) == 4, 120)
     jm = JMeter(workdir, "jmeter", host, rate, duration=3600, threads=threads)
     marks: list[tuple[str, float, float, dict]] = []
     failed: dict = {}
@@ -160,8 +167,6 @@ def inside(store: str, only: list[str], rate: float, hpa_rate: float, threads: i
             kubectl("rollout", "status", "deploy/userprofile-service", "--timeout=120s", timeout=140)
             time.sleep(5)
             marks.append(("delete", t0, time.time(), {"deleted": victim}))
-        if "scale-in" in only or "scale-out" in only:
-            kubectl("delete", "hpa", "userprofile-service", "--ignore-not-found")   # its minimum is 4
         if "scale-in" in only:
             failed["scenario"], t0 = "scale-in", time.time()
             time.sleep(5)
@@ -278,7 +283,7 @@ def main(argv=None) -> int:
     # kube-proxy picks a pod at random for each new connection: the new pods' share is a sample of
     # (connections x reconnections), so 16 connections spread it by +-12%, 64 by +-6%.
     p.add_argument("--threads", type=int, default=64, help="JMeter's threads, each one connection (default 64)")
-    p.add_argument("--hpa-rate", type=float, default=600, help="the added load that makes the HPA scale out")
+    p.add_argument("--hpa-rate", type=float, default=1000, help="the added load that makes the HPA scale out (default 1000)")
     p.add_argument("--json", type=Path, default=RESULTS / "k8s-e2e.json")
     p.add_argument("--inside", help=argparse.SUPPRESS)   # store: run the scenarios in this namespace
     args = p.parse_args(argv)
