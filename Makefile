@@ -9,7 +9,7 @@ PIP    := $(VENV)/bin/pip --disable-pip-version-check --quiet
 PYTHON313 ?= python3.13
 VENV313   := .venv-3.13
 
-.PHONY: run test test-3.13 check lint bench bench-ab loadtest soak clean image fleet openapi settings-table
+.PHONY: run test test-3.13 check lint bench bench-ab loadtest soak clean image fleet openapi settings-table k8s k8s-down k8s-e2e
 
 # The project itself is installed editable (pyproject.toml), so tests, tools and bench
 # import its modules from the working tree without touching sys.path.
@@ -112,6 +112,29 @@ fleet: $(VENV)/.runtime
 	bash tools/install_jmeter.sh >/dev/null
 	bash tools/install_fleet.sh
 	$(PY) tools/fleet.py $(FLEET_ARGS)
+
+# A real one-node Kubernetes v1.34 in a private network namespace (tools/k8s_cluster.py; needs root):
+# builds what is not cached (tools/install_k8s.sh), loads the image, applies k8s/overlays/$(K8S_STORE)
+# and prints the time from nothing to the first pod Ready. `make k8s-down` leaves nothing behind.
+K8S_STORE ?= embedded
+k8s: $(VENV)/.runtime
+	bash tools/install_k8s.sh
+	bash tools/install_caves.sh
+	bash tools/image.sh
+	$(PY) tools/k8s_cluster.py up --store $(K8S_STORE)
+
+k8s-down: $(VENV)/.runtime
+	$(PY) tools/k8s_cluster.py down
+
+# The blog's experiment on that cluster, on the embedded store and on CAVES: JMeter through the
+# Service's ClusterIP during a rollout, a deleted pod, scale-in and -out and the HPA (tools/k8s_e2e.py);
+# tests/test_k8s.py (the k8s tier, not in `make test`) asserts the figures. About 12 minutes.
+k8s-e2e: $(VENV)/.dev
+	bash tools/install_k8s.sh
+	bash tools/install_caves.sh
+	bash tools/install_jmeter.sh >/dev/null
+	bash tools/image.sh
+	$(PY) -m pytest -m k8s tests/test_k8s.py
 
 lint: $(VENV)/.dev
 	bash tools/lint.sh

@@ -54,13 +54,13 @@ SETTINGS = (
     S("backlog", "LISTEN_BACKLOG", "--backlog", "4096", int, "listen queue (capped by `net.core.somaxconn`)", 1),
     # -- deadlines: every phase of a connection has one ----------------------------------------
     S("idle_timeout", "IDLE_TIMEOUT_SECONDS", "--idle-timeout", "75", float,
-      "an idle connection is closed after this; answers announce a second less (`Keep-Alive`)", 0.01),
+      "an idle connection is closed after this (`Keep-Alive` says a second less)", 0.01),
     S("header_timeout", "HEADER_TIMEOUT_SECONDS", "--header-timeout", "10", float,
       "from a request's first byte to the end of its headers and body; then 408", 0.01),
     S("write_timeout", "WRITE_TIMEOUT_SECONDS", "--write-timeout", "30", float,
-      "time a client has to take an answer; then the connection is closed", 0.01),
+      "time a client has to take an answer (then the connection is closed)", 0.01),
     S("shutdown_grace", "SHUTDOWN_GRACE_SECONDS", "--shutdown-grace", "20", float,
-      "on SIGTERM, time connections get to finish; then the rest are closed", 0),
+      "on SIGTERM, time connections get to finish", 0),
     S("drain_idle", "DRAIN_IDLE_SECONDS", "--drain-idle", "6", float,
       "on SIGTERM, a connection idle this long is closed", 0),
     # -- connection recycling: scale-out reaches new instances through an L4 balancer ----------

@@ -1,0 +1,101 @@
+"""CAVES as the cluster's Couchbase: on the node, loaded by loaddata.py, reached through a Service.
+
+The pods reach it as a user's pods reach a Couchbase cluster outside Kubernetes: the Service
+`couchbase` has no selector, a fixed ClusterIP (this cluster runs no DNS) and an EndpointSlice that
+names the node's address. CAVES picks its ports when it starts and its cluster map lists each
+service by port with no host (the SDK then uses the address it bootstrapped from), so the Service
+carries every port CAVES listens on, plus 11210 for the bootstrap.
+
+    k8s_caves.py serve DIR     (run inside the cluster's network namespace by tools/k8s_cluster.py)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import k8s_config as cfg
+
+from testkit.caves import Caves
+
+ROOT = Path(__file__).resolve().parent.parent
+CLUSTER_IP = "10.96.0.50"   # k8s/overlays/caves names it in COUCHBASE_HOST
+BOOTSTRAP_PORT = 11210
+
+
+def listening_ports(pid: int) -> list[int]:
+    """The TCP ports process pid listens on (its sockets' inodes matched in /proc/net/tcp)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:   # 0A: LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return sorted(ports)
+
+
+def serve(run: Path) -> int:
+    caves = Caves(log_path=run / "logs" / "caves.log").start()
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    try:
+        caves.add_bucket("sample_app")
+        kv = int(caves.connstr.rsplit(":", 1)[1])
+        ports = listening_ports(caves.proc.pid)
+        env = {**os.environ, "COUCHBASE_HOST": caves.connstr, "COUCHBASE_PASSWORD": "password"}
+        token = (run / "token").read_text()
+        subprocess.run([sys.executable, str(ROOT / "loaddata.py"), "--count", "10000", "--seed", "1",
+                        "--token", token], env=env, cwd=ROOT, check=True, capture_output=True, timeout=300)
+        (run / "caves.json").write_text(json.dumps({"kv": kv, "ports": ports}))
+        while not stop:
+            time.sleep(0.5)
+    finally:
+        caves.stop()
+    return 0
+
+
+def manifests(kv: int, ports: list[int]) -> str:
+    named = [("bootstrap", BOOTSTRAP_PORT, kv)] + [(f"p{p}", p, p) for p in ports]
+    service = {"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "couchbase", "namespace": "userprofile"},
+               "spec": {"clusterIP": CLUSTER_IP,
+                        "ports": [{"name": n, "port": p, "targetPort": t} for n, p, t in named]}}
+    # A selector-less Service's endpoints match its ports by name; their port is where they go.
+    slice_ = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+              "metadata": {"name": "couchbase-caves", "namespace": "userprofile",
+                           "labels": {"kubernetes.io/service-name": "couchbase"}},
+              "addressType": "IPv4", "ports": [{"name": n, "port": t, "protocol": "TCP"} for n, _, t in named],
+              "endpoints": [{"addresses": [cfg.NODE_IP], "conditions": {"ready": True}}]}
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": [service, slice_]})
+
+
+def start(pid: int, run: Path) -> None:
+    """CAVES in the cluster's network namespace, loaded; then its Service and EndpointSlice."""
+    import k8s_cluster
+
+    with open(run / "logs" / "caves-holder.log", "ab") as out:
+        subprocess.Popen(k8s_cluster.in_cluster(pid) + [sys.executable, str(Path(__file__).resolve()), "serve",
+                                                        str(run)],
+                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    k8s_cluster.wait_for("CAVES loaded", lambda: (run / "caves.json").exists(), 120)
+    info = json.loads((run / "caves.json").read_text())
+    k8s_cluster.kubectl("apply", "-f", "-", stdin=manifests(info["kv"], info["ports"]), capture=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "serve":
+        sys.exit(serve(Path(sys.argv[2])))
+    sys.exit(__doc__)

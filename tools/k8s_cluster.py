@@ -1,0 +1,402 @@
+#!/usr/bin/env python3
+"""A real one-node Kubernetes (v1.34) for the service, inside a private network and mount namespace.
+
+    tools/k8s_cluster.py up [--store embedded|caves]   start it, load the images, apply k8s/overlays/<store>
+    tools/k8s_cluster.py kubectl -n userprofile get pods     kubectl inside the cluster's network
+    tools/k8s_cluster.py down                           stop everything; nothing is left behind
+
+A holder process (this file's `_holder`, started under `unshare --net --mount`) owns the namespaces:
+loopback and a veth for the node's address, the CNI bridge, and as its children etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler, containerd, the kubelet, kube-proxy (iptables) and metrics-server.
+The host's network, /run and /var/log are never touched: the holder mounts its own over them. The
+cluster's files live in data/k8s/ (certificates, configuration, logs) and a tmpfs inside the
+namespace (etcd, images, pods). `down` stops the holder, kills whatever is left in its namespaces and
+the pods' cgroups, removes those cgroups and data/k8s/. Needs root, iptables and unshare
+(tools/install_k8s.sh installs the rest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import k8s_config as cfg
+
+ROOT = Path(__file__).resolve().parent.parent
+VERSION = "v1.34.3"
+BIN = ROOT / ".tools" / f"k8s-{VERSION}" / "bin"
+RUN = ROOT / "data" / "k8s"
+LOGS_KEPT = ROOT / "data" / "k8s-logs"
+NAMESPACE = "userprofile"
+SERVICE_IMAGE = "localhost/userprofile-service:0.1.0"
+PAUSE_IMAGE = "localhost/userprofile-k8s/pause:static"
+# The kubelet sets these sysctls when they differ (and panics on oops is not ours to set on a shared
+# host): inside the mount namespace a file with the value it wants is mounted over each.
+KERNEL_TUNABLES = {"vm/overcommit_memory": "1", "kernel/panic": "10", "kernel/panic_on_oops": "1"}
+DAEMONS = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "containerd", "kubelet",
+           "kube-proxy", "metrics-server"]
+
+
+def log(msg: str) -> None:
+    print(f"k8s: {msg}", file=sys.stderr, flush=True)
+
+
+def need_host() -> None:
+    """Fail with what is missing: this cluster needs root, iptables and unshare, never a silent skip."""
+    missing = [] if os.geteuid() == 0 else ["root (uid 0)"]
+    missing += [c for c in ("unshare", "nsenter", "iptables", "ip", "openssl", "etcd", "containerd", "runc",
+                            "ctr", "podman") if not shutil.which(c)]
+    missing += [str(BIN / b) for b in ("kube-apiserver", "kubelet", "kubectl", "metrics-server")
+                if not os.access(BIN / b, os.X_OK)]
+    if missing:
+        raise SystemExit("k8s: cannot run a cluster here, missing: " + ", ".join(missing)
+                         + " (tools/install_k8s.sh installs the programs; root is needed for namespaces)")
+
+
+def holder_pid() -> int | None:
+    try:
+        pid = int((RUN / "holder.pid").read_text())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def in_cluster(pid: int, mount: bool = False) -> list[str]:
+    """The prefix that runs a command in the holder's network (and mount) namespace."""
+    return ["nsenter", "-t", str(pid), "-n"] + (["-m"] if mount else []) + ["--"]
+
+
+def kubectl(*args: str, check: bool = True, capture: bool = False, stdin: str | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess:
+    pid = holder_pid()
+    if pid is None:
+        raise SystemExit("k8s: no cluster is running (tools/k8s_cluster.py up)")
+    return subprocess.run(in_cluster(pid) + [str(BIN / "kubectl"), f"--kubeconfig={RUN / 'kubeconfig'}", *args],
+                          check=check, text=True, input=stdin, timeout=timeout,
+                          capture_output=capture)
+
+
+# -- the holder: runs inside the namespaces ---------------------------------------------------
+def sh(*cmd: str) -> None:
+    subprocess.run(cmd, check=True)
+
+
+def holder() -> int:
+    mem = RUN / "mem"
+    # Private mounts: a tmpfs for the cluster's state, and over the two host directories whose paths
+    # some components fix (/run/containerd for cadvisor, /run/netns for the pods' namespaces).
+    for target in ("/run", "/var/log", str(mem)):
+        sh("mount", "-t", "tmpfs", "-o", "mode=755", "tmpfs", target)
+    for d in ("/run/containerd", "/run/netns", "/run/lock"):
+        os.makedirs(d, exist_ok=True)
+    tunables = RUN / "sysctl"
+    tunables.mkdir(exist_ok=True)
+    for name, value in KERNEL_TUNABLES.items():
+        fake = tunables / name.replace("/", ".")
+        fake.write_text(value + "\n")
+        sh("mount", "--bind", str(fake), f"/proc/sys/{name}")
+    sh("ip", "link", "set", "lo", "up")
+    sh("ip", "link", "add", "k8s0", "type", "veth", "peer", "name", "k8s1")
+    sh("ip", "addr", "add", f"{cfg.NODE_IP}/24", "dev", "k8s0")
+    sh("ip", "link", "set", "k8s0", "up")
+    sh("ip", "link", "set", "k8s1", "up")
+    sh("ip", "route", "add", "default", "dev", "k8s0")
+    Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")  # this namespace's own
+
+    logs = RUN / "logs"
+    commands = cfg.commands(BIN, RUN)
+    procs: dict[str, subprocess.Popen] = {}
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+
+    def start(name: str) -> None:
+        with open(logs / f"{name}.log", "ab") as out:
+            procs[name] = subprocess.Popen(commands[name], stdout=out, stderr=subprocess.STDOUT,
+                                           stdin=subprocess.DEVNULL, cwd=RUN)
+
+    def wait(what: str, probe, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while not probe():
+            for name, p in procs.items():
+                if p.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {p.returncode}: see {logs / name}.log")
+            if stop or time.monotonic() > deadline:
+                raise RuntimeError(f"{what}: not ready in {timeout:.0f} s")
+            time.sleep(0.2)
+
+    def api_ok(path: str) -> bool:
+        r = subprocess.run([str(BIN / "kubectl"), f"--kubeconfig={RUN / 'kubeconfig'}", "get", "--raw", path],
+                           capture_output=True, text=True)
+        return r.returncode == 0 and r.stdout.strip() == "ok"
+
+    status = 0
+    try:
+        for name in ("etcd", "kube-apiserver"):
+            start(name)
+        wait("kube-apiserver", lambda: api_ok("/readyz"))
+        for name in ("kube-controller-manager", "kube-scheduler", "containerd"):
+            start(name)
+        wait("containerd", lambda: os.path.exists("/run/containerd/containerd.sock"))
+        for name in ("kubelet", "kube-proxy", "metrics-server"):
+            start(name)
+        (RUN / "holder.ready").write_text("ready\n")
+        while not stop:
+            for name, p in procs.items():
+                if p.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {p.returncode}: see {logs / name}.log")
+            time.sleep(0.5)
+    except RuntimeError as exc:
+        (RUN / "holder.failed").write_text(f"{exc}\n")
+        status = 1
+    # Down, in the reverse order: the kubelet first, so nothing restarts what is stopped next.
+    for name in reversed(DAEMONS):
+        if name in procs and procs[name].poll() is None:
+            procs[name].terminate()
+            try:
+                procs[name].wait(15)
+            except subprocess.TimeoutExpired:
+                procs[name].kill()
+        if name == "kubelet":
+            kill_pods()
+    return status
+
+
+# -- leaving nothing behind -------------------------------------------------------------
+CGROUPS = Path("/sys/fs/cgroup")
+
+
+def pod_cgroups() -> list[Path]:
+    """The kubelet's cgroups (cgroupfs driver: /kubepods in every hierarchy), deepest first."""
+    found = [d for top in CGROUPS.glob("*/kubepods") for d in top.rglob("*") if d.is_dir()]
+    found += list(CGROUPS.glob("*/kubepods"))
+    return sorted(found, key=lambda p: len(p.parts), reverse=True)
+
+
+def kill_pods() -> None:
+    """SIGKILL every process in the pods' cgroups: the containers and their pause processes."""
+    for _ in range(50):
+        pids = set()
+        for d in pod_cgroups():
+            try:
+                pids.update(int(x) for x in (d / "cgroup.procs").read_text().split())
+            except OSError:
+                pass
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.1)
+
+
+def kill_namespace_members(ns_ids: dict[str, str]) -> int:
+    """SIGKILL every process still in the holder's network or mount namespace; how many there were."""
+    killed = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            mine = any(os.readlink(proc / "ns" / kind) == ident for kind, ident in ns_ids.items())
+        except OSError:
+            continue
+        if mine:
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed += 1
+            except OSError:
+                pass
+    return killed
+
+
+def down() -> int:
+    if (RUN / "holder.failed").exists():
+        log(f"the holder stopped: {(RUN / 'holder.failed').read_text().strip()}")
+    pid = holder_pid()
+    ns_ids = json.loads((RUN / "namespaces.json").read_text()) if (RUN / "namespaces.json").exists() else {}
+    if pid:
+        log(f"stopping the cluster (holder {pid})")
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while holder_pid() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    leftovers = 0
+    for _ in range(20):
+        kill_pods()
+        n = kill_namespace_members(ns_ids) if ns_ids else 0
+        leftovers += n
+        if not n:
+            break
+        time.sleep(0.2)
+    for d in pod_cgroups():
+        try:
+            d.rmdir()
+        except OSError:
+            time.sleep(0.1)
+            d.rmdir()
+    if RUN.exists():
+        # The logs outlive the cluster (data/k8s-logs/, the last run's), for a failure to be read.
+        shutil.rmtree(LOGS_KEPT, ignore_errors=True)
+        if (RUN / "logs").exists():
+            shutil.copytree(RUN / "logs", LOGS_KEPT)
+        shutil.rmtree(RUN)
+    left = [str(d) for d in pod_cgroups()]
+    if left:
+        log(f"cgroups left: {left}")
+        return 1
+    log(f"down: nothing left (processes killed after the holder: {leftovers})")
+    return 0
+
+
+# -- up: from the host ------------------------------------------------------------------
+def prepare(store: str) -> None:
+    if holder_pid():
+        raise SystemExit("k8s: a cluster is already running: tools/k8s_cluster.py down first")
+    if RUN.exists():
+        shutil.rmtree(RUN)
+    for d in ("logs", "mem", "cni", "images"):
+        (RUN / d).mkdir(parents=True)
+    cfg.make_pki(RUN / "pki")
+    (RUN / "kubeconfig").write_text(cfg.kubeconfig(RUN / "pki"))
+    (RUN / "containerd.toml").write_text(cfg.containerd_toml(RUN / "mem" / "containerd", "/run/containerd",
+                                                             PAUSE_IMAGE, RUN / "cni"))
+    (RUN / "cni" / "10-pods.conflist").write_text(cfg.cni_conflist(RUN / "mem" / "cni-ipam"))
+    (RUN / "kubelet.yaml").write_text(cfg.kubelet_yaml(RUN / "pki", RUN / "mem" / "pod-logs",
+                                                       "/run/containerd/containerd.sock"))
+    (RUN / "kube-proxy.yaml").write_text(cfg.kube_proxy_yaml(RUN / "kubeconfig"))
+    token = RUN / "token"
+    token.touch(mode=0o600)
+    token.write_text(secrets.token_urlsafe(24))
+    (RUN / "store").write_text(store)
+
+
+def save_images() -> subprocess.Popen:
+    """podman save of both images, in the background while the cluster starts."""
+    script = " && ".join(f"podman save --quiet -o {RUN / 'images' / (n + '.tar')} {image}"
+                         for n, image in (("pause", PAUSE_IMAGE), ("service", SERVICE_IMAGE)))
+    env = {**os.environ, "CONTAINERS_CONF": str(ROOT / "tools" / "containers.conf")}
+    return subprocess.Popen(["sh", "-c", script], env=env)
+
+
+def start_holder() -> int:
+    with open(RUN / "logs" / "holder.log", "ab") as out:
+        proc = subprocess.Popen(["unshare", "--net", "--mount", "--propagation", "private", "--",
+                                 sys.executable, str(Path(__file__).resolve()), "_holder"],
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, cwd=ROOT)
+    (RUN / "holder.pid").write_text(str(proc.pid))
+    deadline = time.monotonic() + 120
+    while not (RUN / "holder.ready").exists():
+        if proc.poll() is not None or (RUN / "holder.failed").exists() or time.monotonic() > deadline:
+            why = (RUN / "holder.failed").read_text().strip() if (RUN / "holder.failed").exists() else "timeout"
+            raise SystemExit(f"k8s: the cluster did not start: {why} (logs in {RUN / 'logs'})")
+        time.sleep(0.2)
+    (RUN / "namespaces.json").write_text(json.dumps(
+        {kind: os.readlink(f"/proc/{proc.pid}/ns/{kind}") for kind in ("net", "mnt")}))
+    return proc.pid
+
+
+def import_images(pid: int, saver: subprocess.Popen) -> None:
+    if saver.wait() != 0:
+        raise SystemExit(f"k8s: podman save failed: is {SERVICE_IMAGE} built (make image) and the pause "
+                         "image (tools/install_k8s.sh)?")
+    for tar in ("pause", "service"):
+        subprocess.run(in_cluster(pid, mount=True) + ["ctr", "--address", "/run/containerd/containerd.sock",
+                       "-n", "k8s.io", "images", "import", str(RUN / "images" / f"{tar}.tar")],
+                       check=True, capture_output=True)
+
+
+def apply_overlay(store: str) -> None:
+    """kubectl's kustomize, with the base's files outside the overlay (k8s/overlays/one-node says why)."""
+    rendered = kubectl("kustomize", "--load-restrictor", "LoadRestrictionsNone",
+                       str(ROOT / "k8s" / "overlays" / store), capture=True).stdout
+    kubectl("apply", "-f", "-", stdin=rendered, capture=True)
+
+
+def wait_for(what: str, probe, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"k8s: {what}: not in {timeout:.0f} s (logs in {RUN / 'logs'})")
+        time.sleep(0.3)
+
+
+def ready_pods() -> list[str]:
+    out = kubectl("-n", NAMESPACE, "get", "pods", "-o", "json", capture=True, check=False).stdout or "{}"
+    return [p["metadata"]["name"] for p in json.loads(out).get("items", [])
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in p.get("status", {}).get("conditions", []))]
+
+
+def up(store: str) -> int:
+    need_host()
+    started = time.monotonic()
+    prepare(store)
+    saver = save_images()
+    pid = start_holder()
+    log(f"control plane, containerd, kubelet and kube-proxy up in {time.monotonic() - started:.1f} s")
+    wait_for("node Ready", lambda: kubectl(
+        "get", "node", cfg.NODE_NAME, "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+        capture=True, check=False).stdout == "True", 60)
+    kubectl("apply", "-f", "-", stdin=cfg.METRICS_API, capture=True)
+    import_images(pid, saver)
+    # The namespace and its default ServiceAccount before any pod: without it the first pods are refused.
+    kubectl("apply", "-f", str(ROOT / "k8s" / "namespace.yaml"), capture=True)
+    wait_for("the default ServiceAccount", lambda: kubectl("-n", NAMESPACE, "get", "serviceaccount", "default",
+                                                           check=False, capture=True).returncode == 0, 30)
+    kubectl("-n", NAMESPACE, "create", "secret", "generic", "userprofile-token",
+            f"--from-file=USERPROFILE_TOKEN={RUN / 'token'}", capture=True)
+    kubectl("-n", NAMESPACE, "create", "secret", "generic", "userprofile-couchbase",
+            "--from-literal=COUCHBASE_PASSWORD=password", capture=True)  # CAVES' own password
+    if store == "caves":
+        import k8s_caves
+
+        k8s_caves.start(pid, RUN)
+    apply_overlay(store)
+    wait_for("the first pod Ready", ready_pods, 180)
+    first = time.monotonic() - started
+    kubectl("-n", NAMESPACE, "rollout", "status", "deploy/userprofile-service", "--timeout=180s", capture=True)
+    print(f"cluster from nothing to first pod Ready: {first:.0f} s "
+          f"(all {len(ready_pods())} pods Ready at {time.monotonic() - started:.0f} s; store: {store})", flush=True)
+    (RUN / "first_pod_ready_seconds").write_text(f"{first:.1f}\n")
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    u = sub.add_parser("up", help="start the cluster and deploy the service")
+    u.add_argument("--store", choices=["embedded", "caves"], default="embedded",
+                   help="the pods' store: SQLite on an emptyDir, or CAVES reached through a Service")
+    sub.add_parser("down", help="stop everything and remove what up made")
+    k = sub.add_parser("kubectl", help="kubectl inside the cluster's network namespace")
+    k.add_argument("args", nargs=argparse.REMAINDER)
+    sub.add_parser("_holder", help=argparse.SUPPRESS)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["kubectl"]:   # everything after it is kubectl's, flags included
+        return kubectl(*argv[1:], check=False, timeout=3600).returncode
+    args = p.parse_args(argv)
+    if args.cmd == "up":
+        try:
+            return up(args.store)
+        except BaseException:
+            log("up failed: stopping what was started")
+            down()
+            raise
+    if args.cmd == "down":
+        return down()
+    return holder()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
