@@ -674,6 +674,7 @@ def main(argv=None) -> int:
         for impl in args.impls:
             print(f"{IMPLS[impl]}:", flush=True)
             if impl in COUCHBASE_IMPLS:
+                assert caves is not None  # started above for every impl on Couchbase
                 runs += bench_impl(impl, args, envs[impl], args.token, raw, caves.proc.pid)
             else:
                 runs += bench_impl(impl, args, envs[impl], token, raw, None)

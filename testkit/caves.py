@@ -67,6 +67,7 @@ class Caves:
 
     # -- control protocol -----------------------------------------------------
     def _recv(self) -> dict:
+        assert self.ctl is not None, "start() first"
         while b"\0" not in self._buf:
             chunk = self.ctl.recv(65536)
             if not chunk:
@@ -76,6 +77,7 @@ class Caves:
         return json.loads(msg)
 
     def command(self, cmd: dict) -> dict:
+        assert self.ctl is not None, "start() first"
         self.ctl.sendall(json.dumps(cmd).encode() + b"\0")
         return self._recv()
 
@@ -87,9 +89,11 @@ class Caves:
     # -- faults ---------------------------------------------------------------
     def freeze(self) -> None:
         """SIGSTOP: sockets stay open but nothing answers, like a hung node."""
+        assert self.proc is not None, "start() first"
         self.proc.send_signal(signal.SIGSTOP)
 
     def thaw(self) -> None:
+        assert self.proc is not None, "start() first"
         self.proc.send_signal(signal.SIGCONT)
 
     def kill(self) -> None:

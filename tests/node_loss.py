@@ -96,7 +96,8 @@ class Firewall:
     """iptables rules on one port, in this namespace; each one removed by ``clear``."""
 
     def __init__(self, port: int):
-        self.port, self.rule = port, None
+        self.port = port
+        self.rule: list[str] | None = None
 
     def set(self, *target: str) -> None:
         self.clear()
@@ -124,7 +125,7 @@ class Load:
         return self
 
     def _client(self, answers: list) -> None:
-        conn = None
+        conn: http.client.HTTPConnection | None = None
         rng = random.Random()  # noqa: S311  # load, not secrets
         headers = {"Authorization": f"Bearer {TOKEN}"}
         while not self.stop.is_set():
@@ -135,12 +136,10 @@ class Load:
                 conn.request("GET", f"/api/v1/id/{rng.randint(1, COUNT)}", headers=headers)
                 resp = conn.getresponse()
                 resp.read()
-                status = resp.status
-                if resp.will_close:
-                    conn.close()
-                    conn = None
+                status, closing = resp.status, resp.will_close
             except (OSError, http.client.HTTPException):
-                status = 0  # no answer at all
+                status, closing = 0, True  # no answer at all
+            if closing:
                 conn.close()
                 conn = None
             ended = time.monotonic()

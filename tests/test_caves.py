@@ -163,7 +163,8 @@ def test_sdk_observability_is_off_unless_asked_for(cluster, loaded):
         try:
             store.wait_connected(10)
             assert store.cluster._impl.observability_instruments.is_noop is noop, setting
-            assert json.loads(store.get_profile("3"))["record_id"] == 3
+            profile = store.get_profile("3")
+            assert profile is not None and json.loads(profile)["record_id"] == 3
         finally:
             store.close()
 

@@ -14,6 +14,7 @@ import copy
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -251,7 +252,7 @@ REMOVALS = {
 def test_removing_a_required_setting_is_caught(what):
     docs = copy.deepcopy(load_manifests())
     *parents, last = REMOVALS[what]
-    node = docs
+    node: Any = docs  # a tree of YAML: mappings and lists
     for key in parents:
         node = node[key]
     del node[last]  # KeyError here means the manifests no longer have it at all

@@ -51,7 +51,7 @@ def service(seeded_db, tmp_path_factory):
     svc = ServiceProcess({"USERPROFILE_DB": str(seeded_db)}, "--header-timeout", "2",
                          log_path=log).start(wait_for="/readyz")
     yield svc
-    assert svc.proc.poll() is None, "the service died"
+    assert svc.proc is not None and svc.proc.poll() is None, "the service died"
     assert svc.get("/healthz")[0] == 200
     svc.stop()
     assert "Traceback" not in svc.log() and TOKEN not in svc.log()
