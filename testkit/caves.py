@@ -49,7 +49,7 @@ class Caves:
             listener.listen(1)
             listener.settimeout(self.timeout)
             port = listener.getsockname()[1]
-            log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+            log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115  # gocaves keeps it
             self.proc = subprocess.Popen(
                 [str(binary), f"--control-port={port}"], stdout=log, stderr=subprocess.STDOUT,
             )

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import os
 import random
@@ -53,7 +54,8 @@ class Service:
         self.proc = subprocess.Popen(
             [sys.executable, str(root / "userprofile_service.py"), "--host", "127.0.0.1",
              "--port", str(self.port), "--no-access-log"],
-            env={**os.environ, **env}, cwd=root, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT)
+            env={**os.environ, **env}, cwd=root,
+            stdout=open(log_path, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115  # the service keeps it
 
     def get(self, path: str, timeout: float = 5) -> tuple[int, bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
@@ -126,7 +128,7 @@ class Load:
 
     def _client(self, answers: list) -> None:
         conn: http.client.HTTPConnection | None = None
-        rng = random.Random()  # noqa: S311  # load, not secrets
+        rng = random.Random()  # load, not secrets
         headers = {"Authorization": f"Bearer {TOKEN}"}
         while not self.stop.is_set():
             if conn is None:
@@ -239,7 +241,7 @@ def phases(service: Service, firewall: Firewall, seconds: float, connections: in
     polling.set()
     poller.join(5)
     found = {}
-    for (name, start), (_, end) in zip(marks, marks[1:], strict=False):
+    for (name, start), (_, end) in itertools.pairwise(marks):
         found[name] = summary(answers, start, end, reads, name.startswith("back"))
         found[name]["began"] = wall(start)
     return found

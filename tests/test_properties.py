@@ -165,7 +165,7 @@ def test_a_percent_encoded_parameter_finds_nothing_or_the_right_thing(service, r
 def test_ids_route_to_their_record(service, record_id, encode):
     text = str(record_id)
     target = "/api/v1/id/" + ("".join(f"%{b:02X}" for b in text.encode()) if encode else text)
-    status, headers, body = send(service, target.encode())
+    status, _headers, body = send(service, target.encode())
     if 1 <= record_id <= 300:
         assert status == 200 and json.loads(body)[0]["record_id"] == record_id
     else:

@@ -79,8 +79,8 @@ def query_paths(seeded_db) -> list[str]:
         nicknames = [row[0] for row in conn.execute(
             "SELECT nickname FROM user_data GROUP BY nickname ORDER BY count(*) DESC, nickname LIMIT 3")]
         usernames = [row[0] for row in conn.execute("SELECT user_id FROM user_data ORDER BY key LIMIT 3")]
-    return ([f"/api/v1/nickname/{n}" for n in nicknames + ["noSuchNickname"]]
-            + [f"/api/v1/username/{u}" for u in usernames + ["no-such-user"]])
+    return ([f"/api/v1/nickname/{n}" for n in [*nicknames, "noSuchNickname"]]
+            + [f"/api/v1/username/{u}" for u in [*usernames, "no-such-user"]])
 
 
 def test_query_routes_answer_as_on_the_embedded_store(cb_server, server, seeded_db):

@@ -162,7 +162,7 @@ def test_other_methods_on_a_route_are_405_with_allow(server, method):
 
 
 def test_head_answers_like_get_without_a_body(server):
-    get_status, get_headers, get_body = server.get("/api/v1/id/2", TOKEN)
+    get_status, _get_headers, get_body = server.get("/api/v1/id/2", TOKEN)
     conn = server.connection()
     conn.request("HEAD", "/api/v1/id/2", headers={"Authorization": f"Bearer {TOKEN}"})
     resp = conn.getresponse()

@@ -153,7 +153,7 @@ def scenario_idle_race(workdir: Path, db: Path, token: str, idle: float = 3, del
         # Pauses spread evenly over idle +- 0.4 s (a low-discrepancy sweep, the same for both kinds).
         n = connections * per_connection
         sweep = [idle - 0.4 + 0.8 * ((k * 0.6180339887) % 1) for k in range(n)]
-        pauses = [[0.0] + sweep[i * per_connection:(i + 1) * per_connection] for i in range(connections)]
+        pauses = [[0.0, *sweep[i * per_connection:(i + 1) * per_connection]] for i in range(connections)]
         clients = [Client(kind, proxy.port, token, connections=connections, rate=0, pauses=pauses,
                           label=f"idle/{kind}").start() for kind in ("hint", "check")]
         for c in clients:
