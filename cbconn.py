@@ -246,7 +246,7 @@ class CouchbaseStore(Loading, Store):
         old one is closed once the requests that went out on it have ended."""
         try:
             cluster = Cluster(self.connstr, self._options())
-        except Exception as exc:  # noqa: BLE001  # the connection in use goes on
+        except Exception as exc:  # the connection in use goes on
             log(f"couchbase: reconnecting failed ({describe(exc)})")
             return False
         try:
@@ -254,7 +254,7 @@ class CouchbaseStore(Loading, Store):
             cluster.wait_until_ready(min(self.connect_timeout, timedelta(seconds=2)), WaitUntilReadyOptions(
                 service_types=[ServiceType.KeyValue]))
             lost = self._ping(bucket)[1]
-        except Exception as exc:  # noqa: BLE001  # not every node answers yet
+        except Exception as exc:  # not every node answers yet
             lost = {"": describe(exc)}
         if lost:
             cluster.close()

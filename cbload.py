@@ -3,6 +3,7 @@ indexes, upserts in batches, and a count of documents."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -68,10 +69,8 @@ class Loading:
 
     @staticmethod
     def _ignore_exists(create: Callable[..., Any], *args: Any) -> None:
-        try:
-            create(*args)
-        except (cbe.ScopeAlreadyExistsException, cbe.CollectionAlreadyExistsException):
-            pass  # another loader got there first
+        with contextlib.suppress(cbe.ScopeAlreadyExistsException, cbe.CollectionAlreadyExistsException):
+            create(*args)  # an "already exists": another loader got there first
 
     def upsert(self, collection: str, docs: list[tuple[str, dict]]) -> None:
         """One batch, sent concurrently by the SDK; failed keys are tried once more."""

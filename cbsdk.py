@@ -116,7 +116,7 @@ class DirectCalls:
         try:
             expected = (auth.get(TOKEN_KEY, GetOptions(timeout=timeout)).value,
                         auth.get_any_replica(TOKEN_KEY, GetAnyReplicaOptions(timeout=timeout)).value)
-        except Exception:  # noqa: BLE001  # nothing to check against yet (not loaded, or a node down)
+        except Exception:  # nothing to check against yet (not loaded, or a node down)
             return
         self.unchecked = None
         timeout_ms = round(timeout.total_seconds() * 1000)
@@ -124,7 +124,7 @@ class DirectCalls:
         try:
             found = tuple(direct(call, opcode, self.bucket, self.scope, AUTH, TOKEN_KEY, timeout_ms)[0]
                           for call, opcode in zip(candidate, OPCODES, strict=True))
-        except Exception as exc:  # noqa: BLE001  # whatever it is, the public calls are the safe ones
+        except Exception as exc:  # whatever it is, the public calls are the safe ones
             found = exc
         if found == expected:
             self.calls = candidate
@@ -147,7 +147,7 @@ class DirectCalls:
                 return direct(calls[which], OPCODES[which], self.bucket, self.scope, collection, key, timeout_ms)
             except STORE_ANSWERS:
                 raise
-            except Exception as exc:  # noqa: BLE001  # a store fault, or the SDK changed: the public call says
+            except Exception as exc:  # a store fault, or the SDK changed: the public call says
                 failed = exc
         else:
             failed = None
@@ -217,12 +217,12 @@ def kv_answers(auth: Any, timeout: timedelta) -> bool:
         return True
     except cbe.DocumentNotFoundException:
         return True
-    except Exception:  # noqa: BLE001, S110  # its active copy may be on the lost node: ask its replicas
+    except Exception:  # its active copy may be on the lost node: ask its replicas
         pass
     try:
         auth.get_any_replica(TOKEN_KEY, GetAnyReplicaOptions(timeout=timeout))
         return True
-    except Exception:  # noqa: BLE001  # "unretrievable" is no proof that a node answered
+    except Exception:  # "unretrievable" is no proof that a node answered
         return False
 
 

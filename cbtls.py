@@ -21,6 +21,7 @@ timeout; the handshake here fails at once and names the cause, for the log line.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
@@ -186,10 +187,8 @@ class NameCheck:
         reconnected to a node between two pings)."""
         if answered != self._answered or self.refused or time.monotonic() - self._checked_at >= RECHECK_SECONDS:
             self._answered, self._checked_at = answered, time.monotonic()
-            try:
+            with contextlib.suppress(Refused):  # logged; lookups are refused until a check passes
                 self.check(keep_checked=True)
-            except Refused:
-                pass  # logged; lookups are refused until a check passes
 
     def check(self, log_refusal: bool = True, keep_checked: bool = False) -> None:
         """Every node's certificate names it, or ``refused`` says why (Refused; logged once, unless

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import timeit
 import zlib
+from pathlib import Path
 
 from ab import checkout
 from run import ROOT
@@ -77,8 +78,9 @@ def main(argv=None) -> int:
                      ("blake2b-64", lambda: hashlib.blake2b(PROFILE, digest_size=8).digest())):
         print(f"  {name:13s} {per_call(fn):6.2f}")
     with tempfile.TemporaryDirectory() as tmp:
-        commit = checkout(args.against, tmp)
-        before, after = [], []
+        commit = checkout(args.against, Path(tmp))
+        before: list[float] = []
+        after: list[float] = []
         for i in range(args.rounds):
             for side in ((before, tmp), (after, str(ROOT)))[::1 if i % 2 == 0 else -1]:
                 side[0].append(step_cost(side[1]))

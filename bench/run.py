@@ -141,7 +141,7 @@ def seed(db: str, count: int, token: str) -> str:
         print(f"seeding {db} with {count} profiles", flush=True)
         loader = [sys.executable, str(ROOT / "loaddata.py"), "--count", str(count), "--seed", "1"]
         subprocess.run(
-            loader + ["--token", token],
+            [*loader, "--token", token],
             env={**os.environ, "USERPROFILE_DB": db}, cwd=ROOT, check=True,
         )
     with sqlite3.connect(db) as conn:
@@ -172,25 +172,25 @@ def server_command(impl: str, port: int, root: Path = ROOT,
         argv = [python, str(root / "userprofile_service.py"),
                 "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
         if impl == "ours-2w":
-            return argv + ["--workers", "2"], {}, root
+            return [*argv, "--workers", "2"], {}, root
         if impl == "ours-cb-obs":  # what the SDK's tracer and meter cost, beside ours as it ships
             return pin + argv, {"COUCHBASE_SDK_OBSERVABILITY": "true"}, root
         return pin + argv, {}, root
     if impl == "fastapi":
-        return pin + [sys.executable, "-m", "uvicorn", "fastapi_app:app", "--app-dir", str(BENCH),
-                      "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop", "--http", "httptools",
-                      "--no-access-log", "--log-level", "warning"], {}, ROOT
+        return [*pin, sys.executable, "-m", "uvicorn", "fastapi_app:app", "--app-dir", str(BENCH),
+                "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop", "--http", "httptools",
+                "--no-access-log", "--log-level", "warning"], {}, ROOT
     if impl == "fastapi-cb":
-        return pin + [sys.executable, "-m", "uvicorn", "fastapi_cb_app:app", "--app-dir", str(BENCH),
-                      "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop", "--http", "httptools",
-                      "--no-access-log", "--log-level", "warning"], {}, ROOT
+        return [*pin, sys.executable, "-m", "uvicorn", "fastapi_cb_app:app", "--app-dir", str(BENCH),
+                "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop", "--http", "httptools",
+                "--no-access-log", "--log-level", "warning"], {}, ROOT
     node = {"PORT": str(port), "HOST": "127.0.0.1", "NODE_ENV": "production"}
     if impl == "express":
-        return pin + ["node", "app.js"], node, BENCH / "express"
+        return [*pin, "node", "app.js"], node, BENCH / "express"
     if impl == "express-cb":
-        return pin + ["node", "app_cb.js"], node, BENCH / "express"
+        return [*pin, "node", "app_cb.js"], node, BENCH / "express"
     if impl == "node-cb":
-        return pin + ["node", "server.js"], node, BENCH / "node_bare"
+        return [*pin, "node", "server.js"], node, BENCH / "node_bare"
     raise ValueError(impl)
 
 
@@ -200,7 +200,7 @@ class Server:
         self.port = free_port()
         argv, extra, cwd = server_command(impl, self.port, root, python)
         self.sha = service_sha(root) if impl.startswith("ours") else None  # the lead may edit it between runs
-        self.log = open(log_dir / f"{impl}.log", "wb")
+        self.log = open(log_dir / f"{impl}.log", "wb")  # noqa: SIM115  # the server's, open while it runs
         # Its own session, so stop() ends exactly this server and the processes it started.
         self.proc = subprocess.Popen(argv, env={**os.environ, **extra, **env}, cwd=cwd,
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -269,7 +269,7 @@ def listen_overflows() -> int:
 def busy_cpu() -> float:
     """CPU seconds all cores spent running processes (user, nice, system) or stolen by the hypervisor."""
     with open("/proc/stat") as f:
-        user, nice, system, idle, iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+        user, nice, system, _idle, _iowait, _irq, _softirq, steal = map(int, f.readline().split()[1:9])
     return (user + nice + system + steal) / CLK_TCK
 
 
@@ -440,7 +440,7 @@ def couchbase_aims(runs: list[dict]) -> list[str]:
     if express:
         lines.append(f"| ours' p99 ≤ Express's | {ours['p99_ms']:.2f} vs"
                      f" {express['p99_ms']:.2f} ms | {'yes' if ours['p99_ms'] <= express['p99_ms'] else 'no'} |")
-    return lines + [""]
+    return [*lines, ""]
 
 
 def markdown(result: dict) -> str:
@@ -674,6 +674,7 @@ def main(argv=None) -> int:
         for impl in args.impls:
             print(f"{IMPLS[impl]}:", flush=True)
             if impl in COUCHBASE_IMPLS:
+                assert caves is not None  # started above for every impl on Couchbase
                 runs += bench_impl(impl, args, envs[impl], args.token, raw, caves.proc.pid)
             else:
                 runs += bench_impl(impl, args, envs[impl], token, raw, None)

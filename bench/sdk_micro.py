@@ -312,7 +312,7 @@ def main(argv=None) -> int:
             run(name, 1)  # warm up: connections, code paths
         print(f"{'variant':24} {'us CPU/get':>10} {'gets/s':>8} {'errors':>6}   ({args.threads} threads, "
               f"{args.seconds:g} s each, {args.rounds} rounds)", flush=True)
-        figures = {name: [] for name in calls}
+        figures: dict[str, list[float]] = {name: [] for name in calls}
         for _ in range(args.rounds):
             for name in calls:
                 us, rate, errors = run(name, args.seconds)

@@ -108,7 +108,7 @@ class ServiceProcess:
 
     def start(self, wait_for: str = "/healthz", timeout: float = 30) -> ServiceProcess:
         """Start it and wait until ``wait_for`` answers 200; raises, with its log, when it does not."""
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115  # the process keeps it
         self.proc = subprocess.Popen(
             [sys.executable, str(self.root / "userprofile_service.py"), *self.args],
             env=self.env, cwd=self.root, stdout=log, stderr=subprocess.STDOUT,

@@ -49,7 +49,7 @@ class Caves:
             listener.listen(1)
             listener.settimeout(self.timeout)
             port = listener.getsockname()[1]
-            log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+            log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115  # gocaves keeps it
             self.proc = subprocess.Popen(
                 [str(binary), f"--control-port={port}"], stdout=log, stderr=subprocess.STDOUT,
             )
@@ -67,6 +67,7 @@ class Caves:
 
     # -- control protocol -----------------------------------------------------
     def _recv(self) -> dict:
+        assert self.ctl is not None, "start() first"
         while b"\0" not in self._buf:
             chunk = self.ctl.recv(65536)
             if not chunk:
@@ -76,6 +77,7 @@ class Caves:
         return json.loads(msg)
 
     def command(self, cmd: dict) -> dict:
+        assert self.ctl is not None, "start() first"
         self.ctl.sendall(json.dumps(cmd).encode() + b"\0")
         return self._recv()
 
@@ -87,9 +89,11 @@ class Caves:
     # -- faults ---------------------------------------------------------------
     def freeze(self) -> None:
         """SIGSTOP: sockets stay open but nothing answers, like a hung node."""
+        assert self.proc is not None, "start() first"
         self.proc.send_signal(signal.SIGSTOP)
 
     def thaw(self) -> None:
+        assert self.proc is not None, "start() first"
         self.proc.send_signal(signal.SIGCONT)
 
     def kill(self) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import os
 import random
@@ -53,7 +54,8 @@ class Service:
         self.proc = subprocess.Popen(
             [sys.executable, str(root / "userprofile_service.py"), "--host", "127.0.0.1",
              "--port", str(self.port), "--no-access-log"],
-            env={**os.environ, **env}, cwd=root, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT)
+            env={**os.environ, **env}, cwd=root,
+            stdout=open(log_path, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115  # the service keeps it
 
     def get(self, path: str, timeout: float = 5) -> tuple[int, bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
@@ -96,7 +98,8 @@ class Firewall:
     """iptables rules on one port, in this namespace; each one removed by ``clear``."""
 
     def __init__(self, port: int):
-        self.port, self.rule = port, None
+        self.port = port
+        self.rule: list[str] | None = None
 
     def set(self, *target: str) -> None:
         self.clear()
@@ -124,8 +127,8 @@ class Load:
         return self
 
     def _client(self, answers: list) -> None:
-        conn = None
-        rng = random.Random()  # noqa: S311  # load, not secrets
+        conn: http.client.HTTPConnection | None = None
+        rng = random.Random()  # load, not secrets
         headers = {"Authorization": f"Bearer {TOKEN}"}
         while not self.stop.is_set():
             if conn is None:
@@ -135,12 +138,10 @@ class Load:
                 conn.request("GET", f"/api/v1/id/{rng.randint(1, COUNT)}", headers=headers)
                 resp = conn.getresponse()
                 resp.read()
-                status = resp.status
-                if resp.will_close:
-                    conn.close()
-                    conn = None
+                status, closing = resp.status, resp.will_close
             except (OSError, http.client.HTTPException):
-                status = 0  # no answer at all
+                status, closing = 0, True  # no answer at all
+            if closing:
                 conn.close()
                 conn = None
             ended = time.monotonic()
@@ -240,7 +241,7 @@ def phases(service: Service, firewall: Firewall, seconds: float, connections: in
     polling.set()
     poller.join(5)
     found = {}
-    for (name, start), (_, end) in zip(marks, marks[1:], strict=False):
+    for (name, start), (_, end) in itertools.pairwise(marks):
         found[name] = summary(answers, start, end, reads, name.startswith("back"))
         found[name]["began"] = wall(start)
     return found

@@ -56,7 +56,7 @@ def check_log(svc: ServiceProcess, *secrets: str) -> None:
 
 def timed_get(svc: ServiceProcess, path: str, token: str | None = TOKEN):
     started = time.monotonic()
-    status, headers, body = svc.get(path, token)
+    status, _headers, _body = svc.get(path, token)
     return status, time.monotonic() - started
 
 
@@ -125,7 +125,7 @@ def test_found_and_not_found(cb_server):
 
 
 def test_auth(cb_server):
-    status, headers, body = cb_server.get("/api/v1/id/1")
+    status, headers, _body = cb_server.get("/api/v1/id/1")
     assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
     assert cb_server.get("/api/v1/id/1", "wrong-" + TOKEN)[0] == 401
     assert cb_server.get("/api/v1/id/1", headers={"x-access-token": TOKEN})[0] == 200
@@ -163,7 +163,8 @@ def test_sdk_observability_is_off_unless_asked_for(cluster, loaded):
         try:
             store.wait_connected(10)
             assert store.cluster._impl.observability_instruments.is_noop is noop, setting
-            assert json.loads(store.get_profile("3"))["record_id"] == 3
+            profile = store.get_profile("3")
+            assert profile is not None and json.loads(profile)["record_id"] == 3
         finally:
             store.close()
 

@@ -46,7 +46,7 @@ class FakeCollection:
     of the keys in ``lost`` do not answer (their replicas do)."""
 
     def __init__(self, docs: dict[str, bytes] | None = None, fail: Exception | None = None,
-                 lost: set[str] = frozenset()):
+                 lost: frozenset[str] | set[str] = frozenset()):
         self.docs = docs or {}
         self.fail = fail
         self.lost = set(lost)
@@ -282,7 +282,7 @@ def test_not_found_on_every_copy_is_none_but_no_copy_answering_is_a_timeout():
         time.sleep(options["timeout"].total_seconds())
         raise cbe.DocumentUnretrievableException()
 
-    profiles.get_any_replica = unanswered
+    profiles.get_any_replica = unanswered  # type: ignore[method-assign]  # this fake's replicas, made never to answer
     with pytest.raises(StoreTimeout):
         store.get_profile("1")
 
@@ -397,7 +397,8 @@ def test_a_changed_sdk_layout_still_answers_every_lookup(change, node_lost, caps
             pycbc_get = pycbc_get_any_replica = staticmethod(lambda request: None)
 
         laid_out = FakeCollection()
-        laid_out._impl = type("Impl", (), {"_client_adapter": type("Adapter", (), {"connection": Connection})})
+        impl = type("Impl", (), {"_client_adapter": type("Adapter", (), {"connection": Connection})})
+        laid_out._impl = impl  # type: ignore[attr-defined]  # the SDK's private layout, on this one fake
         assert cbsdk.core_calls(laid_out) == (Connection.pycbc_get, Connection.pycbc_get_any_replica)
         store, _ = direct_store(cbsdk.core_calls(FakeCollection()))  # ...and a layout without it
         assert store.direct.calls is None

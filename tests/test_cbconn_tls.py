@@ -32,7 +32,8 @@ def test_the_sdk_trusts_the_ca_given_alone_and_never_its_mozilla_bundle():
 
 
 def test_without_a_ca_python_trusts_capellas_as_the_sdk_does():
-    subjects = [dict(pair[0] for pair in ca["subject"]) for ca in cbtls.trust(None).get_ca_certs()]
+    cas: list[dict] = cbtls.trust(None).get_ca_certs()  # typeshed types each field as any of them
+    subjects = [dict(pair[0] for pair in ca["subject"]) for ca in cas]
     assert {"organizationName": "Couchbase", "organizationalUnitName": "Cloud"} in subjects
     context = cbtls.trust(None)
     assert context.check_hostname and context.verify_mode.name == "CERT_REQUIRED"
@@ -78,14 +79,15 @@ def test_the_nodes_of_the_bucket_configuration():
          "alternateAddresses": {"external": {"hostname": "n2.public.example", "ports": {"kvSSL": 31207}}}},
         {"hostname": "query-only.example.com", "services": {"n1qlSSL": 18093}},  # no key-value service
     ]}
+    # Wire is not the SSLSocket nodes() takes, only as much of one as it uses.
     wire = Wire(config)
-    assert cbtls.nodes(wire, "n1.example.com", "app", "pw", "sample_app", external=False) == [
-        ("n1.example.com", 11207), ("n2.example.com", 11207)]
+    assert cbtls.nodes(wire, "n1.example.com", "app", "pw", "sample_app",  # type: ignore[arg-type]
+                       external=False) == [("n1.example.com", 11207), ("n2.example.com", 11207)]
     assert wire.sent[0].endswith(b"PLAIN\0app\0pw") and wire.sent[1].endswith(b"sample_app")
-    assert cbtls.nodes(Wire(config), "n1.example.com", "app", "pw", "sample_app", external=True) == [
-        ("n1.example.com", 11207), ("n2.public.example", 31207)]
+    assert cbtls.nodes(Wire(config), "n1.example.com", "app", "pw", "sample_app",  # type: ignore[arg-type]
+                       external=True) == [("n1.example.com", 11207), ("n2.public.example", 31207)]
     with pytest.raises(OSError, match="status 0x1"):
-        cbtls.nodes(Wire(config, status=1), "n1", "app", "pw", "b", external=False)
+        cbtls.nodes(Wire(config, status=1), "n1", "app", "pw", "b", external=False)  # type: ignore[arg-type]
 
 
 def test_a_refused_certificate_refuses_lookups_until_a_check_passes(monkeypatch, capsys):

@@ -28,7 +28,7 @@ def conversation(data: bytes, **options) -> tuple[Conversation, BytesWriter]:
     return Conversation(io.BufferedReader(io.BytesIO(data)), writer, Site(service, opts)), writer
 
 
-def heads(written: bytes) -> list[str]:
+def heads(written: bytes | bytearray) -> list[str]:
     return [part.split("\r\n\r\n")[0] for part in written.decode().split("HTTP/1.1 ")[1:]]
 
 

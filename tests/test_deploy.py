@@ -14,6 +14,7 @@ import copy
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -216,26 +217,26 @@ C = ("Deployment", "spec", "template", "spec", "containers", 0)
 POD = ("Deployment", "spec", "template", "spec")
 ANN = ("Deployment", "spec", "template", "metadata", "annotations")
 REMOVALS = {
-    "readiness probe": C + ("readinessProbe",),
-    "liveness probe": C + ("livenessProbe",),
-    "cpu request": C + ("resources", "requests", "cpu"),
-    "memory request": C + ("resources", "requests", "memory"),
-    "cpu limit": C + ("resources", "limits", "cpu"),
-    "memory limit": C + ("resources", "limits", "memory"),
-    "runAsNonRoot (container)": C + ("securityContext", "runAsNonRoot"),
-    "readOnlyRootFilesystem": C + ("securityContext", "readOnlyRootFilesystem"),
-    "allowPrivilegeEscalation": C + ("securityContext", "allowPrivilegeEscalation"),
-    "drop ALL": C + ("securityContext", "capabilities", "drop"),
-    "automountServiceAccountToken": POD + ("automountServiceAccountToken",),
-    "terminationGracePeriodSeconds": POD + ("terminationGracePeriodSeconds",),
-    "preStop": C + ("lifecycle",),
+    "readiness probe": (*C, "readinessProbe"),
+    "liveness probe": (*C, "livenessProbe"),
+    "cpu request": (*C, "resources", "requests", "cpu"),
+    "memory request": (*C, "resources", "requests", "memory"),
+    "cpu limit": (*C, "resources", "limits", "cpu"),
+    "memory limit": (*C, "resources", "limits", "memory"),
+    "runAsNonRoot (container)": (*C, "securityContext", "runAsNonRoot"),
+    "readOnlyRootFilesystem": (*C, "securityContext", "readOnlyRootFilesystem"),
+    "allowPrivilegeEscalation": (*C, "securityContext", "allowPrivilegeEscalation"),
+    "drop ALL": (*C, "securityContext", "capabilities", "drop"),
+    "automountServiceAccountToken": (*POD, "automountServiceAccountToken"),
+    "terminationGracePeriodSeconds": (*POD, "terminationGracePeriodSeconds"),
+    "preStop": (*C, "lifecycle"),
     "maxUnavailable 0": ("Deployment", "spec", "strategy", "rollingUpdate", "maxUnavailable"),
     "replicas": ("Deployment", "spec", "replicas"),
-    "scrape annotation": ANN + ("prometheus.io/scrape",),
-    "scrape port annotation": ANN + ("prometheus.io/port",),
-    "scrape path annotation": ANN + ("prometheus.io/path",),
-    "data volume": C + ("volumeMounts",),
-    "password from Secret": C + ("env",),
+    "scrape annotation": (*ANN, "prometheus.io/scrape"),
+    "scrape port annotation": (*ANN, "prometheus.io/port"),
+    "scrape path annotation": (*ANN, "prometheus.io/path"),
+    "data volume": (*C, "volumeMounts"),
+    "password from Secret": (*C, "env"),
     "LoadBalancer type": ("Service", "spec", "type"),
     "HPA minimum": ("HorizontalPodAutoscaler", "spec", "minReplicas"),
     "HPA maximum": ("HorizontalPodAutoscaler", "spec", "maxReplicas"),
@@ -251,7 +252,7 @@ REMOVALS = {
 def test_removing_a_required_setting_is_caught(what):
     docs = copy.deepcopy(load_manifests())
     *parents, last = REMOVALS[what]
-    node = docs
+    node: Any = docs  # a tree of YAML: mappings and lists
     for key in parents:
         node = node[key]
     del node[last]  # KeyError here means the manifests no longer have it at all

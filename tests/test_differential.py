@@ -134,6 +134,7 @@ def with_h11(data: bytes) -> list[Parsed | Refused]:
             if not switched:
                 conn.send(h11.EndOfMessage())
             keep = conn.our_state is h11.DONE
+            assert request is not None  # h11 ends only a request it began
             out.append(Parsed(request.method.decode(), path_of(request.target),
                               "HTTP/" + request.http_version.decode(), used - done, keep))
             if not keep:
@@ -158,6 +159,7 @@ class LLHTTPCalls:
 
     def on_message_complete(self):
         p = self.parser
+        assert p is not None  # with_llhttp sets it before feeding the parser
         self.completed = (p.get_method().decode(), path_of(self.url), "HTTP/" + p.get_http_version(),
                           p.should_keep_alive())
 

@@ -109,5 +109,7 @@ def test_a_client_that_pipelines_and_never_reads_is_let_go(rows):
     (r,) = select(rows, "pipelining, never reading")
     assert r.extra["release_seconds"] <= r.extra["write_timeout"] + 5, r.note
     assert "max_requests_per_connection" in settings.BY_NAME, "no MAX_REQUESTS_PER_CONNECTION: no bound per connection"
-    limit = int(settings.BY_NAME["max_requests_per_connection"].default)
+    default = settings.BY_NAME["max_requests_per_connection"].default
+    assert default is not None, "MAX_REQUESTS_PER_CONNECTION unset by default: no bound per connection"
+    limit = int(default)
     assert r.extra["answers_per_connection"] <= limit, r.note

@@ -280,7 +280,7 @@ def server(seeded_db, tmp_path_factory):
     svc = ServiceProcess({"USERPROFILE_DB": str(seeded_db)}, log_path=log).start(wait_for="/readyz")
     yield svc
     # After the socket cases: alive, serving on a fresh connection, nothing leaked or crashed.
-    assert svc.proc.poll() is None, "the service process died"
+    assert svc.proc is not None and svc.proc.poll() is None, "the service process died"
     status, _, body = svc.get("/api/v1/id/1", TOKEN)
     assert status == 200 and json.loads(body)[0]["record_id"] == 1
     metrics = svc.get("/metrics")[2].decode()

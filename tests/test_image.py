@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import functools
 import hashlib
 import http.client
 import json
@@ -30,6 +31,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -89,8 +91,12 @@ def image(lock) -> dict:
     build = subprocess.run(["bash", str(ROOT / "tools" / "image.sh")], cwd=ROOT, env=ENV,
                            capture_output=True, text=True, timeout=900)
     assert build.returncode == 0, build.stdout + build.stderr
-    tag = re.search(r"built (\S+) with", build.stdout).group(1)
-    base = re.search(r"^FROM\s+(\S+)", (ROOT / "Dockerfile").read_text(), re.M).group(1)
+    built = re.search(r"built (\S+) with", build.stdout)
+    assert built, build.stdout
+    tag = built.group(1)
+    from_line = re.search(r"^FROM\s+(\S+)", (ROOT / "Dockerfile").read_text(), re.M)
+    assert from_line, "no FROM in the Dockerfile"
+    base = from_line.group(1)
     info = json.loads(podman("image", "inspect", tag).stdout)[0]
     base_info = json.loads(podman("image", "inspect", base).stdout)[0]
     return {"tag": tag, "log": build.stdout.strip(), "seconds": time.monotonic() - started,
@@ -105,7 +111,9 @@ def dockerfile_layers(image: dict, tmp_path: Path, tag: str | None = None) -> li
     n_base = len(image["base"]["RootFS"]["Layers"])
     layers = []
     with tarfile.open(archive) as outer:
-        (manifest,) = json.load(outer.extractfile("manifest.json"))
+        listing = outer.extractfile("manifest.json")
+        assert listing is not None, "no manifest.json file in the archive"
+        (manifest,) = json.load(listing)
         for name in manifest["Layers"][n_base:]:
             with tarfile.open(fileobj=outer.extractfile(name)) as layer:
                 layers.append((name, layer.getnames()))
@@ -276,7 +284,7 @@ def sigterm_under_load(c: Container, grace: float) -> None:
     """SIGTERM while clients keep requesting and three requests are half-sent: those three are
     answered in full, no response is cut short, and the process exits 0 within the grace."""
     stop = threading.Event()
-    results = {"ok": 0, "refused": 0, "bad": []}
+    results: dict[str, Any] = {"ok": 0, "refused": 0, "bad": []}
     lock = threading.Lock()
 
     def client(n: int):
@@ -455,7 +463,7 @@ def check_the_pod(image: dict, name: str, config: dict, spec: dict, pod_spec: di
     assert f"loaded {COUNT} profiles" in loaded.stdout
     for probe_name in ("readinessProbe", "livenessProbe"):
         path = spec[probe_name]["httpGet"]["path"]
-        assert wait_until(lambda p=path: c.answers(p), 20), f"{probe_name} {path}: {c.logs()[-2000:]}"
+        assert wait_until(functools.partial(c.answers, path), 20), f"{probe_name} {path}: {c.logs()[-2000:]}"
     assert wait_until(lambda: c.answers("/api/v1/id/9", TOKEN), 10)
     # Stopped as the kubelet stops it: SIGTERM, and the grace period before SIGKILL.
     pod = json.loads(podman("inspect", name).stdout)[0]["Pod"]

@@ -15,7 +15,7 @@ TAG = etag(b'[{"record_id":1}]')
 
 
 def test_the_etag_is_the_quoted_crc32_of_the_bytes():
-    assert TAG == b'"%08x"' % zlib.crc32(b'[{"record_id":1}]')
+    assert b'"%08x"' % zlib.crc32(b'[{"record_id":1}]') == TAG
     assert etag(b"[1]") != etag(b"[2]") and etag(b"") == b'"00000000"'
 
 

@@ -85,7 +85,7 @@ def test_schemathesis_finds_no_5xx_and_every_answer_conforms(seeded_db, tmp_path
              "--request-timeout", "5", "--no-color"],
             cwd=tmp_path, capture_output=True, text=True, timeout=120,
         )
-        assert svc.proc.poll() is None, "the service died under schemathesis"
+        assert svc.proc is not None and svc.proc.poll() is None, "the service died under schemathesis"
         assert svc.get("/healthz")[0] == 200
     finally:
         svc.stop()

@@ -50,5 +50,6 @@ def test_dependencies_are_the_pinned_requirements():
 
 
 def test_the_version_is_the_image_tag():
-    tag = re.search(r"image: userprofile-service:(\S+)", (ROOT / "k8s" / "deployment.yaml").read_text()).group(1)
-    assert PYPROJECT["project"]["version"] == tag
+    found = re.search(r"image: userprofile-service:(\S+)", (ROOT / "k8s" / "deployment.yaml").read_text())
+    assert found, "no userprofile-service image in k8s/deployment.yaml"
+    assert PYPROJECT["project"]["version"] == found.group(1)

@@ -51,7 +51,7 @@ def service(seeded_db, tmp_path_factory):
     svc = ServiceProcess({"USERPROFILE_DB": str(seeded_db)}, "--header-timeout", "2",
                          log_path=log).start(wait_for="/readyz")
     yield svc
-    assert svc.proc.poll() is None, "the service died"
+    assert svc.proc is not None and svc.proc.poll() is None, "the service died"
     assert svc.get("/healthz")[0] == 200
     svc.stop()
     assert "Traceback" not in svc.log() and TOKEN not in svc.log()
@@ -165,7 +165,7 @@ def test_a_percent_encoded_parameter_finds_nothing_or_the_right_thing(service, r
 def test_ids_route_to_their_record(service, record_id, encode):
     text = str(record_id)
     target = "/api/v1/id/" + ("".join(f"%{b:02X}" for b in text.encode()) if encode else text)
-    status, headers, body = send(service, target.encode())
+    status, _headers, body = send(service, target.encode())
     if 1 <= record_id <= 300:
         assert status == 200 and json.loads(body)[0]["record_id"] == record_id
     else:

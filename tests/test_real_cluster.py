@@ -9,6 +9,7 @@ by default), created when missing, so a real `profiles` scope is left alone.
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 
@@ -78,8 +79,8 @@ def query_paths(seeded_db) -> list[str]:
         nicknames = [row[0] for row in conn.execute(
             "SELECT nickname FROM user_data GROUP BY nickname ORDER BY count(*) DESC, nickname LIMIT 3")]
         usernames = [row[0] for row in conn.execute("SELECT user_id FROM user_data ORDER BY key LIMIT 3")]
-    return ([f"/api/v1/nickname/{n}" for n in nicknames + ["noSuchNickname"]]
-            + [f"/api/v1/username/{u}" for u in usernames + ["no-such-user"]])
+    return ([f"/api/v1/nickname/{n}" for n in [*nicknames, "noSuchNickname"]]
+            + [f"/api/v1/username/{u}" for u in [*usernames, "no-such-user"]])
 
 
 def test_query_routes_answer_as_on_the_embedded_store(cb_server, server, seeded_db):
@@ -88,9 +89,12 @@ def test_query_routes_answer_as_on_the_embedded_store(cb_server, server, seeded_
         status, _, body = svc.get(path, TOKEN)
         return status, body
 
+    def as_on_couchbase(path, expected):
+        return status_and_body(cb_server, path) == expected
+
     for path in query_paths(seeded_db):
         expected = status_and_body(server, path)
-        assert wait_until(lambda p=path, e=expected: status_and_body(cb_server, p) == e, INDEX_CATCH_UP), path
+        assert wait_until(functools.partial(as_on_couchbase, path, expected), INDEX_CATCH_UP), path
 
 
 def test_auth_and_health(cb_server):

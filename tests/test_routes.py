@@ -23,7 +23,7 @@ pytestmark = pytest.mark.inprocess
 ])
 def test_a_path_finds_its_route_and_parameter(path, shape, param):
     route, found = routes.match(path)
-    assert route.shape == shape and found == param
+    assert route is not None and route.shape == shape and found == param
 
 
 @pytest.mark.parametrize("path", ["/", "", "/api/v1/id", "/api/v1/id/1/2", "/api/v1/picture/1", "/healthz/",

@@ -162,7 +162,7 @@ def test_other_methods_on_a_route_are_405_with_allow(server, method):
 
 
 def test_head_answers_like_get_without_a_body(server):
-    get_status, get_headers, get_body = server.get("/api/v1/id/2", TOKEN)
+    get_status, _get_headers, get_body = server.get("/api/v1/id/2", TOKEN)
     conn = server.connection()
     conn.request("HEAD", "/api/v1/id/2", headers={"Authorization": f"Bearer {TOKEN}"})
     resp = conn.getresponse()
@@ -308,7 +308,9 @@ def read_answer(sock: socket.socket) -> bytes:
         assert chunk, f"closed before the answer: {data!r}"
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
-    length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+    found = re.search(rb"Content-Length: (\d+)", head)
+    assert found, f"no Content-Length: {head!r}"
+    length = int(found.group(1))
     while len(body) < length:
         chunk = sock.recv(65536)
         assert chunk, "closed in the body"
@@ -322,6 +324,7 @@ def test_sigterm_drains_without_losing_a_request_then_exits_0(seeded_db, tmp_pat
     connection idle for DRAIN_IDLE_SECONDS is closed; the process ends when none is left."""
     svc = ServiceProcess({"USERPROFILE_DB": str(seeded_db), "DRAIN_IDLE_SECONDS": "1.5",
                           "SHUTDOWN_GRACE_SECONDS": "20"}, log_path=tmp_path / "log").start()
+    assert svc.proc is not None  # started
     get = f"GET /api/v1/id/9 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
     idle, kept = (socket.create_connection((svc.host, svc.port), timeout=5) for _ in range(2))
     for sock in (idle, kept):
@@ -352,6 +355,7 @@ def test_sigterm_drains_without_losing_a_request_then_exits_0(seeded_db, tmp_pat
 
 def test_sigterm_answers_a_connection_still_in_the_accept_queue(seeded_db, tmp_path):
     svc = ServiceProcess({"USERPROFILE_DB": str(seeded_db)}, log_path=tmp_path / "log").start()
+    assert svc.proc is not None  # started
     svc.proc.send_signal(signal.SIGSTOP)  # the kernel still queues connections while it is stopped
     try:
         queued = socket.create_connection((svc.host, svc.port), timeout=10)
@@ -367,6 +371,7 @@ def test_sigterm_answers_a_connection_still_in_the_accept_queue(seeded_db, tmp_p
 def test_sigterm_closes_what_is_left_at_the_grace_period(seeded_db, tmp_path):
     svc = ServiceProcess({"USERPROFILE_DB": str(seeded_db), "SHUTDOWN_GRACE_SECONDS": "1.5",
                           "DRAIN_IDLE_SECONDS": "60"}, log_path=tmp_path / "log").start()
+    assert svc.proc is not None  # started
     idle = socket.create_connection((svc.host, svc.port), timeout=10)
     idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     read_answer(idle)
@@ -381,7 +386,9 @@ def test_sigterm_closes_what_is_left_at_the_grace_period(seeded_db, tmp_path):
 def catches(pid: int, sig: int) -> bool:
     """Whether the process has a handler for this signal (SigCgt in /proc/<pid>/status)."""
     with open(f"/proc/{pid}/status") as f:
-        caught = int(re.search(r"^SigCgt:\s+([0-9a-f]+)", f.read(), re.M).group(1), 16)
+        found = re.search(r"^SigCgt:\s+([0-9a-f]+)", f.read(), re.M)
+    assert found, f"no SigCgt line for process {pid}"
+    caught = int(found.group(1), 16)
     return bool(caught & (1 << (sig - 1)))
 
 
@@ -405,6 +412,7 @@ def test_sigterm_during_start_up_is_honoured(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    assert proc.stderr is not None  # stderr=PIPE
     log = proc.stderr.read().decode()
     assert code == 0, log
     assert "SIGTERM" in log and "serving on" not in log and "Traceback" not in log, log

@@ -67,7 +67,7 @@ def scenario_rolling(workdir: Path, db: Path, token: str, rate: float, balancers
         change_end = time.monotonic()
         log(f"rolling: restart done in {change_end - change_start:.1f} s; exit codes {fleet.exit_codes()}")
         time.sleep(2)
-        drained = (f"exit codes {sorted(set(fleet.exit_codes().values()))}, "
+        drained = (f"exit codes {distinct_exit_codes(fleet)}, "
                    f"drained in {fleet.drain_seconds():.1f} s at most")
         follows = f"; nginx follows the endpoints by {nginx_follows}"
         rows = [row("rolling restart", name, c.kind, c.stop(), change_start, change_end,
@@ -83,9 +83,14 @@ def scenario_rolling(workdir: Path, db: Path, token: str, rate: float, balancers
     finally:
         for _, c in clients:
             c.abort()
-        if jmeter and jmeter.proc.poll() is None:
+        if jmeter and jmeter.proc and jmeter.proc.poll() is None:
             jmeter.proc.terminate()
         fleet.stop()
+
+
+def distinct_exit_codes(fleet: Fleet) -> list[int | None]:
+    """Each exit code once, ascending; None (an instance that has not exited) last."""
+    return sorted(set(fleet.exit_codes().values()), key=lambda code: math.inf if code is None else code)
 
 
 def scenario_scale(workdir: Path, db: Path, token: str, rate: float, steady: float = 5,
@@ -125,7 +130,7 @@ def scenario_scale(workdir: Path, db: Path, token: str, rate: float, steady: flo
                 share=share),
             row("scale-in 4 -> 2", "haproxy-tcp", "blind", inside, in_start, in_end,
                 steady=[o for o in out if o.start >= in_start - steady],
-                note=f"exit codes {sorted(set(fleet.exit_codes().values()))}, drained in "
+                note=f"exit codes {distinct_exit_codes(fleet)}, drained in "
                      f"{fleet.drain_seconds():.1f} s at most", exit_codes=fleet.exit_codes()),
         ]
     finally:
@@ -148,7 +153,7 @@ def scenario_idle_race(workdir: Path, db: Path, token: str, idle: float = 3, del
         # Pauses spread evenly over idle +- 0.4 s (a low-discrepancy sweep, the same for both kinds).
         n = connections * per_connection
         sweep = [idle - 0.4 + 0.8 * ((k * 0.6180339887) % 1) for k in range(n)]
-        pauses = [[0.0] + sweep[i * per_connection:(i + 1) * per_connection] for i in range(connections)]
+        pauses = [[0.0, *sweep[i * per_connection:(i + 1) * per_connection]] for i in range(connections)]
         clients = [Client(kind, proxy.port, token, connections=connections, rate=0, pauses=pauses,
                           label=f"idle/{kind}").start() for kind in ("hint", "check")]
         for c in clients:
@@ -253,6 +258,7 @@ def run(only=SCENARIOS, rate: float = 200, balancers=BALANCERS,
     own_dir = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="fleet-")) if own_dir else workdir
     token = secrets.token_hex(16)
+    assert workdir is not None  # made above when not given
     db = seed_store(workdir, token)
     results: dict[str, list[Row]] = {}
     errors: list[BaseException] = []

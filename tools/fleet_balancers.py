@@ -153,6 +153,7 @@ class Nginx:
         """A new configuration and SIGHUP, then wait until the new worker runs."""
         self.write()
         before = self.error_log.read_text(errors="replace").count("start worker process")
+        assert self.proc is not None, "start() first"
         self.proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:

@@ -206,6 +206,7 @@ class ClientProcess:
     def start(self) -> ClientProcess:
         env = {**os.environ, "FLEET_TOKEN": self.token}  # never on a command line, where ps shows it
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
+        assert self.proc.stdout is not None  # stdout=PIPE
         if self.proc.stdout.readline().strip() != "started":
             self.abort()
             raise RuntimeError(f"client {self.label} did not start")
@@ -213,6 +214,7 @@ class ClientProcess:
 
     def stop(self) -> list[Outcome]:
         """Ends the load (its standard input closes) and reads every request's outcome."""
+        assert self.proc is not None, "start() first"
         out, _ = self.proc.communicate(input="", timeout=REQUEST_TIMEOUT + 30)
         return [Outcome(*json.loads(line)) for line in out.splitlines() if line]
 
@@ -269,6 +271,7 @@ class JMeter:
 
     def first_sample(self, timeout: float = 60) -> None:
         """JMeter takes seconds to start: wait for its first results."""
+        assert self.proc is not None, "start() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.jtl.exists() and self.jtl.read_text().count("\n") > 50:
@@ -279,6 +282,7 @@ class JMeter:
         raise RuntimeError("JMeter wrote no samples")
 
     def finish(self) -> dict:
+        assert self.proc is not None, "start() first"
         self.proc.wait(self.duration + 120)
         summary = summarise(self.jtl)
         summary["error_kinds"] = {}

@@ -25,6 +25,7 @@ class DelayProxyProcess:
 
     def start(self) -> DelayProxyProcess:
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None  # stdout=PIPE
         try:
             self.port = int(self.proc.stdout.readline())
         except ValueError:
@@ -34,6 +35,7 @@ class DelayProxyProcess:
         return self
 
     def stop(self) -> None:
+        assert self.proc is not None and self.proc.stdin is not None, "start() first"
         self.proc.stdin.close()  # the proxy serves until its standard input ends
         try:
             self.proc.wait(10)
@@ -71,6 +73,7 @@ class DelayProxy:
 
     def stop(self) -> None:
         async def shutdown():
+            assert self.server is not None, "start() first"
             self.server.close()
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for t in tasks:

@@ -89,6 +89,7 @@ class Instance:
 
     def wait_ready(self, timeout: float = 30) -> Instance:
         """Until /readyz answers 200, as the readiness probe waits (polled faster than the kubelet)."""
+        assert self.proc is not None, "start() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -119,9 +120,11 @@ class Instance:
 
     def terminate(self) -> None:
         self.term_at = time.monotonic()
+        assert self.proc is not None, "start() first"
         self.proc.send_signal(signal.SIGTERM)
 
     def wait_exit(self, timeout: float) -> int:
+        assert self.proc is not None, "start() first"
         try:
             self.exit_code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -140,6 +143,9 @@ class Instance:
 def grace_seconds() -> float:
     """terminationGracePeriodSeconds of k8s/deployment.yaml: the kubelet's SIGKILL comes after it."""
     text = (ROOT / "k8s" / "deployment.yaml").read_text()
-    return float(re.search(r"terminationGracePeriodSeconds:\s*(\d+)", text).group(1))
+    found = re.search(r"terminationGracePeriodSeconds:\s*(\d+)", text)
+    if found is None:
+        raise SystemExit("k8s/deployment.yaml: no terminationGracePeriodSeconds")
+    return float(found.group(1))
 
 

@@ -31,7 +31,7 @@ def settings_table() -> None:
     text = readme.read_text()
     section = re.search(r"^## Configuration\n.*?(?=^## )", text, re.S | re.M)
     table = re.search(r"^\|.*\|\n(?:^\|.*\|\n)*", section.group(0), re.M) if section else None
-    if table is None:
+    if section is None or table is None:
         sys.exit("README.md: no table in a Configuration section")
     start = section.start() + table.start()
     readme.write_text(text[:start] + settings.markdown() + "\n" + text[start + len(table.group(0)):])

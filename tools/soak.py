@@ -130,7 +130,7 @@ class Load:
         rng = random.Random(index)
         interval = self.threads / self.rate
         next_at = self.started + index * interval / self.threads
-        conn = None
+        conn: http.client.HTTPConnection | None = None
         end = self.started + self.duration
         while True:
             now = time.monotonic()
@@ -150,11 +150,10 @@ class Load:
                 resp = conn.getresponse()
                 resp.read()
                 outcome: int | str = resp.status
-                if resp.will_close:
-                    conn.close()
-                    conn = None
+                closing = resp.will_close
             except (OSError, http.client.HTTPException) as exc:
-                outcome = type(exc).__name__
+                outcome, closing = type(exc).__name__, True
+            if closing:
                 conn.close()
                 conn = None
             with self.lock:
@@ -258,6 +257,7 @@ def main(argv=None) -> int:
         fault_end = time.monotonic() - started
         loader.join()
         failures = summarize(load.results, args, (fault_start, fault_end), store.description)
+        assert service.proc is not None  # started
         if service.proc.poll() is not None:
             failures.append(f"the service died ({service.proc.returncode})")
         code = service.stop()
