@@ -54,6 +54,7 @@ def serve(run: Path) -> int:
     try:
         caves.add_bucket("sample_app")
         kv = int(caves.connstr.rsplit(":", 1)[1])
+        assert caves.proc is not None  # started
         ports = listening_ports(caves.proc.pid)
         env = {**os.environ, "COUCHBASE_HOST": caves.connstr, "COUCHBASE_PASSWORD": "password"}
         token = (run / "token").read_text()
@@ -87,7 +88,7 @@ def start(pid: int, run: Path) -> None:
     import k8s_cluster
 
     with open(run / "logs" / "caves-holder.log", "ab") as out:
-        subprocess.Popen(k8s_cluster.in_cluster(pid) + [sys.executable, str(Path(__file__).resolve()), "serve",
+        subprocess.Popen([*k8s_cluster.in_cluster(pid), sys.executable, str(Path(__file__).resolve()), "serve",
                                                         str(run)],
                          stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     k8s_cluster.wait_for("CAVES loaded", lambda: (run / "caves.json").exists(), 120)

@@ -18,6 +18,7 @@ the pods' cgroups, removes those cgroups and data/k8s/. Needs root, iptables and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -80,7 +81,7 @@ def kubectl(*args: str, check: bool = True, capture: bool = False, stdin: str | 
     pid = holder_pid()
     if pid is None:
         raise SystemExit("k8s: no cluster is running (tools/k8s_cluster.py up)")
-    return subprocess.run(in_cluster(pid) + [str(BIN / "kubectl"), f"--kubeconfig={RUN / 'kubeconfig'}", *args],
+    return subprocess.run([*in_cluster(pid), str(BIN / "kubectl"), f"--kubeconfig={RUN / 'kubeconfig'}", *args],
                           check=check, text=True, input=stdin, timeout=timeout,
                           capture_output=capture)
 
@@ -185,19 +186,15 @@ def pod_cgroups() -> list[Path]:
 def kill_pods() -> None:
     """SIGKILL every process in the pods' cgroups: the containers and their pause processes."""
     for _ in range(50):
-        pids = set()
+        pids: set[int] = set()
         for d in pod_cgroups():
-            try:
+            with contextlib.suppress(OSError):  # a cgroup gone since it was listed
                 pids.update(int(x) for x in (d / "cgroup.procs").read_text().split())
-            except OSError:
-                pass
         if not pids:
             return
         for pid in pids:
-            try:
+            with contextlib.suppress(OSError):  # exited meanwhile
                 os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
         time.sleep(0.1)
 
 
@@ -312,7 +309,7 @@ def import_images(pid: int, saver: subprocess.Popen) -> None:
         raise SystemExit(f"k8s: podman save failed: is {SERVICE_IMAGE} built (make image) and the pause "
                          "image (tools/install_k8s.sh)?")
     for tar in ("pause", "service"):
-        subprocess.run(in_cluster(pid, mount=True) + ["ctr", "--address", "/run/containerd/containerd.sock",
+        subprocess.run([*in_cluster(pid, mount=True), "ctr", "--address", "/run/containerd/containerd.sock",
                        "-n", "k8s.io", "images", "import", str(RUN / "images" / f"{tar}.tar")],
                        check=True, capture_output=True)
 

@@ -291,7 +291,8 @@ def main(argv=None) -> int:
         try:
             cluster.up(store)
             pid = cluster.holder_pid()
-            subprocess.run(cluster.in_cluster(pid) + [sys.executable, str(Path(__file__).resolve()),
+            assert pid is not None, "the cluster's holder is gone"
+            subprocess.run([*cluster.in_cluster(pid), sys.executable, str(Path(__file__).resolve()),
                            "--inside", store, "--only", *only, "--rate", str(args.rate),
                            "--hpa-rate", str(args.hpa_rate), "--threads", str(args.threads),
                            "--json", str(workdir / "rows.json")],

@@ -8,6 +8,7 @@ the API server with the admin's certificate, without a kubectl process per look.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 import re
 import ssl
@@ -84,10 +85,8 @@ class Watch:
     def _loop(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
-            try:
+            with contextlib.suppress(OSError):  # a look the API server or a pod missed: the next one counts
                 self.look()
-            except OSError:
-                pass   # a look the API server or a pod missed: the next one counts
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
 
     def look(self) -> None:
