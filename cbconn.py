@@ -125,8 +125,18 @@ class CouchbaseStore(Loading, Store):
         self.direct = DirectCalls(self.bucket_name, self.scope_name)
         # Over TLS: the trust of COUCHBASE_CA_CERT, and the check of the nodes' names (cbtls).
         self.ca_cert = options.couchbase_ca_cert or None
-        self.names = cbtls.NameCheck(self.connstr, self.ca_cert, options.couchbase_user, self._password,
-                                     self.bucket_name, cbtls.HANDSHAKE_TIMEOUT) if cbtls.is_tls(self.connstr) else None
+        self.names = (
+            cbtls.NameCheck(
+                self.connstr,
+                self.ca_cert,
+                options.couchbase_user,
+                self._password,
+                self.bucket_name,
+                cbtls.HANDSHAKE_TIMEOUT,
+            )
+            if cbtls.is_tls(self.connstr)
+            else None
+        )
         self._probe_tls = cbtls.answering() if self.names else None
         self._connected = threading.Event()
         self.health = NodeHealth(self.replica_reads)
@@ -167,13 +177,19 @@ class CouchbaseStore(Loading, Store):
         # One node's socket gets a quarter of an attempt, so that a frozen node
         # tried first leaves time to bootstrap from another.
         return ClusterOptions(
-            self._auth, transcoder=RAW, **(cbtls.sdk_options(self.ca_cert) if self.names else {}),
-            enable_tracing=self.observability, enable_metrics=self.observability,
+            self._auth,
+            transcoder=RAW,
+            **(cbtls.sdk_options(self.ca_cert) if self.names else {}),
+            enable_tracing=self.observability,
+            enable_metrics=self.observability,
             timeout_options=ClusterTimeoutOptions(
-                kv_timeout=self.kv_timeout, query_timeout=self.query_timeout,
-                connect_timeout=self.connect_timeout / 4, bootstrap_timeout=self.connect_timeout,
+                kv_timeout=self.kv_timeout,
+                query_timeout=self.query_timeout,
+                connect_timeout=self.connect_timeout / 4,
+                bootstrap_timeout=self.connect_timeout,
                 management_timeout=self.mgmt_timeout,
-            ))
+            ),
+        )
 
     def _connect_once(self) -> None:
         if self.names:  # at once, naming the cause, where the SDK would wait out its bootstrap timeout
@@ -182,8 +198,10 @@ class CouchbaseStore(Loading, Store):
         try:
             bucket = cluster.bucket(self.bucket_name)
             # Degraded: one key-value node answering is enough; the others may be down.
-            cluster.wait_until_ready(self.connect_timeout, WaitUntilReadyOptions(
-                service_types=[ServiceType.KeyValue], desired_state=ClusterState.Degraded))
+            cluster.wait_until_ready(
+                self.connect_timeout,
+                WaitUntilReadyOptions(service_types=[ServiceType.KeyValue], desired_state=ClusterState.Degraded),
+            )
         except Exception:
             cluster.close()
             raise
@@ -202,11 +220,12 @@ class CouchbaseStore(Loading, Store):
                 self._connect_once()
                 if not self._connected.is_set():
                     return
-                log(f"couchbase: connected to {self.connstr}, bucket {self.bucket_name}, "
-                    f"scope {self.scope_name}")
+                log(f"couchbase: connected to {self.connstr}, bucket {self.bucket_name}, scope {self.scope_name}")
             except Exception as exc:  # every failure is retried: the cluster may come up later
-                line = (f"couchbase: connecting to {self.connstr} (bucket {self.bucket_name}) failed "
-                        f"(attempt {attempt}): {describe(exc)}")
+                line = (
+                    f"couchbase: connecting to {self.connstr} (bucket {self.bucket_name}) failed "
+                    f"(attempt {attempt}): {describe(exc)}"
+                )
                 if self._password:
                     line = line.replace(self._password, "***")
                 log(f"{line}; retrying in {delay:g}s")
@@ -228,8 +247,12 @@ class CouchbaseStore(Loading, Store):
             self.health.answered = True
         if self.names:
             self.names.after_ping(answered)
-        if answered and lost and time.monotonic() >= self._renew_after and any(
-                answers_noop(node, 0.25, self._probe_tls) for node in lost if ":" in node):
+        if (
+            answered
+            and lost
+            and time.monotonic() >= self._renew_after
+            and any(answers_noop(node, 0.25, self._probe_tls) for node in lost if ":" in node)
+        ):
             # Back, but the SDK's connection to it still waits out TCP's retransmission
             # backoff (it stalled while the node was frozen): as long as the node was
             # gone, up to that again. New connections to every node end that at once.
@@ -251,8 +274,10 @@ class CouchbaseStore(Loading, Store):
             return False
         try:
             bucket = cluster.bucket(self.bucket_name)
-            cluster.wait_until_ready(min(self.connect_timeout, timedelta(seconds=2)), WaitUntilReadyOptions(
-                service_types=[ServiceType.KeyValue]))
+            cluster.wait_until_ready(
+                min(self.connect_timeout, timedelta(seconds=2)),
+                WaitUntilReadyOptions(service_types=[ServiceType.KeyValue]),
+            )
             lost = self._ping(bucket)[1]
         except Exception as exc:  # not every node answers yet
             lost = {"": describe(exc)}
@@ -301,8 +326,9 @@ class CouchbaseStore(Loading, Store):
         return self.direct.get(ACTIVE, collection, key, 0, coll.get)[0]
 
     def _first_copy(self, collection: str, coll: Any, key: str, options: Any) -> tuple[bytes, bool]:
-        return self.direct.get(ANY_COPY, collection, key, round(options["timeout"].total_seconds() * 1000),
-                               coll.get_any_replica, options)
+        return self.direct.get(
+            ANY_COPY, collection, key, round(options["timeout"].total_seconds() * 1000), coll.get_any_replica, options
+        )
 
     def _any_copy(self, collection: str, coll: Any, key: str, options: Any) -> bytes | None:
         """The first copy to answer, active or replica."""
@@ -346,8 +372,9 @@ class CouchbaseStore(Loading, Store):
             # Unhedged (paused: a busy machine), a timeout has used the whole budget; an error
             # within the replica delay (a node just killed: its connection reset) leaves the
             # replicas time to answer.
-            if not hedge and (not self.replica_reads or isinstance(exc, TIMEOUTS)
-                              or time.monotonic() - started > self._hedge_seconds):
+            if not hedge and (
+                not self.replica_reads or isinstance(exc, TIMEOUTS) or time.monotonic() - started > self._hedge_seconds
+            ):
                 raise mapped(exc) from exc
         if health.hedged():
             self._ping_now.set()
@@ -362,8 +389,11 @@ class CouchbaseStore(Loading, Store):
     def _find(self, statement: str, params: dict) -> list[bytes]:
         coll = self._collection(PROFILES)
         try:
-            keys = list(self.scope.query(statement, QueryOptions(
-                named_parameters=params, adhoc=False, timeout=self.query_timeout)).rows())
+            keys = list(
+                self.scope.query(
+                    statement, QueryOptions(named_parameters=params, adhoc=False, timeout=self.query_timeout)
+                ).rows()
+            )
             if not keys:
                 return []
             found = coll.get_multi(keys)

@@ -29,8 +29,20 @@ HEDGES_TO_PING = 10
 
 class NodeHealth:
     # Fixed: a test or a caller that sets a misspelt flag fails instead of changing nothing.
-    __slots__ = ("replica_reads", "healthy", "degraded", "hedging", "answered", "gets", "lost",
-                 "_hedges", "_hedges_lock", "_hedging_from", "_logged", "_logged_at")
+    __slots__ = (
+        "replica_reads",
+        "healthy",
+        "degraded",
+        "hedging",
+        "answered",
+        "gets",
+        "lost",
+        "_hedges",
+        "_hedges_lock",
+        "_hedging_from",
+        "_logged",
+        "_logged_at",
+    )
 
     def __init__(self, replica_reads: bool):
         self.replica_reads = replica_reads
@@ -65,8 +77,10 @@ class NodeHealth:
         now = time.monotonic()
         if self.replica_reads and not lost and hedges > max(10, gets * HEDGE_SHARE):
             if self.hedging:
-                log(f"couchbase: {hedges} of {gets} gets waited over the replica delay while every node "
-                    f"answers: the cluster is slow, not a node lost; no hedged reads for {HEDGE_PAUSE:g}s")
+                log(
+                    f"couchbase: {hedges} of {gets} gets waited over the replica delay while every node "
+                    f"answers: the cluster is slow, not a node lost; no hedged reads for {HEDGE_PAUSE:g}s"
+                )
             self.hedging, self._hedging_from = False, now + HEDGE_PAUSE
         elif self.replica_reads and now >= self._hedging_from:
             self.hedging = True

@@ -62,9 +62,10 @@ class Loading:
             except Exception as exc:
                 # CAVES, or a cluster without the query service: the key-value data is still
                 # worth loading; only the nickname and username lookups need these indexes.
-                log(f"couchbase: could not create the indexes ({describe(exc)}): the cluster has no "
-                    "query service, or it refused; nickname and username lookups need them: "
-                    + "; ".join(INDEXES))
+                log(
+                    f"couchbase: could not create the indexes ({describe(exc)}): the cluster has no "
+                    "query service, or it refused; nickname and username lookups need them: " + "; ".join(INDEXES)
+                )
                 return
 
     @staticmethod
@@ -101,8 +102,7 @@ class Loading:
         ``loaddata.py --if-empty``, which only asks whether there is anything."""
         self.wait_connected(self.connect_timeout.total_seconds())
         try:
-            rows = self.scope.query(COUNT[collection],
-                                    QueryOptions(timeout=self.query_timeout)).rows()
+            rows = self.scope.query(COUNT[collection], QueryOptions(timeout=self.query_timeout)).rows()
             return int(next(iter(rows), 0))
         except TIMEOUTS as exc:
             raise mapped(exc) from exc

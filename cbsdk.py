@@ -65,8 +65,9 @@ def core_calls(collection: Any) -> tuple[Any, Any] | None:
         return None
 
 
-def direct(call: Any, opcode: int, bucket: str, scope: str, collection: str, key: str,
-           timeout_ms: int) -> tuple[bytes, bool]:
+def direct(
+    call: Any, opcode: int, bucket: str, scope: str, collection: str, key: str, timeout_ms: int
+) -> tuple[bytes, bool]:
     """The document and whether a replica gave it, by one of ``core_calls``: what
     ``Collection.get`` (or ``get_any_replica``) does with no options but a timeout,
     minus the wrapper."""
@@ -114,26 +115,33 @@ class DirectCalls:
         if candidate is None:
             return
         try:
-            expected = (auth.get(TOKEN_KEY, GetOptions(timeout=timeout)).value,
-                        auth.get_any_replica(TOKEN_KEY, GetAnyReplicaOptions(timeout=timeout)).value)
+            expected = (
+                auth.get(TOKEN_KEY, GetOptions(timeout=timeout)).value,
+                auth.get_any_replica(TOKEN_KEY, GetAnyReplicaOptions(timeout=timeout)).value,
+            )
         except Exception:  # nothing to check against yet (not loaded, or a node down)
             return
         self.unchecked = None
         timeout_ms = round(timeout.total_seconds() * 1000)
         found: tuple[bytes, ...] | Exception
         try:
-            found = tuple(direct(call, opcode, self.bucket, self.scope, AUTH, TOKEN_KEY, timeout_ms)[0]
-                          for call, opcode in zip(candidate, OPCODES, strict=True))
+            found = tuple(
+                direct(call, opcode, self.bucket, self.scope, AUTH, TOKEN_KEY, timeout_ms)[0]
+                for call, opcode in zip(candidate, OPCODES, strict=True)
+            )
         except Exception as exc:  # whatever it is, the public calls are the safe ones
             found = exc
         if found == expected:
             self.calls = candidate
         else:
-            log("couchbase: the SDK's direct calls do not agree with its public ones "
-                f"({describe(found) if isinstance(found, Exception) else 'other bytes'}); using the public ones")
+            log(
+                "couchbase: the SDK's direct calls do not agree with its public ones "
+                f"({describe(found) if isinstance(found, Exception) else 'other bytes'}); using the public ones"
+            )
 
-    def get(self, which: int, collection: str, key: str, timeout_ms: int,
-            public: Callable[..., Any], *options: Any) -> tuple[bytes, bool]:
+    def get(
+        self, which: int, collection: str, key: str, timeout_ms: int, public: Callable[..., Any], *options: Any
+    ) -> tuple[bytes, bool]:
         """The document and whether a replica gave it, by the direct call ``which`` (ACTIVE,
         ANY_COPY) while they are in use, else by ``public(key, *options)``, the public call.
 
@@ -164,8 +172,10 @@ class DirectCalls:
     def drop(self, exc: Exception) -> None:
         if self.calls is not None:
             self.calls = None
-            log(f"couchbase: the SDK's direct calls failed ({describe(exc)}) where its public ones did not; "
-                "using the public ones from now on")
+            log(
+                f"couchbase: the SDK's direct calls failed ({describe(exc)}) where its public ones did not; "
+                "using the public ones from now on"
+            )
 
 
 def connection_string(options: Options) -> str:
@@ -203,8 +213,11 @@ def ping_nodes(bucket: Any, timeout: timedelta) -> tuple[set[str], dict[str, str
     except Exception as exc:
         return set(), {"every node": describe(exc)}
     answered = {node_name(r) for r in reports if r.state == PingState.OK}
-    lost = {node_name(r): f"{r.state.value}: {r.error}" if r.error else str(r.state.value)
-            for r in reports if r.state != PingState.OK}
+    lost = {
+        node_name(r): f"{r.state.value}: {r.error}" if r.error else str(r.state.value)
+        for r in reports
+        if r.state != PingState.OK
+    }
     return answered, {node: why for node, why in lost.items() if node not in answered}
 
 

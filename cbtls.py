@@ -117,8 +117,7 @@ def handshake(host: str, port: int, context: ssl.SSLContext, timeout: float) -> 
         return context.wrap_socket(raw, server_hostname=host)
     except ssl.SSLCertVerificationError as exc:
         raw.close()
-        raise Refused(f"TLS: the certificate of {host}:{port} is refused: {exc.verify_message} "
-                      f"({exc.reason})") from exc
+        raise Refused(f"TLS: the certificate of {host}:{port} is refused: {exc.verify_message} ({exc.reason})") from exc
     except ssl.SSLError as exc:
         raw.close()
         raise Refused(f"TLS: the handshake with {host}:{port} failed: {exc.reason or exc}") from exc
@@ -129,14 +128,13 @@ def handshake(host: str, port: int, context: ssl.SSLContext, timeout: float) -> 
 
 def _call(sock: ssl.SSLSocket, opcode: int, key: bytes = b"", value: bytes = b"") -> bytes:
     """One memcached binary-protocol request and its answer's value; OSError unless it succeeded."""
-    sock.sendall(struct.pack(">BBHBBHIIQ", 0x80, opcode, len(key), 0, 0, 0, len(key) + len(value), 0, 0)
-                 + key + value)
+    sock.sendall(struct.pack(">BBHBBHIIQ", 0x80, opcode, len(key), 0, 0, 0, len(key) + len(value), 0, 0) + key + value)
     header = _read(sock, 24)
     _, _, key_len, extras_len, _, status, body_len, _, _ = struct.unpack(">BBHBBHIIQ", header)
     body = _read(sock, body_len)
     if status != 0:
         raise OSError(f"status 0x{status:x} to opcode 0x{opcode:x}")
-    return body[extras_len + key_len:]
+    return body[extras_len + key_len :]
 
 
 def _read(sock: ssl.SSLSocket, n: int) -> bytes:
@@ -149,8 +147,9 @@ def _read(sock: ssl.SSLSocket, n: int) -> bytes:
     return data
 
 
-def nodes(sock: ssl.SSLSocket, host: str, user: str, password: str, bucket: str,
-          external: bool) -> list[tuple[str, int]]:
+def nodes(
+    sock: ssl.SSLSocket, host: str, user: str, password: str, bucket: str, external: bool
+) -> list[tuple[str, int]]:
     """Every node's (host, TLS key-value port) from the bucket's configuration, read on a verified
     connection to ``host`` (so PLAIN sends the password to no one else)."""
     _call(sock, SASL_AUTH, b"PLAIN", b"\0" + user.encode() + b"\0" + password.encode())
@@ -170,8 +169,7 @@ def nodes(sock: ssl.SSLSocket, host: str, user: str, password: str, bucket: str,
 class NameCheck:
     """The check of every node's certificate, with the trust of the service's settings."""
 
-    def __init__(self, connstr: str, ca_cert: str | None, user: str, password: str, bucket: str,
-                 timeout: float):
+    def __init__(self, connstr: str, ca_cert: str | None, user: str, password: str, bucket: str, timeout: float):
         self.bootstrap = hosts(connstr)
         self.external = "network=external" in connstr
         self.context: ssl.SSLContext | None = None  # read on the first check: a missing file is one log line
@@ -248,8 +246,10 @@ class NameCheck:
                 return checked, unchecked
         # No name checked, so none is trusted: the cluster is down, or its hosts are known only by
         # a DNS SRV record, which Python's resolver cannot read.
-        raise Unchecked(f"TLS: no node's certificate could be checked ({'; '.join(unchecked)}); "
-                      "a DNS SRV name (Capella's) cannot be: name the nodes in COUCHBASE_HOST")
+        raise Unchecked(
+            f"TLS: no node's certificate could be checked ({'; '.join(unchecked)}); "
+            "a DNS SRV name (Capella's) cannot be: name the nodes in COUCHBASE_HOST"
+        )
 
     def _trusting(self) -> str:
         return f" (trusting {self.ca_cert} alone)" if self.ca_cert else " (trusting the system's CAs and Capella's)"

@@ -87,8 +87,13 @@ def keep_alive_header(idle_timeout: float) -> bytes:
 class Site:
     """What every connection of one server shares."""
 
-    def __init__(self, service: Service, options: Options, turn: AbstractContextManager | None = None,
-                 access_log: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        service: Service,
+        options: Options,
+        turn: AbstractContextManager | None = None,
+        access_log: TextIO | None = None,
+    ) -> None:
         self.service = service
         self.metrics = service.metrics
         self.options = options  # the settings (settings.py): limits, timeouts, recycling
@@ -183,16 +188,23 @@ class Conversation:
         elapsed = time.monotonic() - started
         site.metrics.observe(route, answer.status, elapsed)
         if site.access_log is not None:
-            log_access(site.access_log, request.method if request else "-", route, answer.status, elapsed,
-                       len(answer.body))
+            log_access(
+                site.access_log, request.method if request else "-", route, answer.status, elapsed, len(answer.body)
+            )
 
     def reply(self, request: Request | None, answer: Answer, started: float) -> bytes:
         """The whole answer, status line, headers and body, for one write."""
         site = self.site
         extra = answer.extra
         self.answers_left -= 1
-        if (request is None or not request.keep_alive or answer.close or site.service.draining
-                or self.answers_left == 0 or started >= self.retire_at):
+        if (
+            request is None
+            or not request.keep_alive
+            or answer.close
+            or site.service.draining
+            or self.answers_left == 0
+            or started >= self.retire_at
+        ):
             self.closing = True
             extra += b"Connection: close\r\n"
         elif request.keep_alive_10:
@@ -209,8 +221,10 @@ def too_many_connections(service: Service) -> bytes:
     """The whole answer to a connection beyond the cap, sent as it is closed (no Date: the
     answer is built once)."""
     answer = refusal(service.unavailable("Service Unavailable: too many connections"))
-    return HEAD % (STATUS_LINES[503], answer.content_type, len(answer.body), b"",
-                   answer.extra + b"Connection: close\r\n") + answer.body
+    return (
+        HEAD % (STATUS_LINES[503], answer.content_type, len(answer.body), b"", answer.extra + b"Connection: close\r\n")
+        + answer.body
+    )
 
 
 def log_access(stream: TextIO, method: str, route: str, status: int, seconds: float, size: int) -> None:

@@ -19,10 +19,21 @@ from typing import Protocol
 from urllib.parse import unquote_to_bytes
 
 REASONS = {
-    200: "OK", 304: "Not Modified", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-    405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
-    431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented",
-    503: "Service Unavailable", 504: "Gateway Timeout", 505: "HTTP Version Not Supported",
+    200: "OK",
+    304: "Not Modified",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+    505: "HTTP Version Not Supported",
 }
 
 # A whole line checked by one regular expression, in C: faster than splitting and checking
@@ -174,16 +185,27 @@ def read_request(rfile: Reader, limits: Limits) -> Request:
         elif name == b"accept-encoding":
             accept_encoding = value if accept_encoding is None else accept_encoding + b"," + value
     if hosts > 1 or (hosts == 0 and minor == b"1"):  # RFC 9112 3.2
-        raise HTTPError(400, "An HTTP/1.1 request needs exactly one Host header" if hosts == 0
-                        else "More than one Host header", close=True)
+        raise HTTPError(
+            400,
+            "An HTTP/1.1 request needs exactly one Host header" if hosts == 0 else "More than one Host header",
+            close=True,
+        )
     if content_length:
         if content_length > limits.max_body:
             raise HTTPError(413, close=True)
         if len(rfile.read(content_length)) < content_length:
             raise Incomplete()
-    return Request(method.decode(), path, VERSIONS[minor], keep_alive, keep_alive_10,
-                   bearer if bearer is not None else access_token, method == b"HEAD", if_none_match,
-                   accept_encoding)
+    return Request(
+        method.decode(),
+        path,
+        VERSIONS[minor],
+        keep_alive,
+        keep_alive_10,
+        bearer if bearer is not None else access_token,
+        method == b"HEAD",
+        if_none_match,
+        accept_encoding,
+    )
 
 
 def decode_param(raw: str) -> str:

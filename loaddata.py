@@ -27,26 +27,50 @@ from stores import open_store
 
 BATCH = 500
 
-FIRST = ("James Mary Robert Patricia John Jennifer Michael Linda David Elizabeth William Barbara Richard Susan "
-         "Joseph Jessica Thomas Sarah Charles Karen Christopher Lisa Daniel Nancy Matthew Betty Anthony Margaret "
-         "Mark Sandra Donald Ashley Steven Kimberly Paul Emily Andrew Donna Joshua Michelle Kenneth Carol Kevin "
-         "Amanda Brian Dorothy George Melissa Timothy Deborah Ana Wei Priya Hiroshi Fatima Olga Mateo Aisha Lars "
-         "Chloé Zoë José").split()
-LAST = ("Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez Hernandez Lopez Gonzalez "
-        "Wilson Anderson Thomas Taylor Moore Jackson Martin Lee Perez Thompson White Harris Sanchez Clark "
-        "Ramirez Lewis Robinson Walker Young Allen King Wright Scott Torres Nguyen Hill Flores Green Adams "
-        "Nelson Baker Hall Rivera Campbell Mitchell Carter Roberts Kowalski Müller O'Brien Yamamoto Patel").split()
-ADJECTIVES = ("swift brave quiet lucky clever mighty happy sunny stormy silver golden crimson shadow frosty wild "
-              "cosmic rusty jolly sleepy fuzzy electric lunar solar atomic mellow noble rapid tiny giant lazy").split()
-ANIMALS = ("fox owl wolf bear hawk otter lynx raven tiger panda koala falcon badger moose bison heron "
-           "gecko cobra eagle shark whale squid crane viper yak llama puma mole newt").split()
-STREETS = ("Main Oak Pine Maple Cedar Elm Washington Lake Hill Park Sunset Ridge River Church Spring Highland "
-           "Forest Meadow Willow Jackson Lincoln Madison Franklin Chestnut Walnut").split()
+FIRST = (
+    "James Mary Robert Patricia John Jennifer Michael Linda David Elizabeth William Barbara Richard Susan "
+    "Joseph Jessica Thomas Sarah Charles Karen Christopher Lisa Daniel Nancy Matthew Betty Anthony Margaret "
+    "Mark Sandra Donald Ashley Steven Kimberly Paul Emily Andrew Donna Joshua Michelle Kenneth Carol Kevin "
+    "Amanda Brian Dorothy George Melissa Timothy Deborah Ana Wei Priya Hiroshi Fatima Olga Mateo Aisha Lars "
+    "Chloé Zoë José"
+).split()
+LAST = (
+    "Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez Hernandez Lopez Gonzalez "
+    "Wilson Anderson Thomas Taylor Moore Jackson Martin Lee Perez Thompson White Harris Sanchez Clark "
+    "Ramirez Lewis Robinson Walker Young Allen King Wright Scott Torres Nguyen Hill Flores Green Adams "
+    "Nelson Baker Hall Rivera Campbell Mitchell Carter Roberts Kowalski Müller O'Brien Yamamoto Patel"
+).split()
+ADJECTIVES = (
+    "swift brave quiet lucky clever mighty happy sunny stormy silver golden crimson shadow frosty wild "
+    "cosmic rusty jolly sleepy fuzzy electric lunar solar atomic mellow noble rapid tiny giant lazy"
+).split()
+ANIMALS = (
+    "fox owl wolf bear hawk otter lynx raven tiger panda koala falcon badger moose bison heron "
+    "gecko cobra eagle shark whale squid crane viper yak llama puma mole newt"
+).split()
+STREETS = (
+    "Main Oak Pine Maple Cedar Elm Washington Lake Hill Park Sunset Ridge River Church Spring Highland "
+    "Forest Meadow Willow Jackson Lincoln Madison Franklin Chestnut Walnut"
+).split()
 SUFFIXES = ("St", "Ave", "Rd", "Blvd", "Ln", "Dr", "Ct", "Way")
-CITIES = (("Austin", "TX", "787"), ("Denver", "CO", "802"), ("Portland", "OR", "972"), ("Boston", "MA", "021"),
-          ("Atlanta", "GA", "303"), ("Chicago", "IL", "606"), ("Seattle", "WA", "981"), ("Phoenix", "AZ", "850"),
-          ("Raleigh", "NC", "276"), ("Madison", "WI", "537"), ("Columbus", "OH", "432"), ("Nashville", "TN", "372"),
-          ("San Diego", "CA", "921"), ("Miami", "FL", "331"), ("Omaha", "NE", "681"), ("Boise", "ID", "837"))
+CITIES = (
+    ("Austin", "TX", "787"),
+    ("Denver", "CO", "802"),
+    ("Portland", "OR", "972"),
+    ("Boston", "MA", "021"),
+    ("Atlanta", "GA", "303"),
+    ("Chicago", "IL", "606"),
+    ("Seattle", "WA", "981"),
+    ("Phoenix", "AZ", "850"),
+    ("Raleigh", "NC", "276"),
+    ("Madison", "WI", "537"),
+    ("Columbus", "OH", "432"),
+    ("Nashville", "TN", "372"),
+    ("San Diego", "CA", "921"),
+    ("Miami", "FL", "331"),
+    ("Omaha", "NE", "681"),
+    ("Boise", "ID", "837"),
+)
 DOMAINS = ("example.com", "example.net", "example.org", "mail.example.com")
 
 
@@ -170,8 +194,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--token", help="the service token to store (default: keep the stored one, or generate one)")
     p.add_argument("--seed", type=int, default=1, help="random seed: the same seed gives the same data")
     p.add_argument("--if-empty", action="store_true", help="load only when the store holds no profiles")
-    p.add_argument("--show-token", action="store_true",
-                   help="print the token in force and a curl line to try it, even when not generated")
+    p.add_argument(
+        "--show-token",
+        action="store_true",
+        help="print the token in force and a curl line to try it, even when not generated",
+    )
     args = settings.finish(p, p.parse_args(argv), settings.STORES)
     if args.count < 0:
         p.error("--count must be 0 or more")

@@ -16,7 +16,7 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 # What a store counts (Store.counters), as /metrics explains it.
 STORE_COUNTERS = {
     "replica_reads": "Key-value lookups answered from a replica copy (its active copy did not answer in time,"
-                     " or its node was lost); such an answer may be stale by the replication lag.",
+    " or its node was lost); such an answer may be stale by the replication lag.",
 }
 
 
@@ -108,6 +108,9 @@ class Metrics:
         ]
         out += [f'userprofile_store_errors_total{{kind="{k}"}} {n}' for k, n in store_errors]
         for name, n in sorted((store_counters or {}).items()):
-            out += [f"# HELP userprofile_store_{name}_total {STORE_COUNTERS[name]}",
-                    f"# TYPE userprofile_store_{name}_total counter", f"userprofile_store_{name}_total {n}"]
+            out += [
+                f"# HELP userprofile_store_{name}_total {STORE_COUNTERS[name]}",
+                f"# TYPE userprofile_store_{name}_total counter",
+                f"userprofile_store_{name}_total {n}",
+            ]
         return ("\n".join(out) + "\n").encode()

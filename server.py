@@ -99,8 +99,9 @@ class UserProfileServer(http.server.ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], store: Store, tokens: TokenKeeper, options: Options,
-                 reuse_port: bool = False) -> None:
+    def __init__(
+        self, address: tuple[str, int], store: Store, tokens: TokenKeeper, options: Options, reuse_port: bool = False
+    ) -> None:
         self.options = options
         self.metrics = Metrics()
         self.service = Service(store, tokens, self.metrics, OPENAPI.read_bytes(), self.render_metrics, options)

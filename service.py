@@ -84,8 +84,15 @@ def route_headers(route: routes.Route, options: Options) -> bytes:
 class Service:
     """Requests in, answers out. No socket here, so a request can be answered in-process."""
 
-    def __init__(self, store: Store, tokens: TokenKeeper, metrics: Metrics, openapi: bytes,
-                 render_metrics: Callable[[], bytes] | None = None, options: Options | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        tokens: TokenKeeper,
+        metrics: Metrics,
+        openapi: bytes,
+        render_metrics: Callable[[], bytes] | None = None,
+        options: Options | None = None,
+    ) -> None:
         options = options if options is not None else settings.defaults()
         self.store = store
         self.tokens = tokens
@@ -260,9 +267,10 @@ class TokenKeeper:
         try:
             value = self.store.read_token()
         except StoreUnavailable as exc:
-            self._report(f"token: cannot read service_auth:1 from the store ({exc})"
-                         + ("; the API answers 503 until it can" if self.token is None else
-                            "; keeping the token read before"))
+            self._report(
+                f"token: cannot read service_auth:1 from the store ({exc})"
+                + ("; the API answers 503 until it can" if self.token is None else "; keeping the token read before")
+            )
             return
         if not value:
             self.token = None

@@ -146,10 +146,7 @@ class SQLiteStore(Store):
                 if collection == PROFILES:
                     conn.executemany(
                         f"INSERT OR REPLACE INTO {PROFILES} VALUES (?, ?, ?, ?, ?)",
-                        [
-                            (k, encode_doc(d), d.get("nickname"), d.get("user_id"), d.get("record_id"))
-                            for k, d in docs
-                        ],
+                        [(k, encode_doc(d), d.get("nickname"), d.get("user_id"), d.get("record_id")) for k, d in docs],
                     )
                 else:
                     conn.executemany(

@@ -61,23 +61,36 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--conns", type=int, default=32, help="connections (default 32)")
     p.add_argument("--duration", type=float, default=6, help="seconds measured per side and round (default 6)")
     p.add_argument("--warmup", type=float, default=2, help="seconds of discarded load first (default 2)")
-    p.add_argument("--settle", type=float, default=10,
-                   help="wait up to this many seconds before each run for an idle machine (default 10)")
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=10,
+        help="wait up to this many seconds before each run for an idle machine (default 10)",
+    )
     store_arguments(p)
     python_argument(p)
-    p.add_argument("--against-python", default=sys.executable,
-                   help="the Python the earlier commit runs on (default: this one)")
-    p.add_argument("--couchbase", action="store_true",
-                   help="serve from one CAVES cluster instead of the SQLite store (needs .tools/bin/gocaves)")
+    p.add_argument(
+        "--against-python", default=sys.executable, help="the Python the earlier commit runs on (default: this one)"
+    )
+    p.add_argument(
+        "--couchbase",
+        action="store_true",
+        help="serve from one CAVES cluster instead of the SQLite store (needs .tools/bin/gocaves)",
+    )
     return p.parse_args(argv)
 
 
 def checkout(ref: str, into: Path) -> str:
     """The service's files at `ref`, written into `into`; returns the commit's short hash."""
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "--verify", f"{ref}^{{commit}}"],
-                            capture_output=True, text=True, check=True).stdout.strip()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", commit],
-                             capture_output=True, check=True).stdout
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "--verify", f"{ref}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", commit], capture_output=True, check=True
+    ).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(into, filter="data")
     return commit
@@ -126,8 +139,11 @@ def main(argv=None) -> int:
             labels[side] += f" on Python {python_version(pythons[side])}"
         roots = {"before": Path(tmp), "after": ROOT}
         print(f"before: {labels['before']} ({args.against}); after: the working tree, {labels['after']}")
-        print(f"{args.rounds} rounds of {args.duration:g} s at {args.conns} connections"
-              f" on {'CAVES' if args.couchbase else 'the SQLite store'}", flush=True)
+        print(
+            f"{args.rounds} rounds of {args.duration:g} s at {args.conns} connections"
+            f" on {'CAVES' if args.couchbase else 'the SQLite store'}",
+            flush=True,
+        )
         runs: dict[str, list[dict]] = {side: [] for side in SIDES}
         try:
             for n in range(args.rounds):
@@ -135,26 +151,35 @@ def main(argv=None) -> int:
                     run = measure(roots[side], pythons[side], env, args, token, raw / "ab" / side, store_pid)
                     runs[side].append(run)
                     reads = "" if run["replica_reads"] is None else f"  replica reads {run['replica_reads']}"
-                    print(f"  round {n + 1} {side:6} {run['rps']:9,.0f} req/s"
-                          f" {run['server_us_per_request']:6.1f} us/req  p99 {run['p99_ms']:6.2f} ms"
-                          f"  errors {run['errors']}{reads}{'  (noisy machine)' if run['noisy'] else ''}", flush=True)
+                    print(
+                        f"  round {n + 1} {side:6} {run['rps']:9,.0f} req/s"
+                        f" {run['server_us_per_request']:6.1f} us/req  p99 {run['p99_ms']:6.2f} ms"
+                        f"  errors {run['errors']}{reads}{'  (noisy machine)' if run['noisy'] else ''}",
+                        flush=True,
+                    )
         finally:
             if caves:
                 caves.stop()
-    median = {side: {key: statistics.median(r[key] for r in runs[side])
-                     for key in ("rps", "server_us_per_request", "p99_ms")} for side in SIDES}
+    median = {
+        side: {key: statistics.median(r[key] for r in runs[side]) for key in ("rps", "server_us_per_request", "p99_ms")}
+        for side in SIDES
+    }
     pairs = list(zip(runs["after"], runs["before"], strict=True))
     won = sum(a["rps"] > b["rps"] for a, b in pairs)
     paired = {key: sorted(a[key] / b[key] for a, b in pairs) for key in ("rps", "server_us_per_request")}
     print()
     for side in SIDES:
         m = median[side]
-        print(f"{side:6} median {m['rps']:9,.0f} req/s {m['server_us_per_request']:6.1f} us/req"
-              f"  p99 {m['p99_ms']:6.2f} ms  ({labels[side]})")
+        print(
+            f"{side:6} median {m['rps']:9,.0f} req/s {m['server_us_per_request']:6.1f} us/req"
+            f"  p99 {m['p99_ms']:6.2f} ms  ({labels[side]})"
+        )
     after, before = median["after"], median["before"]
-    print(f"after / before: req/s {after['rps'] / before['rps']:.3f}x,"
-          f" CPU per request {after['server_us_per_request'] / before['server_us_per_request']:.3f}x;"
-          f" after served more in {won} of {args.rounds} rounds")
+    print(
+        f"after / before: req/s {after['rps'] / before['rps']:.3f}x,"
+        f" CPU per request {after['server_us_per_request'] / before['server_us_per_request']:.3f}x;"
+        f" after served more in {won} of {args.rounds} rounds"
+    )
     spread = {key: f"{statistics.median(r):.3f}x ({r[0]:.2f}-{r[-1]:.2f})" for key, r in paired.items()}
     print(f"per round, after / before: req/s {spread['rps']}, CPU per request {spread['server_us_per_request']}")
     errors = sum(r["errors"] for side in SIDES for r in runs[side])

@@ -29,13 +29,18 @@ ONE_CPU = ("ours", "fastapi", "express", "ours-cb", "fastapi-cb", "express-cb", 
 def rows(conns: int) -> list[tuple[str, dict]]:
     """(store, run) of each one-CPU implementation at this concurrency, from both result files."""
     found = []
-    for name, store, on_couchbase in (("results.json", "embedded SQLite", False),
-                                      ("couchbase.json", "Couchbase (CAVES)", True)):
+    for name, store, on_couchbase in (
+        ("results.json", "embedded SQLite", False),
+        ("couchbase.json", "Couchbase (CAVES)", True),
+    ):
         path = RESULTS / name
         if path.exists():
             by = {(r["impl"], r["conns"]): r for r in json.loads(path.read_text())["runs"]}
-            found += [(store, by[(impl, conns)]) for impl in ONE_CPU
-                      if (impl in COUCHBASE_IMPLS) == on_couchbase and (impl, conns) in by]
+            found += [
+                (store, by[(impl, conns)])
+                for impl in ONE_CPU
+                if (impl in COUCHBASE_IMPLS) == on_couchbase and (impl, conns) in by
+            ]
     return found
 
 
@@ -49,8 +54,10 @@ def table(rate: float, busy: float, conns: int) -> str:
         us = r["server_us_per_request"]
         cores = rate * us / 1e6
         label = IMPLS[r["impl"]].split(" (")[0].replace(" on CAVES", "")
-        lines.append(f"| {store} | {label} | {us:.0f} | {1e6 / us:,.0f} |"
-                     f" {math.ceil(cores)} ({cores:.2f}) | {math.ceil(cores / busy)} |")
+        lines.append(
+            f"| {store} | {label} | {us:.0f} | {1e6 / us:,.0f} |"
+            f" {math.ceil(cores)} ({cores:.2f}) | {math.ceil(cores / busy)} |"
+        )
     return "\n".join(lines)
 
 

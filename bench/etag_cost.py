@@ -25,11 +25,12 @@ from pathlib import Path
 from ab import checkout
 from run import ROOT
 
-PROFILE = ('{"record_id":1,"name":"José Martinez","nickname":"shadowGecko","user_id":"jmartinez1",'
-           '"bio":"' + "x" * 1050 + '"}').encode()
+PROFILE = (
+    '{"record_id":1,"name":"José Martinez","nickname":"shadowGecko","user_id":"jmartinez1","bio":"' + "x" * 1050 + '"}'
+).encode()
 
 # Run in a tree's own directory (its modules first on the path), printing µs per request.
-STEP = '''
+STEP = """
 import io, timeit
 import settings
 from connection import Conversation, Site
@@ -52,7 +53,7 @@ site = Site(service, settings.defaults())
 def step():
     Conversation(io.BufferedReader(io.BytesIO(request)), Writer(), site).step()
 print(min(timeit.repeat(step, number=20000, repeat=15)) / 20000 * 1e6)
-'''
+"""
 
 
 def per_call(fn, number: int = 200_000) -> float:
@@ -60,8 +61,7 @@ def per_call(fn, number: int = 200_000) -> float:
 
 
 def step_cost(tree: str) -> float:
-    out = subprocess.run([sys.executable, "-c", STEP % PROFILE], cwd=tree, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([sys.executable, "-c", STEP % PROFILE], cwd=tree, capture_output=True, text=True, check=True)
     return float(out.stdout.split()[-1])
 
 
@@ -71,18 +71,20 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
     args = p.parse_args(argv)
     print(f"digests of a {len(PROFILE):,}-byte profile, µs each (best of 7):")
-    for name, fn in (("zlib.crc32", lambda: zlib.crc32(PROFILE)),
-                     ("zlib.adler32", lambda: zlib.adler32(PROFILE)),
-                     ("md5", lambda: hashlib.md5(PROFILE, usedforsecurity=False).digest()),
-                     ("sha1", lambda: hashlib.sha1(PROFILE, usedforsecurity=False).digest()),
-                     ("blake2b-64", lambda: hashlib.blake2b(PROFILE, digest_size=8).digest())):
+    for name, fn in (
+        ("zlib.crc32", lambda: zlib.crc32(PROFILE)),
+        ("zlib.adler32", lambda: zlib.adler32(PROFILE)),
+        ("md5", lambda: hashlib.md5(PROFILE, usedforsecurity=False).digest()),
+        ("sha1", lambda: hashlib.sha1(PROFILE, usedforsecurity=False).digest()),
+        ("blake2b-64", lambda: hashlib.blake2b(PROFILE, digest_size=8).digest()),
+    ):
         print(f"  {name:13s} {per_call(fn):6.2f}")
     with tempfile.TemporaryDirectory() as tmp:
         commit = checkout(args.against, Path(tmp))
         before: list[float] = []
         after: list[float] = []
         for i in range(args.rounds):
-            for side in ((before, tmp), (after, str(ROOT)))[::1 if i % 2 == 0 else -1]:
+            for side in ((before, tmp), (after, str(ROOT)))[:: 1 if i % 2 == 0 else -1]:
                 side[0].append(step_cost(side[1]))
         b, a = min(before), min(after)
         print(f"one id lookup in-process, µs (best of {args.rounds} rounds of 15 repeats):")

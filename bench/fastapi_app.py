@@ -63,13 +63,15 @@ class Store:
 
     def get(self, collection: str, record_id: str) -> dict | None:
         row = self.db.execute(
-            f"SELECT doc FROM {collection} WHERE key = ?", (f"{collection}:{record_id}",)  # nosec B608  # collection comes from the fixed route table; key is a parameter
+            f"SELECT doc FROM {collection} WHERE key = ?",  # nosec B608  # collection: from the fixed route table
+            (f"{collection}:{record_id}",),
         ).fetchone()
         return json.loads(row[0]) if row else None
 
     def find(self, column: str, value: str) -> list[dict]:
         rows = self.db.execute(
-            f"SELECT doc FROM user_data WHERE {column} = ? ORDER BY record_id", (value,)  # nosec B608  # column is nickname or user_id, fixed by the route; value is a parameter
+            f"SELECT doc FROM user_data WHERE {column} = ? ORDER BY record_id",  # nosec B608  # column: fixed by the route
+            (value,),
         ).fetchall()
         return [json.loads(row[0]) for row in rows]
 

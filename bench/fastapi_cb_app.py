@@ -35,8 +35,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 async def lifespan(app: FastAPI):
     env = os.environ.get
     auth = PasswordAuthenticator(env("COUCHBASE_USER", "Administrator"), env("COUCHBASE_PASSWORD", "password"))
-    cluster = await Cluster.connect(env("COUCHBASE_HOST", "couchbase://127.0.0.1"),
-                                    ClusterOptions(auth, enable_tracing=False, enable_metrics=False))
+    cluster = await Cluster.connect(
+        env("COUCHBASE_HOST", "couchbase://127.0.0.1"), ClusterOptions(auth, enable_tracing=False, enable_metrics=False)
+    )
     bucket = cluster.bucket(env("COUCHBASE_BUCKET", "sample_app"))
     await bucket.on_connect()
     scope = bucket.scope(env("COUCHBASE_SCOPE", "profiles"))

@@ -26,7 +26,7 @@ from ab import checkout
 from run import ROOT, seed, store_arguments
 
 # Run at the root of the tree measured, so that it imports that tree's modules.
-DRIVER = r'''
+DRIVER = r"""
 import socket, sys, threading
 import settings
 try:
@@ -57,14 +57,23 @@ for i in range(requests):
         buffer += sock.recv(65536)
     buffer = buffer[length:]
 sock.close()
-'''
+"""
 
 
 def instructions(root: Path, python: str, db: str, count: int, requests: int) -> int:
     out = root / f"callgrind.{requests}.out"
     # -S: no site-packages, so no editable install's finder: the tree's modules and the standard library only.
-    command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-               python, "-S", str(root / "_driver.py"), db, str(count), str(requests)]
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        f"--callgrind-out-file={out}",
+        python,
+        "-S",
+        str(root / "_driver.py"),
+        db,
+        str(count),
+        str(requests),
+    ]
     subprocess.run(command, cwd=root, check=True, capture_output=True, timeout=1800)
     totals = re.search(r"^(?:summary|totals): (\d+)", out.read_text(errors="replace"), re.M)
     if totals is None:

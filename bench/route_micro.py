@@ -18,8 +18,11 @@ import timeit
 import routes
 
 BY_SHAPE = {r.shape: r for r in routes.ROUTES}
-ID, NICKNAME, USERNAME = BY_SHAPE["/api/v1/id/{id}"], BY_SHAPE["/api/v1/nickname/{nickname}"], \
-    BY_SHAPE["/api/v1/username/{username}"]
+ID, NICKNAME, USERNAME = (
+    BY_SHAPE["/api/v1/id/{id}"],
+    BY_SHAPE["/api/v1/nickname/{nickname}"],
+    BY_SHAPE["/api/v1/username/{username}"],
+)
 RECORD, RAW = BY_SHAPE["/api/v1/picture/record/{id}"], BY_SHAPE["/api/v1/picture/raw/{id}"]
 HEALTHZ, READYZ, METRICS = BY_SHAPE["/healthz"], BY_SHAPE["/readyz"], BY_SHAPE["/metrics"]
 OPENAPI = BY_SHAPE["/api/v1/openapi.json"]
@@ -69,8 +72,19 @@ PATHS = {
     "openapi.json": "/api/v1/openapi.json",
     "no route": "/api/v1/nothing/here/at/all",
 }
-CHECKED = [*PATHS.values(), "/", "", "/api/v1/id/", "/api/v1/id/1/2", "/api/v2/id/1", "/healthz/",
-           "/api/v1/picture/x/1", "/api/v1/picture/raw", "/api/v1/openapi.json/x", "/api/v1/id"]
+CHECKED = [
+    *PATHS.values(),
+    "/",
+    "",
+    "/api/v1/id/",
+    "/api/v1/id/1/2",
+    "/api/v2/id/1",
+    "/healthz/",
+    "/api/v1/picture/x/1",
+    "/api/v1/picture/raw",
+    "/api/v1/openapi.json/x",
+    "/api/v1/id",
+]
 
 
 def main() -> None:
@@ -84,8 +98,9 @@ def main() -> None:
     for label, path in PATHS.items():
         ns = {}
         for name, fn in (("table", routes.match), ("chain", chain)):
-            best = min(timeit.repeat("fn(path)", globals={"fn": fn, "path": path}, number=args.number,
-                                     repeat=args.repeat))
+            best = min(
+                timeit.repeat("fn(path)", globals={"fn": fn, "path": path}, number=args.number, repeat=args.repeat)
+            )
             ns[name] = best / args.number * 1e9
         print(f"{label:<14} {ns['table']:>9.0f} {ns['chain']:>9.0f}  {ns['chain'] / ns['table']:.2f}")
 

@@ -85,8 +85,11 @@ def store_arguments(p: argparse.ArgumentParser) -> None:
 
 def python_argument(p: argparse.ArgumentParser) -> None:
     """The interpreter our service runs on (also bench/ab.py's): its environment must have requirements.txt."""
-    p.add_argument("--python", default=sys.executable,
-                   help="the Python our service runs on, e.g. .venv-3.13/bin/python (default: this one)")
+    p.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the Python our service runs on, e.g. .venv-3.13/bin/python (default: this one)",
+    )
 
 
 def python_version(python: str) -> str:
@@ -97,19 +100,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=float, default=10, help="seconds per run (default 10)")
     p.add_argument("--warmup", type=float, default=3, help="seconds of discarded load first (default 3)")
-    p.add_argument("--repeat", type=int, default=1,
-                   help="measure each point this many times and keep the median by req/s, of the tries"
-                        " not flagged as noisy when there are any (default 1)")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measure each point this many times and keep the median by req/s, of the tries"
+        " not flagged as noisy when there are any (default 1)",
+    )
     p.add_argument("--quick", action="store_true", help="smoke test: 2 s runs at 1 and 32 connections")
     p.add_argument("--only", help=f"comma-separated subset of {','.join(IMPLS)}")
     p.add_argument("--conns", help="comma-separated connection counts (default 1,8,32,128,512)")
     store_arguments(p)
     python_argument(p)
     p.add_argument("--out", default=str(BENCH / "results"), help="results folder")
-    p.add_argument("--settle", type=float, default=30,
-                   help="wait up to this many seconds before each run for an idle machine (default 30)")
-    p.add_argument("--couchbase", action="store_true",
-                   help="the implementations on a CAVES cluster instead (needs .tools/bin/gocaves)")
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=30,
+        help="wait up to this many seconds before each run for an idle machine (default 30)",
+    )
+    p.add_argument(
+        "--couchbase",
+        action="store_true",
+        help="the implementations on a CAVES cluster instead (needs .tools/bin/gocaves)",
+    )
     args = p.parse_args(argv)
     default_impls = list(COUCHBASE_IMPLS) if args.couchbase else [i for i in IMPLS if i not in COUCHBASE_IMPLS]
     args.impls = args.only.split(",") if args.only else default_impls
@@ -142,7 +156,9 @@ def seed(db: str, count: int, token: str) -> str:
         loader = [sys.executable, str(ROOT / "loaddata.py"), "--count", str(count), "--seed", "1"]
         subprocess.run(
             [*loader, "--token", token],
-            env={**os.environ, "USERPROFILE_DB": db}, cwd=ROOT, check=True,
+            env={**os.environ, "USERPROFILE_DB": db},
+            cwd=ROOT,
+            check=True,
         )
     with sqlite3.connect(db) as conn:
         row = conn.execute("SELECT doc FROM service_auth WHERE key = 'service_auth:1'").fetchone()
@@ -164,26 +180,76 @@ def git_commit() -> str:
     return out + (" (with uncommitted changes)" if dirty else "")
 
 
-def server_command(impl: str, port: int, root: Path = ROOT,
-                   python: str = sys.executable) -> tuple[list[str], dict, Path]:
+def server_command(
+    impl: str, port: int, root: Path = ROOT, python: str = sys.executable
+) -> tuple[list[str], dict, Path]:
     """argv, extra environment and working directory of one implementation (ours from `root` on `python`)."""
     pin = ["taskset", "-c", SERVER_CORE]
     if impl in ("ours", "ours-2w", "ours-cb", "ours-cb-obs"):
-        argv = [python, str(root / "userprofile_service.py"),
-                "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+        argv = [
+            python,
+            str(root / "userprofile_service.py"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+        ]
         if impl == "ours-2w":
             return [*argv, "--workers", "2"], {}, root
         if impl == "ours-cb-obs":  # what the SDK's tracer and meter cost, beside ours as it ships
             return pin + argv, {"COUCHBASE_SDK_OBSERVABILITY": "true"}, root
         return pin + argv, {}, root
     if impl == "fastapi":
-        return [*pin, sys.executable, "-m", "uvicorn", "fastapi_app:app", "--app-dir", str(BENCH),
-                "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop", "--http", "httptools",
-                "--no-access-log", "--log-level", "warning"], {}, ROOT
+        return (
+            [
+                *pin,
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "fastapi_app:app",
+                "--app-dir",
+                str(BENCH),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            {},
+            ROOT,
+        )
     if impl == "fastapi-cb":
-        return [*pin, sys.executable, "-m", "uvicorn", "fastapi_cb_app:app", "--app-dir", str(BENCH),
-                "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop", "--http", "httptools",
-                "--no-access-log", "--log-level", "warning"], {}, ROOT
+        return (
+            [
+                *pin,
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "fastapi_cb_app:app",
+                "--app-dir",
+                str(BENCH),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            {},
+            ROOT,
+        )
     node = {"PORT": str(port), "HOST": "127.0.0.1", "NODE_ENV": "production"}
     if impl == "express":
         return [*pin, "node", "app.js"], node, BENCH / "express"
@@ -202,8 +268,14 @@ class Server:
         self.sha = service_sha(root) if impl.startswith("ours") else None  # the lead may edit it between runs
         self.log = open(log_dir / f"{impl}.log", "wb")  # noqa: SIM115  # the server's, open while it runs
         # Its own session, so stop() ends exactly this server and the processes it started.
-        self.proc = subprocess.Popen(argv, env={**os.environ, **extra, **env}, cwd=cwd,
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv,
+            env={**os.environ, **extra, **env},
+            cwd=cwd,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def wait_ready(self, token: str, timeout: float = 60) -> None:
         """Until /healthz answers, then until an authorized lookup does (store and token loaded)."""
@@ -253,8 +325,9 @@ class Server:
 def listen_overflows() -> int:
     """The kernel's TcpExtListenOverflows counter (absolute, without touching nstat's history)."""
     try:
-        out = subprocess.run(["nstat", "-asz", "TcpExtListenOverflows"],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["nstat", "-asz", "TcpExtListenOverflows"], capture_output=True, text=True, check=True
+        ).stdout
         for line in out.splitlines():
             if line.startswith("TcpExtListenOverflows"):
                 return int(line.split()[1])
@@ -302,8 +375,22 @@ def process_cpu(pid: int | None) -> float:
 
 
 def wrk(server: Server, conns: int, duration: float, token: str, count: int, store_pid: int | None) -> dict:
-    argv = ["taskset", "-c", WRK_CORE, "wrk", "-t1", f"-c{conns}", f"-d{duration:g}s", "--latency",
-            "-s", str(BENCH / "random_id.lua"), f"http://127.0.0.1:{server.port}", "--", token, str(count)]
+    argv = [
+        "taskset",
+        "-c",
+        WRK_CORE,
+        "wrk",
+        "-t1",
+        f"-c{conns}",
+        f"-d{duration:g}s",
+        "--latency",
+        "-s",
+        str(BENCH / "random_id.lua"),
+        f"http://127.0.0.1:{server.port}",
+        "--",
+        token,
+        str(count),
+    ]
     overflows, server_cpu, wrk_cpu = listen_overflows(), server.cpu_seconds(), children_cpu()
     busy, store_cpu = busy_cpu(), process_cpu(store_pid)
     start = time.monotonic()
@@ -321,18 +408,30 @@ def wrk(server: Server, conns: int, duration: float, token: str, count: int, sto
     raw = json.loads(lines[-1][5:])
     socket_errors = raw["connect"] + raw["read"] + raw["write"] + raw["timeout"]
     return {
-        "impl": server.impl, "service_sha256": server.sha, "conns": conns,
+        "impl": server.impl,
+        "service_sha256": server.sha,
+        "conns": conns,
         "duration_s": raw["duration_us"] / 1e6,
-        "requests": raw["requests"], "rps": raw["requests"] / (raw["duration_us"] / 1e6),
-        "p50_ms": raw["p50_us"] / 1000, "p90_ms": raw["p90_us"] / 1000, "p99_ms": raw["p99_us"] / 1000,
-        "max_ms": raw["max_us"] / 1000, "mean_ms": raw["mean_us"] / 1000,
+        "requests": raw["requests"],
+        "rps": raw["requests"] / (raw["duration_us"] / 1e6),
+        "p50_ms": raw["p50_us"] / 1000,
+        "p90_ms": raw["p90_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+        "max_ms": raw["max_us"] / 1000,
+        "mean_ms": raw["mean_us"] / 1000,
         "socket_errors": {k: raw[k] for k in ("connect", "read", "write", "timeout")},
-        "errors": socket_errors + raw["status"], "non_2xx": raw["status"],
-        "listen_overflows": overflows, "wrk_cpu": round(wrk_cpu, 3), "server_cpu": round(server_cpu, 3),
-        "store_cpu": round(store_cpu, 3), "other_cpu": round(other_cpu, 3), "noisy": other_cpu > NOISY,
+        "errors": socket_errors + raw["status"],
+        "non_2xx": raw["status"],
+        "listen_overflows": overflows,
+        "wrk_cpu": round(wrk_cpu, 3),
+        "server_cpu": round(server_cpu, 3),
+        "store_cpu": round(store_cpu, 3),
+        "other_cpu": round(other_cpu, 3),
+        "noisy": other_cpu > NOISY,
         "server_us_per_request": round(server_cpu * wall / max(raw["requests"], 1) * 1e6, 1),
         "store_us_per_request": round(store_cpu * wall / max(raw["requests"], 1) * 1e6, 1),
-        "generator_bound": wrk_cpu >= GENERATOR_BOUND, "wrk_output": out.stdout,
+        "generator_bound": wrk_cpu >= GENERATOR_BOUND,
+        "wrk_output": out.stdout,
     }
 
 
@@ -358,12 +457,14 @@ def bench_impl(impl: str, args, env: dict, token: str, log_dir: Path, store_pid:
             run = quiet[len(quiet) // 2]
             run["rps_all"] = [round(r["rps"]) for r in tries]
             run["us_per_request_all"] = [r["server_us_per_request"] for r in tries]
-            print(f"  {impl:10} c={conns:<4} {run['rps']:9,.0f} req/s  p50 {run['p50_ms']:7.2f} ms"
-                  f"  p99 {run['p99_ms']:8.2f} ms  errors {run['errors']}"
-                  f"  overflows {run['listen_overflows']}"
-                  f"  wrk cpu {run['wrk_cpu']:.0%}  server cpu {run['server_cpu']:.0%}"
-                  f"  other cpu {run['other_cpu']:.0%}  {run['server_us_per_request']:.0f} us/req",
-                  flush=True)
+            print(
+                f"  {impl:10} c={conns:<4} {run['rps']:9,.0f} req/s  p50 {run['p50_ms']:7.2f} ms"
+                f"  p99 {run['p99_ms']:8.2f} ms  errors {run['errors']}"
+                f"  overflows {run['listen_overflows']}"
+                f"  wrk cpu {run['wrk_cpu']:.0%}  server cpu {run['server_cpu']:.0%}"
+                f"  other cpu {run['other_cpu']:.0%}  {run['server_us_per_request']:.0f} us/req",
+                flush=True,
+            )
             runs.append(run)
     finally:
         server.stop()
@@ -387,20 +488,35 @@ def npm_version(name: str, app: str = "express") -> str:
 
 
 def machine_info() -> dict:
-    model = next((line.split(":", 1)[1].strip() for line in command_output(["lscpu"]).splitlines()
-                  if line.startswith("Model name")), platform.processor())
-    versions = {"python": platform.python_version(), "node": command_output(["node", "--version"]),
-                "wrk": command_output(["wrk", "-v"]).split(" Copyright")[0],
-                "express": npm_version("express"), "better-sqlite3": npm_version("better-sqlite3"),
-                "couchbase-node": npm_version("couchbase"),
-                "couchbase-node-bare": npm_version("couchbase", "node_bare")}
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in command_output(["lscpu"]).splitlines()
+            if line.startswith("Model name")
+        ),
+        platform.processor(),
+    )
+    versions = {
+        "python": platform.python_version(),
+        "node": command_output(["node", "--version"]),
+        "wrk": command_output(["wrk", "-v"]).split(" Copyright")[0],
+        "express": npm_version("express"),
+        "better-sqlite3": npm_version("better-sqlite3"),
+        "couchbase-node": npm_version("couchbase"),
+        "couchbase-node-bare": npm_version("couchbase", "node_bare"),
+    }
     for pkg in ("fastapi", "uvicorn", "pydantic", "starlette", "uvloop", "httptools", "couchbase"):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = "missing"
-    return {"cpu": model, "cores": os.cpu_count(), "kernel": platform.release(),
-            "loadavg_before": [round(x, 2) for x in os.getloadavg()], "versions": versions}
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "loadavg_before": [round(x, 2) for x in os.getloadavg()],
+        "versions": versions,
+    }
 
 
 def ratio(runs: list[dict], a: str, b: str, conns: int = 32, key: str = "rps") -> float | None:
@@ -423,44 +539,59 @@ def couchbase_aims(runs: list[dict]) -> list[str]:
     ours = by.get(("ours-cb", 32))
     if ours is None:
         return []
-    lines = ["**The aims, at 32 connections.** Server CPU per request is the figure compared, not"
-             " throughput: CAVES answers about 11,000 gets/s at most, which caps everyone (it used"
-             f" up to {max(r['store_cpu'] for r in runs):.0%} of its core in this run).", "",
-             "| aim (server CPU per request, ours / peer) | measured | met |", "| --- | --- | :---: |"]
+    lines = [
+        "**The aims, at 32 connections.** Server CPU per request is the figure compared, not"
+        " throughput: CAVES answers about 11,000 gets/s at most, which caps everyone (it used"
+        f" up to {max(r['store_cpu'] for r in runs):.0%} of its core in this run).",
+        "",
+        "| aim (server CPU per request, ours / peer) | measured | met |",
+        "| --- | --- | :---: |",
+    ]
     for peer, limit in TARGETS.items():
         x = ratio(runs, "ours-cb", peer, key="server_us_per_request")
         if x is not None:
-            lines.append(f"| ours ≤ {limit:.2f}× {SHORT[peer]} | {x:.2f}×"
-                         f" ({ours['server_us_per_request']:.0f} vs {by[(peer, 32)]['server_us_per_request']:.0f}"
-                         f" µs) | {'yes' if x <= limit else 'no'} |")
+            lines.append(
+                f"| ours ≤ {limit:.2f}× {SHORT[peer]} | {x:.2f}×"
+                f" ({ours['server_us_per_request']:.0f} vs {by[(peer, 32)]['server_us_per_request']:.0f}"
+                f" µs) | {'yes' if x <= limit else 'no'} |"
+            )
     errors = sum(r["errors"] for r in runs if r["impl"] == "ours-cb")
-    lines.append(f"| ours: 0 errors at every connection count | {errors} |"
-                 f" {'yes' if errors == 0 else 'no'} |")
+    lines.append(f"| ours: 0 errors at every connection count | {errors} | {'yes' if errors == 0 else 'no'} |")
     express = by.get(("express-cb", 32))
     if express:
-        lines.append(f"| ours' p99 ≤ Express's | {ours['p99_ms']:.2f} vs"
-                     f" {express['p99_ms']:.2f} ms | {'yes' if ours['p99_ms'] <= express['p99_ms'] else 'no'} |")
+        lines.append(
+            f"| ours' p99 ≤ Express's | {ours['p99_ms']:.2f} vs"
+            f" {express['p99_ms']:.2f} ms | {'yes' if ours['p99_ms'] <= express['p99_ms'] else 'no'} |"
+        )
     return [*lines, ""]
 
 
 def markdown(result: dict) -> str:
     meta, runs = result["meta"], result["runs"]
     m, v = meta["machine"], meta["machine"]["versions"]
-    repeat = (f" (the median by req/s of {meta['repeat']} runs, of those not marked † when there are any;"
-              " their range in brackets)"
-              if meta.get("repeat", 1) > 1 else "")
+    repeat = (
+        f" (the median by req/s of {meta['repeat']} runs, of those not marked † when there are any;"
+        " their range in brackets)"
+        if meta.get("repeat", 1) > 1
+        else ""
+    )
     couchbase = any(r["impl"] in COUCHBASE_IMPLS for r in runs)
     prefix = "couchbase-" if couchbase else ""
-    versions = (f"Python {v['python']}, FastAPI {v['fastapi']}, uvicorn {v['uvicorn']}"
-                f" (uvloop {v['uvloop']}, httptools {v['httptools']}), pydantic {v['pydantic']};"
-                f" Node.js {v['node']}, Express {v['express']}")
+    versions = (
+        f"Python {v['python']}, FastAPI {v['fastapi']}, uvicorn {v['uvicorn']}"
+        f" (uvloop {v['uvloop']}, httptools {v['httptools']}), pydantic {v['pydantic']};"
+        f" Node.js {v['node']}, Express {v['express']}"
+    )
     if couchbase:
-        versions += (f"; Couchbase SDKs: Python `couchbase` {v['couchbase']} (ours and acouchbase),"
-                     f" Node.js `couchbase` {v['couchbase-node']}; CAVES {meta.get('caves', '?')}; {v['wrk']}.")
+        versions += (
+            f"; Couchbase SDKs: Python `couchbase` {v['couchbase']} (ours and acouchbase),"
+            f" Node.js `couchbase` {v['couchbase-node']}; CAVES {meta.get('caves', '?')}; {v['wrk']}."
+        )
     else:
         versions += f", better-sqlite3 {v['better-sqlite3']}; {v['wrk']}."
     lines = [
-        "# Benchmark on Couchbase (CAVES): ours vs FastAPI + acouchbase vs Express + couchbase" if couchbase
+        "# Benchmark on Couchbase (CAVES): ours vs FastAPI + acouchbase vs Express + couchbase"
+        if couchbase
         else "# Benchmark: our service vs FastAPI vs Express",
         "",
         f"Run {meta['date']} with `{meta['command']}`: {meta['duration_s']:g} s per run{repeat} after "
@@ -473,8 +604,11 @@ def markdown(result: dict) -> str:
         f"Versions: {versions}",
         "",
         "Servers pinned to core 0 (`taskset -c 0`), wrk `-t1` to core 1"
-        + (". `ours --workers 2` runs unpinned, so its processes share core 1 with wrk."
-           if any(r["impl"] == "ours-2w" for r in runs) else "."),
+        + (
+            ". `ours --workers 2` runs unpinned, so its processes share core 1 with wrk."
+            if any(r["impl"] == "ours-2w" for r in runs)
+            else "."
+        ),
     ]
     if couchbase:
         lines += [
@@ -492,20 +626,29 @@ def markdown(result: dict) -> str:
         "",
         "| implementation | connections | req/s | p50 ms | p99 ms | errors | listen overflows"
         " | wrk CPU | server CPU | server CPU µs/request |"
-        + (" CAVES CPU | CAVES µs/request |" if couchbase else "") + " others' CPU |",
+        + (" CAVES CPU | CAVES µs/request |" if couchbase else "")
+        + " others' CPU |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-        + (" ---: | ---: |" if couchbase else "") + " ---: |",
+        + (" ---: | ---: |" if couchbase else "")
+        + " ---: |",
     ]
     for r in runs:
         flag = (" *" if r["generator_bound"] else "") + (" †" if r["noisy"] else "")
         if len(r.get("rps_all", [])) > 1:
             flag += f" ({min(r['rps_all']):,}–{max(r['rps_all']):,})"
-        store = (f" {r['store_cpu']:.0%} | {r['store_us_per_request']:.0f} |"
-                 if couchbase and r["impl"] in COUCHBASE_IMPLS else " | |" if couchbase else "")
-        lines.append(f"| {IMPLS[r['impl']]} | {r['conns']} | {r['rps']:,.0f}{flag} | {r['p50_ms']:.2f} |"
-                     f" {r['p99_ms']:.2f} | {r['errors']} | {r['listen_overflows']} | {r['wrk_cpu']:.0%} |"
-                     f" {r['server_cpu']:.0%} | {r['server_us_per_request']:.0f} |{store}"
-                     f" {r['other_cpu']:.0%} |")
+        store = (
+            f" {r['store_cpu']:.0%} | {r['store_us_per_request']:.0f} |"
+            if couchbase and r["impl"] in COUCHBASE_IMPLS
+            else " | |"
+            if couchbase
+            else ""
+        )
+        lines.append(
+            f"| {IMPLS[r['impl']]} | {r['conns']} | {r['rps']:,.0f}{flag} | {r['p50_ms']:.2f} |"
+            f" {r['p99_ms']:.2f} | {r['errors']} | {r['listen_overflows']} | {r['wrk_cpu']:.0%} |"
+            f" {r['server_cpu']:.0%} | {r['server_us_per_request']:.0f} |{store}"
+            f" {r['other_cpu']:.0%} |"
+        )
     lines.append("")
     parts = []
     for other in ("fastapi", "express"):
@@ -520,24 +663,32 @@ def markdown(result: dict) -> str:
     if x is not None:
         on, off = by[("ours-cb-obs", 32)], by[("ours-cb", 32)]
         more = on["server_us_per_request"] - off["server_us_per_request"]
-        lines += [f"Ours with the SDK's tracing and metrics on (`COUCHBASE_SDK_OBSERVABILITY=true`) used"
-                  f" {abs(more):.0f} µs {'more' if more >= 0 else 'less'} CPU per request"
-                  f" than ours as it ships, at 32 connections ({on['server_us_per_request']:.0f} vs"
-                  f" {off['server_us_per_request']:.0f} µs, {x:.2f}×).", ""]
+        lines += [
+            f"Ours with the SDK's tracing and metrics on (`COUCHBASE_SDK_OBSERVABILITY=true`) used"
+            f" {abs(more):.0f} µs {'more' if more >= 0 else 'less'} CPU per request"
+            f" than ours as it ships, at 32 connections ({on['server_us_per_request']:.0f} vs"
+            f" {off['server_us_per_request']:.0f} µs, {x:.2f}×).",
+            "",
+        ]
     if ("ours", 32) in by and ("ours-cb", 32) in by:
         db, cb = by[("ours", 32)], by[("ours-cb", 32)]
         extra = cb["server_us_per_request"] - db["server_us_per_request"]
-        lines += [f"At 32 connections, ours on CAVES serves {cb['rps']:,.0f} req/s against {db['rps']:,.0f}"
-                  f" on the embedded store: the SDK path costs {extra:.0f} µs more of the server's CPU per"
-                  " request.", ""]
+        lines += [
+            f"At 32 connections, ours on CAVES serves {cb['rps']:,.0f} req/s against {db['rps']:,.0f}"
+            f" on the embedded store: the SDK path costs {extra:.0f} µs more of the server's CPU per"
+            " request.",
+            "",
+        ]
     x = ratio(runs, "ours-2w", "ours")
     if x is not None:
-        lines += [f"1 → 2 workers at 32 connections: {x:.2f}× (the second worker shares a core with wrk).",
-                  ""]
+        lines += [f"1 → 2 workers at 32 connections: {x:.2f}× (the second worker shares a core with wrk).", ""]
     shas = {r["service_sha256"] for r in runs if r.get("service_sha256")}
     if len(shas) > 1:
-        lines += [f"**Warning: our service's code changed during this run ({', '.join(sorted(shas))}):"
-                  " its rows do not all measure the same code.**", ""]
+        lines += [
+            f"**Warning: our service's code changed during this run ({', '.join(sorted(shas))}):"
+            " its rows do not all measure the same code.**",
+            "",
+        ]
     lines += [
         "Errors are wrk's socket errors (connect, read, write, timeout after 2 s) plus non-2xx answers."
         " Listen overflows are the kernel's `TcpExtListenOverflows` delta over the run (machine-wide)."
@@ -549,11 +700,15 @@ def markdown(result: dict) -> str:
         + " or wrk: other processes on this shared machine, or time the hypervisor took (steal).",
     ]
     if any(r["noisy"] for r in runs):
-        lines.append(f"`†`: others used more than {NOISY:.0%} of a core during that run: the machine was"
-                     " shared, so that figure is likely low.")
+        lines.append(
+            f"`†`: others used more than {NOISY:.0%} of a core during that run: the machine was"
+            " shared, so that figure is likely low."
+        )
     if any(r["generator_bound"] for r in runs):
-        lines.append(f"`*`: wrk used ≥{GENERATOR_BOUND:.0%} of its core: the load generator, not the server,"
-                     " was the limit, so that figure is a lower bound on what the server can do.")
+        lines.append(
+            f"`*`: wrk used ≥{GENERATOR_BOUND:.0%} of its core: the load generator, not the server,"
+            " was the limit, so that figure is a lower bound on what the server can do."
+        )
     lines += ["", f"![requests per second]({prefix}throughput.png)", "", f"![latency]({prefix}latency.png)", ""]
     if couchbase:
         lines[-1:-1] = ["", f"![server CPU per request]({prefix}cpu.png)"]
@@ -569,19 +724,29 @@ def charts(runs: list[dict], out: Path, prefix: str = "") -> None:
     def flagged(ax, rs, key, color, marker):
         """Hollow markers over the points measured on a busy machine or with wrk at its limit."""
         rs = [r for r in rs if r["noisy"] or r["generator_bound"]]
-        ax.scatter([r["conns"] for r in rs], [r[key] for r in rs], s=90, marker=marker,
-                   facecolors="white", edgecolors=color, zorder=3)
+        ax.scatter(
+            [r["conns"] for r in rs],
+            [r[key] for r in rs],
+            s=90,
+            marker=marker,
+            facecolors="white",
+            edgecolors=color,
+            zorder=3,
+        )
 
     impls = [i for i in IMPLS if any(r["impl"] == i for r in runs)]
     note = "hollow markers: machine busy with other work, or wrk at its limit"
     fig, ax = plt.subplots(figsize=(8, 5))
     for n, impl in enumerate(impls):
         rs = [r for r in runs if r["impl"] == impl]
-        ax.plot([r["conns"] for r in rs], [r["rps"] for r in rs], marker="o", color=f"C{n}",
-                label=IMPLS[impl])
+        ax.plot([r["conns"] for r in rs], [r["rps"] for r in rs], marker="o", color=f"C{n}", label=IMPLS[impl])
         flagged(ax, rs, "rps", f"C{n}", "o")
-    ax.set(xscale="log", xlabel=f"connections ({note})", ylabel="requests per second",
-           title="Throughput: GET /api/v1/id/<random id>, bearer token, wrk on core 1")
+    ax.set(
+        xscale="log",
+        xlabel=f"connections ({note})",
+        ylabel="requests per second",
+        title="Throughput: GET /api/v1/id/<random id>, bearer token, wrk on core 1",
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -592,14 +757,26 @@ def charts(runs: list[dict], out: Path, prefix: str = "") -> None:
     for n, impl in enumerate(impls):
         rs = [r for r in runs if r["impl"] == impl]
         color = f"C{n}"
-        ax.plot([r["conns"] for r in rs], [r["p50_ms"] for r in rs], marker="o", color=color,
-                label=f"{IMPLS[impl]} p50")
-        ax.plot([r["conns"] for r in rs], [r["p99_ms"] for r in rs], marker="^", linestyle="--", color=color,
-                label=f"{IMPLS[impl]} p99")
+        ax.plot(
+            [r["conns"] for r in rs], [r["p50_ms"] for r in rs], marker="o", color=color, label=f"{IMPLS[impl]} p50"
+        )
+        ax.plot(
+            [r["conns"] for r in rs],
+            [r["p99_ms"] for r in rs],
+            marker="^",
+            linestyle="--",
+            color=color,
+            label=f"{IMPLS[impl]} p99",
+        )
         flagged(ax, rs, "p50_ms", color, "o")
         flagged(ax, rs, "p99_ms", color, "^")
-    ax.set(xscale="log", yscale="log", xlabel=f"connections ({note})", ylabel="latency (ms)",
-           title="Latency p50 (solid) and p99 (dashed)")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel=f"connections ({note})",
+        ylabel="latency (ms)",
+        title="Latency p50 (solid) and p99 (dashed)",
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
@@ -611,11 +788,20 @@ def charts(runs: list[dict], out: Path, prefix: str = "") -> None:
     fig, ax = plt.subplots(figsize=(8, 5))
     for n, impl in enumerate(impls):
         rs = [r for r in runs if r["impl"] == impl]
-        ax.plot([r["conns"] for r in rs], [r["server_us_per_request"] for r in rs], marker="o", color=f"C{n}",
-                label=IMPLS[impl])
+        ax.plot(
+            [r["conns"] for r in rs],
+            [r["server_us_per_request"] for r in rs],
+            marker="o",
+            color=f"C{n}",
+            label=IMPLS[impl],
+        )
         flagged(ax, rs, "server_us_per_request", f"C{n}", "o")
-    ax.set(xscale="log", xlabel=f"connections ({note})", ylabel="server CPU µs per request (lower is better)",
-           title="Server CPU per request on Couchbase (CAVES), one core")
+    ax.set(
+        xscale="log",
+        xlabel=f"connections ({note})",
+        ylabel="server CPU µs per request (lower is better)",
+        title="Server CPU per request on Couchbase (CAVES), one core",
+    )
     ax.set_ylim(bottom=0)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
@@ -640,9 +826,13 @@ def start_caves(args, envs: dict):
     for impl in COUCHBASE_IMPLS:
         envs[impl] = cluster
     print(f"loading {args.count} profiles into CAVES", flush=True)
-    subprocess.run([sys.executable, str(ROOT / "loaddata.py"), "--count", str(args.count), "--seed", "1",
-                    "--token", args.token], env={**os.environ, **cluster}, cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, str(ROOT / "loaddata.py"), "--count", str(args.count), "--seed", "1", "--token", args.token],
+        env={**os.environ, **cluster},
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return caves
 
 
@@ -661,10 +851,15 @@ def main(argv=None) -> int:
     meta = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": " ".join([".venv/bin/python bench/run.py", *(sys.argv[1:] if argv is None else argv)]),
-        "service_sha256": service_sha(), "commit": git_commit(), "ours_python": python_version(args.python),
+        "service_sha256": service_sha(),
+        "commit": git_commit(),
+        "ours_python": python_version(args.python),
         "caves": command_output(["cat", str(ROOT / ".tools" / "bin" / "gocaves.version")]),
-        "duration_s": args.duration, "warmup_s": args.warmup, "repeat": args.repeat,
-        "count": args.count, "conns": args.conns_list,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "repeat": args.repeat,
+        "count": args.count,
+        "conns": args.conns_list,
         "machine": machine_info(),
     }
     envs = {impl: {"USERPROFILE_DB": args.db} for impl in args.impls}

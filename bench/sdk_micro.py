@@ -53,9 +53,13 @@ KV_TIMEOUT = timedelta(seconds=2.5)
 
 def cluster(connstr: str, observability: bool, on_cluster: bool) -> Cluster:
     extra = {"transcoder": cbconn.RAW} if on_cluster else {}
-    options = ClusterOptions(PasswordAuthenticator("Administrator", "password"),
-                             timeout_options=ClusterTimeoutOptions(kv_timeout=KV_TIMEOUT),
-                             enable_tracing=observability, enable_metrics=observability, **extra)
+    options = ClusterOptions(
+        PasswordAuthenticator("Administrator", "password"),
+        timeout_options=ClusterTimeoutOptions(kv_timeout=KV_TIMEOUT),
+        enable_tracing=observability,
+        enable_metrics=observability,
+        **extra,
+    )
     c = Cluster(connstr, options)
     c.wait_until_ready(timedelta(seconds=10))
     return c
@@ -63,18 +67,25 @@ def cluster(connstr: str, observability: bool, on_cluster: bool) -> Cluster:
 
 def sdk(observability: bool, on_cluster: bool):
     """A get through the SDK's public API, options per call or set once on the cluster."""
+
     def make(connstr, bucket, scope):
         coll = cluster(connstr, observability, on_cluster).bucket(bucket).scope(scope).collection("user_data")
         if on_cluster:
             return lambda key: coll.get(key).value
         return lambda key: coll.get(key, GetOptions(transcoder=cbconn.RAW, timeout=KV_TIMEOUT)).value
+
     return make
 
 
 def open_store(connstr, bucket, scope, observability: str = "false") -> cbconn.CouchbaseStore:
-    store = cbconn.CouchbaseStore.from_environ({
-        "COUCHBASE_HOST": connstr, "COUCHBASE_BUCKET": bucket, "COUCHBASE_SCOPE": scope,
-        "COUCHBASE_SDK_OBSERVABILITY": observability})
+    store = cbconn.CouchbaseStore.from_environ(
+        {
+            "COUCHBASE_HOST": connstr,
+            "COUCHBASE_BUCKET": bucket,
+            "COUCHBASE_SCOPE": scope,
+            "COUCHBASE_SDK_OBSERVABILITY": observability,
+        }
+    )
     store.wait_connected(15)
     return store
 
@@ -83,6 +94,7 @@ def store(observability: str = "false"):
     def make(connstr, bucket, scope):
         s = open_store(connstr, bucket, scope, observability)
         return lambda key: s.get_profile(key.partition(":")[2])
+
     return make
 
 
@@ -93,7 +105,9 @@ def store_bounded(limit: int):
         def get(key):
             with inside:
                 return s.get_profile(key.partition(":")[2])
+
         return get
+
     return make
 
 
@@ -162,6 +176,7 @@ def core_op(connstr, bucket, scope):
         req = pycbc_kv_request()
         req.opcode, req.bucket, req.scope, req.collection, req.key = code, bucket, scope, "user_data", key
         return req
+
     return op, request
 
 
@@ -178,6 +193,7 @@ def sdk_core_callbacks(connstr, bucket, scope):
         req = request(key)
         req.callback = req.errback = done
         op(req)
+
     return send
 
 
@@ -234,6 +250,7 @@ def run_threads(get, threads: int, seconds: float, count: int):
         for w in workers:
             w.join()
         return sum(done), sum(errors)
+
     return measure(start, stop)[:3]
 
 
@@ -263,6 +280,7 @@ def run_callbacks(send, in_flight: int, seconds: float, count: int):
         state["stopping"] = True
         finished.wait(10)
         return state["done"], state["errors"]
+
     return measure(start, stop)[:3]
 
 
@@ -276,9 +294,14 @@ def start_caves(count: int):
     finally:
         os.sched_setaffinity(0, cores)
     caves.add_bucket("sample_app")
-    subprocess.run([sys.executable, str(ROOT / "loaddata.py"), "--count", str(count), "--seed", "1"],
-                   env={**os.environ, "COUCHBASE_HOST": caves.connstr}, cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, str(ROOT / "loaddata.py"), "--count", str(count), "--seed", "1"],
+        env={**os.environ, "COUCHBASE_HOST": caves.connstr},
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return caves
 
 
@@ -310,16 +333,21 @@ def main(argv=None) -> int:
 
         for name in calls:
             run(name, 1)  # warm up: connections, code paths
-        print(f"{'variant':24} {'us CPU/get':>10} {'gets/s':>8} {'errors':>6}   ({args.threads} threads, "
-              f"{args.seconds:g} s each, {args.rounds} rounds)", flush=True)
+        print(
+            f"{'variant':24} {'us CPU/get':>10} {'gets/s':>8} {'errors':>6}   ({args.threads} threads, "
+            f"{args.seconds:g} s each, {args.rounds} rounds)",
+            flush=True,
+        )
         figures: dict[str, list[float]] = {name: [] for name in calls}
         for _ in range(args.rounds):
             for name in calls:
                 us, rate, errors = run(name, args.seconds)
                 figures[name].append(us)
                 print(f"{name:24} {us:10.1f} {rate:8.0f} {errors:6d}", flush=True)
-        print("median us CPU/get: " + ", ".join(
-            f"{name} {sorted(v)[len(v) // 2]:.1f}" for name, v in figures.items()), flush=True)
+        print(
+            "median us CPU/get: " + ", ".join(f"{name} {sorted(v)[len(v) // 2]:.1f}" for name, v in figures.items()),
+            flush=True,
+        )
     finally:
         if caves:
             caves.stop()

@@ -39,11 +39,11 @@ from testkit.jmeter import jmeter_jar, summarise
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAN = ROOT / "jmeter" / "userprofile.jmx"
-RESULTS = ROOT / "jmeter" / "results"          # git-ignored
+RESULTS = ROOT / "jmeter" / "results"  # git-ignored
 ROUTE = "/api/v1/id"
 
 # userprofile_requests_total{route="/api/v1/id",status="200"} 123  (labels in any order)
-COUNTER_LINE = re.compile(r'^userprofile_requests_total\{([^}]*)\}\s+([0-9.eE+-]+)')
+COUNTER_LINE = re.compile(r"^userprofile_requests_total\{([^}]*)\}\s+([0-9.eE+-]+)")
 
 
 def log(msg: str) -> None:
@@ -78,8 +78,13 @@ def seed(db: Path, maxid: int) -> str:
     env.pop("COUCHBASE_HOST", None)  # this mode is the embedded store, whatever the shell has
     db.parent.mkdir(parents=True, exist_ok=True)
     # --if-empty: an existing store is reused as it is (seeding is idempotent but not free).
-    subprocess.run([sys.executable, str(ROOT / "loaddata.py"), "--count", str(maxid), "--seed", "1",
-                    "--if-empty"], env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, str(ROOT / "loaddata.py"), "--count", str(maxid), "--seed", "1", "--if-empty"],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     import settings  # the project's own store API
     from store import PROFILES
     from stores import open_store
@@ -90,16 +95,18 @@ def seed(db: Path, maxid: int) -> str:
     finally:
         store.close()
     if count < maxid:
-        raise SystemExit(f"loadtest: {db} holds {count} profiles, fewer than --maxid {maxid}: "
-                         f"lower --maxid or use another --db")
+        raise SystemExit(
+            f"loadtest: {db} holds {count} profiles, fewer than --maxid {maxid}: lower --maxid or use another --db"
+        )
     if not token:
         raise SystemExit(f"loadtest: {db} holds no service token")
     return token
 
 
 def start_service(db: Path, workers: int, log_path: Path) -> ServiceProcess:
-    svc = ServiceProcess({"USERPROFILE_DB": str(db), "ACCESS_LOG": "false"}, "--workers", str(workers),
-                         log_path=log_path)
+    svc = ServiceProcess(
+        {"USERPROFILE_DB": str(db), "ACCESS_LOG": "false"}, "--workers", str(workers), log_path=log_path
+    )
     svc.env.pop("COUCHBASE_HOST", None)  # this mode is the embedded store, whatever the shell has
     try:
         return svc.start(wait_for="/readyz")
@@ -110,25 +117,46 @@ def start_service(db: Path, workers: int, log_path: Path) -> ServiceProcess:
 # -- JMeter ---------------------------------------------------------------------
 def run_jmeter(jar: Path, host: str, port: int, token: str, args, jtl: Path, jmeter_log: Path) -> None:
     # The plan's six properties; the token goes through a private file (see the module docstring).
-    props = {"threads": args.threads, "duration": args.duration, "maxid": args.maxid,
-             "token": token, "host": host, "port": port}
+    props = {
+        "threads": args.threads,
+        "duration": args.duration,
+        "maxid": args.maxid,
+        "token": token,
+        "host": host,
+        "port": port,
+    }
     fd, props_path = tempfile.mkstemp(prefix="userprofile-jmeter-", suffix=".properties")  # mode 0600
     try:
         with os.fdopen(fd, "w") as f:
             for key, value in props.items():
                 f.write(f"{key}={value}\n")
         jtl.unlink(missing_ok=True)  # JMeter appends to an existing file
-        cmd = ["java", "-Xms256m", "-Xmx1g", "-jar", str(jar), "-n", "-t", str(PLAN),
-               "-l", str(jtl), "-j", str(jmeter_log), "-q", props_path,
-               # CSV with a header row, whatever a local jmeter.properties says.
-               "-Jjmeter.save.saveservice.output_format=csv",
-               "-Jjmeter.save.saveservice.print_field_names=true",
-               # No UDP shutdown listener: other JMeter runs on the machine may hold port 4445.
-               "-Jjmeterengine.nongui.port=0"]
+        cmd = [
+            "java",
+            "-Xms256m",
+            "-Xmx1g",
+            "-jar",
+            str(jar),
+            "-n",
+            "-t",
+            str(PLAN),
+            "-l",
+            str(jtl),
+            "-j",
+            str(jmeter_log),
+            "-q",
+            props_path,
+            # CSV with a header row, whatever a local jmeter.properties says.
+            "-Jjmeter.save.saveservice.output_format=csv",
+            "-Jjmeter.save.saveservice.print_field_names=true",
+            # No UDP shutdown listener: other JMeter runs on the machine may hold port 4445.
+            "-Jjmeterengine.nongui.port=0",
+        ]
         log(f"JMeter: {args.threads} threads, {args.duration} s, {host}:{port}, ids 1..{args.maxid}")
         # Its console summary goes to stderr, so stdout stays the report alone.
-        subprocess.run(cmd, check=True, cwd=RESULTS, stdout=sys.stderr, stderr=subprocess.STDOUT,
-                       timeout=args.duration + 120)
+        subprocess.run(
+            cmd, check=True, cwd=RESULTS, stdout=sys.stderr, stderr=subprocess.STDOUT, timeout=args.duration + 120
+        )
     finally:
         os.unlink(props_path)
 
@@ -153,14 +181,24 @@ def main(argv=None) -> int:
     p.add_argument("--duration", type=int, default=30, help="seconds of load (default 30; the blog ran 180)")
     p.add_argument("--threads", type=int, default=8, help="JMeter threads, all started at once (default 8)")
     p.add_argument("--maxid", type=int, default=10000, help="ids drawn from 1..maxid (default 10000)")
-    p.add_argument("--db", type=Path, default=ROOT / "data" / "loadtest.db",
-                   help="embedded store to serve, seeded with ids 1..maxid when empty (data/loadtest.db)")
+    p.add_argument(
+        "--db",
+        type=Path,
+        default=ROOT / "data" / "loadtest.db",
+        help="embedded store to serve, seeded with ids 1..maxid when empty (data/loadtest.db)",
+    )
     p.add_argument("--workers", type=int, default=1, help="service processes (default 1)")
     p.add_argument("--target", help="load this running service instead, e.g. http://10.0.0.5:8080")
-    p.add_argument("--token", default=os.environ.get("USERPROFILE_TOKEN"),
-                   help="bearer token for --target (default $USERPROFILE_TOKEN)")
-    p.add_argument("--no-metrics-check", action="store_true",
-                   help="do not compare with /metrics (behind a load balancer each pod counts only its own)")
+    p.add_argument(
+        "--token",
+        default=os.environ.get("USERPROFILE_TOKEN"),
+        help="bearer token for --target (default $USERPROFILE_TOKEN)",
+    )
+    p.add_argument(
+        "--no-metrics-check",
+        action="store_true",
+        help="do not compare with /metrics (behind a load balancer each pod counts only its own)",
+    )
     p.add_argument("--jtl", type=Path, help="CSV results file (default jmeter/results/<time>.jtl)")
     p.add_argument("--json", type=Path, help="also write the summary as JSON here")
     args = p.parse_args(argv)

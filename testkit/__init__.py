@@ -43,7 +43,12 @@ def run_loaddata(env: dict, *args: str, timeout: float = 300) -> subprocess.Comp
     """loaddata.py with these settings over the environment's; raises when it fails."""
     return subprocess.run(
         [sys.executable, str(ROOT / "loaddata.py"), *args],
-        env={**os.environ, **env}, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=True,
+        env={**os.environ, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
     )
 
 
@@ -111,7 +116,10 @@ class ServiceProcess:
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115  # the process keeps it
         self.proc = subprocess.Popen(
             [sys.executable, str(self.root / "userprofile_service.py"), *self.args],
-            env=self.env, cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -136,8 +144,9 @@ class ServiceProcess:
     def connection(self, timeout: float = 10) -> http.client.HTTPConnection:
         return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
-    def get(self, path: str, token: str | None = None, method: str = "GET", headers: dict | None = None,
-            timeout: float = 10) -> tuple[int, http.client.HTTPMessage, bytes]:
+    def get(
+        self, path: str, token: str | None = None, method: str = "GET", headers: dict | None = None, timeout: float = 10
+    ) -> tuple[int, http.client.HTTPMessage, bytes]:
         """One request on a new connection: (status, headers, body)."""
         conn = self.connection(timeout)
         try:

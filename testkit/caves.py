@@ -51,7 +51,9 @@ class Caves:
             port = listener.getsockname()[1]
             log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115  # gocaves keeps it
             self.proc = subprocess.Popen(
-                [str(binary), f"--control-port={port}"], stdout=log, stderr=subprocess.STDOUT,
+                [str(binary), f"--control-port={port}"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
             self.ctl, _ = listener.accept()
         self.ctl.settimeout(self.timeout)
@@ -83,8 +85,15 @@ class Caves:
 
     def add_bucket(self, name: str, replicas: int = 0) -> None:
         """A couchbase bucket besides the ``default`` one CAVES creates."""
-        self.command({"type": "addbucket", "cluster": self.cluster_id, "name": name,
-                      "bucket_type": "couchbase", "replicas": replicas})
+        self.command(
+            {
+                "type": "addbucket",
+                "cluster": self.cluster_id,
+                "name": name,
+                "bucket_type": "couchbase",
+                "replicas": replicas,
+            }
+        )
 
     # -- faults ---------------------------------------------------------------
     def freeze(self) -> None:

@@ -48,8 +48,9 @@ def summarise(jtl: Path) -> dict:
         "samples": len(rows),
         "errors": len(errors),
         # A few distinct causes, one short line each (assertion messages run over several lines).
-        "error_messages": sorted({f'{r["responseCode"]} {r["responseMessage"]}'.splitlines()[0][:120]
-                                  for r in errors})[:5],
+        "error_messages": sorted({f"{r['responseCode']} {r['responseMessage']}".splitlines()[0][:120] for r in errors})[
+            :5
+        ],
         "response_codes": codes,
         "seconds": round(span, 3),
         "throughput_per_s": round(len(rows) / span, 1) if span else 0.0,

@@ -21,8 +21,10 @@ SEED = 42
 COUNT = 300
 
 # The tiers are the markers pyproject.toml registers (pytest's own and plugins' are not tiers).
-TIERS = [line.split(":", 1)[0] for line in
-         tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["markers"]]
+TIERS = [
+    line.split(":", 1)[0]
+    for line in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["markers"]
+]
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects anything, so every collected test is checked
@@ -33,8 +35,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if len(marked) != 1:
             wrong.append(f"{item.nodeid}: {', '.join(marked) or 'no tier'}")
     if wrong:
-        raise pytest.UsageError(f"every test needs exactly one tier marker of {TIERS} "
-                                "(tests/README.md):\n  " + "\n  ".join(wrong))
+        raise pytest.UsageError(
+            f"every test needs exactly one tier marker of {TIERS} (tests/README.md):\n  " + "\n  ".join(wrong)
+        )
 
 
 @pytest.fixture(scope="session")

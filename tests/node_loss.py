@@ -52,10 +52,20 @@ class Service:
     def __init__(self, root: Path, env: dict, log_path: Path):
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, str(root / "userprofile_service.py"), "--host", "127.0.0.1",
-             "--port", str(self.port), "--no-access-log"],
-            env={**os.environ, **env}, cwd=root,
-            stdout=open(log_path, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115  # the service keeps it
+            [
+                sys.executable,
+                str(root / "userprofile_service.py"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--no-access-log",
+            ],
+            env={**os.environ, **env},
+            cwd=root,
+            stdout=open(log_path, "ab"),  # noqa: SIM115  # the service keeps it
+            stderr=subprocess.STDOUT,
+        )
 
     def get(self, path: str, timeout: float = 5) -> tuple[int, bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
@@ -207,8 +217,12 @@ def startup(root: Path, env: dict, work: Path, firewall: Firewall, limit: float,
                 except OSError:
                     status = 0
                 statuses[str(status)] = statuses.get(str(status), 0) + 1
-        return {"ready_after_s": round(ready, 2) if ready is not None else None, "ids": ids,
-                "statuses": statuses, "every_id_seconds": round(time.monotonic() - started, 1)}
+        return {
+            "ready_after_s": round(ready, 2) if ready is not None else None,
+            "ids": ids,
+            "statuses": statuses,
+            "every_id_seconds": round(time.monotonic() - started, 1),
+        }
     finally:
         service.stop()
         firewall.clear()
@@ -229,10 +243,13 @@ def phases(service: Service, firewall: Firewall, seconds: float, connections: in
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
     marks = []
-    for name, action in (("healthy", firewall.clear), ("frozen", lambda: firewall.set("DROP")),
-                         ("back_after_frozen", firewall.clear),
-                         ("dead", lambda: firewall.set("REJECT", "--reject-with", "tcp-reset")),
-                         ("back_after_dead", firewall.clear)):
+    for name, action in (
+        ("healthy", firewall.clear),
+        ("frozen", lambda: firewall.set("DROP")),
+        ("back_after_frozen", firewall.clear),
+        ("dead", lambda: firewall.set("REJECT", "--reject-with", "tcp-reset")),
+        ("back_after_dead", firewall.clear),
+    ):
         action()
         marks.append((name, time.monotonic()))
         time.sleep(seconds)
@@ -253,12 +270,19 @@ def main() -> None:
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--root", type=Path, default=ROOT, help="the checkout whose service runs (default this one)")
     p.add_argument("--startup-limit", type=float, default=20, help="seconds start-up may take (default 20)")
-    p.add_argument("--startup-runs", type=int, default=0,
-                   help="then start-ups with the first node frozen, and with the second, this many times each "
-                        f"({STARTUP_IDS} ids asked after each)")
-    p.add_argument("--tls", action="store_true",
-                   help="over TLS: couchbases:// through a terminator (tests/terminator.py); the firewall then "
-                        "freezes the node behind it")
+    p.add_argument(
+        "--startup-runs",
+        type=int,
+        default=0,
+        help="then start-ups with the first node frozen, and with the second, this many times each "
+        f"({STARTUP_IDS} ids asked after each)",
+    )
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="over TLS: couchbases:// through a terminator (tests/terminator.py); the firewall then "
+        "freezes the node behind it",
+    )
     args = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("node_loss.py: needs root (iptables), in a network namespace of its own (unshare -n)")
@@ -295,9 +319,12 @@ def main() -> None:
             report["startup_frozen"] = startup(args.root, env, work, firewalls[1], args.startup_limit, COUNT)
         if args.startup_runs:
             report["startup_runs"] = {
-                which: [startup(args.root, env, work, firewall, args.startup_limit, STARTUP_IDS)
-                        for _ in range(args.startup_runs)]
-                for which, firewall in zip(("first", "second"), firewalls, strict=True)}
+                which: [
+                    startup(args.root, env, work, firewall, args.startup_limit, STARTUP_IDS)
+                    for _ in range(args.startup_runs)
+                ]
+                for which, firewall in zip(("first", "second"), firewalls, strict=True)
+            }
     finally:
         if service is not None:
             service.stop()

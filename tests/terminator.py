@@ -36,22 +36,62 @@ class Pki:
     def __init__(self, work: Path):
         self.dir = work
         for ca in ("ca", "other-ca"):
-            openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN=test {ca}",
-                    "-keyout", f"{ca}.key", "-out", f"{ca}.pem", cwd=work)
+            openssl(
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                f"/CN=test {ca}",
+                "-keyout",
+                f"{ca}.key",
+                "-out",
+                f"{ca}.pem",
+                cwd=work,
+            )
         for name, san in (("server", "IP:127.0.0.1,DNS:localhost"), ("wrong-name", f"DNS:{WRONG_NAME}")):
-            openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={san.split(':')[1].split(',')[0]}",
-                    "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=work)
+            openssl(
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                f"/CN={san.split(':')[1].split(',')[0]}",
+                "-keyout",
+                f"{name}.key",
+                "-out",
+                f"{name}.csr",
+                cwd=work,
+            )
             (work / f"{name}.ext").write_text(f"subjectAltName={san}\n")
-            openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                    "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.crt", cwd=work)
+            openssl(
+                "x509",
+                "-req",
+                "-in",
+                f"{name}.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                f"{name}.ext",
+                "-out",
+                f"{name}.crt",
+                cwd=work,
+            )
             (work / f"{name}.pem").write_text((work / f"{name}.crt").read_text() + (work / f"{name}.key").read_text())
         self.ca, self.other_ca = work / "ca.pem", work / "other-ca.pem"
         self.server, self.wrong_name = work / "server.pem", work / "wrong-name.pem"
 
 
 def _call(sock: socket.socket, opcode: int, key: bytes = b"", value: bytes = b"") -> bytes:
-    sock.sendall(struct.pack(">BBHBBHIIQ", 0x80, opcode, len(key), 0, 0, 0, len(key) + len(value), 0, 0)
-                 + key + value)
+    sock.sendall(struct.pack(">BBHBBHIIQ", 0x80, opcode, len(key), 0, 0, 0, len(key) + len(value), 0, 0) + key + value)
     header = b""
     while len(header) < 24:
         header += sock.recv(24 - len(header))
@@ -60,7 +100,7 @@ def _call(sock: socket.socket, opcode: int, key: bytes = b"", value: bytes = b""
     while len(body) < body_len:
         body += sock.recv(body_len - len(body))
     assert status == 0, f"opcode 0x{opcode:x}: status 0x{status:x} {body!r}"
-    return body[extras_len + key_len:]
+    return body[extras_len + key_len :]
 
 
 def kv_ports(connstr: str, bucket: str) -> list[tuple[int, int]]:
@@ -92,8 +132,19 @@ class Terminator:
     def start(self) -> Terminator:
         self._haproxy()
         for (_, tls), front in zip(self.ports, self.fronts, strict=True):
-            rule = ["OUTPUT", "-p", "tcp", "-d", "127.0.0.1", "--dport", str(tls), "-j", "DNAT",
-                    "--to-destination", f"127.0.0.1:{front}"]
+            rule = [
+                "OUTPUT",
+                "-p",
+                "tcp",
+                "-d",
+                "127.0.0.1",
+                "--dport",
+                str(tls),
+                "-j",
+                "DNAT",
+                "--to-destination",
+                f"127.0.0.1:{front}",
+            ]
             subprocess.run(["iptables", "-t", "nat", "-A", *rule], check=True)
             self.rules.append(rule)
         return self
@@ -107,16 +158,30 @@ class Terminator:
         self._haproxy()
 
     def _haproxy(self) -> None:
-        lines = ["global", "  maxconn 2000", "defaults", "  mode tcp", "  timeout connect 5s",
-                 "  timeout client 1h", "  timeout server 1h"]
+        lines = [
+            "global",
+            "  maxconn 2000",
+            "defaults",
+            "  mode tcp",
+            "  timeout connect 5s",
+            "  timeout client 1h",
+            "  timeout server 1h",
+        ]
         for n, ((plain, _), front, cert) in enumerate(zip(self.ports, self.fronts, self.certificates, strict=True)):
-            lines += [f"frontend node{n}", f"  bind 127.0.0.1:{front} ssl crt {cert}", f"  default_backend node{n}",
-                      f"backend node{n}", f"  server node{n} 127.0.0.1:{plain}"]
+            lines += [
+                f"frontend node{n}",
+                f"  bind 127.0.0.1:{front} ssl crt {cert}",
+                f"  default_backend node{n}",
+                f"backend node{n}",
+                f"  server node{n} 127.0.0.1:{plain}",
+            ]
         config = self.work / "haproxy.cfg"
         config.write_text("\n".join(lines) + "\n")
-        self.proc = subprocess.Popen(["haproxy", "-db", "-f", str(config)],
-                                     stdout=open(self.work / "haproxy.log", "ab"),  # noqa: SIM115  # haproxy keeps it
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            ["haproxy", "-db", "-f", str(config)],
+            stdout=open(self.work / "haproxy.log", "ab"),  # noqa: SIM115  # haproxy keeps it
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 10
         for front in self.fronts:
             while True:
@@ -181,21 +246,43 @@ def cpu_ab(services: dict, token: str, count: int, rounds: int, seconds: float) 
     lua = Path(__file__).resolve().parent.parent / "bench" / "random_id.lua"
     found: dict = {name: [] for name in services}
     for n in range(rounds):
-        for name in (list(services) if n % 2 == 0 else list(services)[::-1]):
+        for name in list(services) if n % 2 == 0 else list(services)[::-1]:
             service = services[name]
             before = cpu_seconds(service.proc.pid)
-            out = subprocess.run(["wrk", "-t1", "-c16", f"-d{seconds:g}s", "-s", str(lua),
-                                  f"http://127.0.0.1:{service.port}", "--", token, str(count)],
-                                 capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+            out = subprocess.run(
+                [
+                    "wrk",
+                    "-t1",
+                    "-c16",
+                    f"-d{seconds:g}s",
+                    "-s",
+                    str(lua),
+                    f"http://127.0.0.1:{service.port}",
+                    "--",
+                    token,
+                    str(count),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=seconds + 60,
+                check=True,
+            ).stdout
             used = cpu_seconds(service.proc.pid) - before
             raw = json.loads([line for line in out.splitlines() if line.startswith("JSON ")][-1][5:])
             assert raw["status"] == 0 and raw["requests"] > 0, out
-            found[name].append({"requests": raw["requests"], "us_per_request": round(used / raw["requests"] * 1e6, 1),
-                                "p99_ms": raw["p99_us"] / 1000})
+            found[name].append(
+                {
+                    "requests": raw["requests"],
+                    "us_per_request": round(used / raw["requests"] * 1e6, 1),
+                    "p99_ms": raw["p99_us"] / 1000,
+                }
+            )
     plain, tls = found["plain"], found["tls"]
     ratios = sorted(t["us_per_request"] / p["us_per_request"] for p, t in zip(plain, tls, strict=True))
-    found["tls_over_plain"] = {"median": round(ratios[len(ratios) // 2], 3),
-                               "range": [round(ratios[0], 3), round(ratios[-1], 3)]}
+    found["tls_over_plain"] = {
+        "median": round(ratios[len(ratios) // 2], 3),
+        "range": [round(ratios[0], 3), round(ratios[-1], 3)],
+    }
     return found
 
 
@@ -209,9 +296,14 @@ def sdk_alone_reads(connstr: str, ca: Path) -> bool:
     from couchbase.options import ClusterOptions, ClusterTimeoutOptions
 
     try:
-        cluster = Cluster(connstr, ClusterOptions(
-            PasswordAuthenticator("Administrator", "password"), trust_store_path=str(ca),
-            timeout_options=ClusterTimeoutOptions(bootstrap_timeout=timedelta(seconds=10))))
+        cluster = Cluster(
+            connstr,
+            ClusterOptions(
+                PasswordAuthenticator("Administrator", "password"),
+                trust_store_path=str(ca),
+                timeout_options=ClusterTimeoutOptions(bootstrap_timeout=timedelta(seconds=10)),
+            ),
+        )
     except Exception:  # refused: what a newer SDK would do
         return False
     try:
@@ -263,8 +355,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description="TLS through a terminator: prints one JSON report")
     p.add_argument("--count", type=int, default=200)
     p.add_argument("--connect-timeout", type=float, default=10)
-    p.add_argument("--ab", type=int, default=0, metavar="ROUNDS",
-                   help="instead of the scenarios: CPU per request over TLS against plain, ROUNDS rounds")
+    p.add_argument(
+        "--ab",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="instead of the scenarios: CPU per request over TLS against plain, ROUNDS rounds",
+    )
     p.add_argument("--ab-seconds", type=float, default=5)
     args = p.parse_args()
     if os.geteuid() != 0:
@@ -278,8 +375,11 @@ def main() -> None:
         ports = kv_ports(caves.connstr, "sample_app")
         plain_env = {"COUCHBASE_HOST": caves.connstr, "COUCHBASE_CONNECT_TIMEOUT": str(args.connect_timeout)}
         run_loaddata(plain_env, "--count", str(args.count), "--token", token)
-        paths = [f"/api/v1/{route}/{n}" for n in range(1, args.count + 2)
-                 for route in ("id", "picture/record", "picture/raw")]
+        paths = [
+            f"/api/v1/{route}/{n}"
+            for n in range(1, args.count + 2)
+            for route in ("id", "picture/record", "picture/raw")
+        ]
 
         def answers(env: dict, name: str, changed: Path | None = None) -> dict:
             """Ready or not within the connect timeout plus 5 s, the answers to every path when
@@ -312,11 +412,18 @@ def main() -> None:
 
         if args.ab:
             with Terminator(work, ports, [pki.server, pki.server]) as term:
-                tls_env = {**plain_env, "COUCHBASE_HOST": term.connstr, "COUCHBASE_CA_CERT": str(pki.ca),
-                           "ACCESS_LOG": "false"}
-                services = {"plain": ServiceProcess({**plain_env, "ACCESS_LOG": "false"}, "--no-access-log",
-                                                    log_path=work / "ab-plain.log"),
-                            "tls": ServiceProcess(tls_env, "--no-access-log", log_path=work / "ab-tls.log")}
+                tls_env = {
+                    **plain_env,
+                    "COUCHBASE_HOST": term.connstr,
+                    "COUCHBASE_CA_CERT": str(pki.ca),
+                    "ACCESS_LOG": "false",
+                }
+                services = {
+                    "plain": ServiceProcess(
+                        {**plain_env, "ACCESS_LOG": "false"}, "--no-access-log", log_path=work / "ab-plain.log"
+                    ),
+                    "tls": ServiceProcess(tls_env, "--no-access-log", log_path=work / "ab-tls.log"),
+                }
                 try:
                     for service in services.values():
                         service.start(wait_for="/readyz")
@@ -336,14 +443,18 @@ def main() -> None:
             trigger = work / "change-now"
             (work / "changed").mkdir()
             (work / "changed" / "sitecustomize.py").write_text(CHANGED_SDK)
-            report["changed_sdk"] = answers({**tls_env, "PYTHONPATH": str(work / "changed"),
-                                             "CHANGED_SDK_TRIGGER": str(trigger)}, "changed", trigger)
+            report["changed_sdk"] = answers(
+                {**tls_env, "PYTHONPATH": str(work / "changed"), "CHANGED_SDK_TRIGGER": str(trigger)},
+                "changed",
+                trigger,
+            )
         with Terminator(work, ports, [pki.server, pki.wrong_name]) as term:
             report["wrong_name"] = answers({**tls_env, "COUCHBASE_HOST": term.connstr}, "wrong-name")
             report["sdk_alone_reads_from_a_wrong_name"] = sdk_alone_reads(term.connstr, pki.ca)
         with Terminator(work, ports, [pki.server, pki.server]) as term:
-            report["returns_renamed"] = returns_renamed({**tls_env, "COUCHBASE_HOST": term.connstr}, term, pki,
-                                                        token, work)
+            report["returns_renamed"] = returns_renamed(
+                {**tls_env, "COUCHBASE_HOST": term.connstr}, term, pki, token, work
+            )
         report["plain_ready_after_s"], report["tls_ready_after_s"] = plain["ready_after_s"], right["ready_after_s"]
         report["tls_log"] = right["log"]
         report["paths"] = len(paths)

@@ -52,8 +52,10 @@ def test_every_answer_says_what_caches_may_do(server, path, cache_control):
             assert "ETag" not in headers
 
 
-@pytest.mark.parametrize("path, method", [("/api/v1/id/999999", "GET"), ("/nowhere", "GET"),
-                                          ("/api/v1/id/1", "POST"), ("/api/v1/id/%zz", "GET")])
+@pytest.mark.parametrize(
+    "path, method",
+    [("/api/v1/id/999999", "GET"), ("/nowhere", "GET"), ("/api/v1/id/1", "POST"), ("/api/v1/id/%zz", "GET")],
+)
 def test_errors_are_never_stored(server, path, method):
     status, headers, _ = server.get(path, TOKEN, method=method)
     assert status >= 400
@@ -102,12 +104,15 @@ def test_a_304_only_after_the_token_check(server):
     assert status == 401
 
 
-@pytest.mark.parametrize("headers, challenge", [
-    ({}, 'Bearer realm="userprofile"'),
-    ({"Authorization": "Basic dXNlcjpwYXNz"}, 'Bearer realm="userprofile"'),  # no Bearer token given
-    ({"Authorization": "Bearer wrong"}, 'Bearer realm="userprofile", error="invalid_token"'),
-    ({"x-access-token": TOKEN[:-1]}, 'Bearer realm="userprofile", error="invalid_token"'),
-])
+@pytest.mark.parametrize(
+    "headers, challenge",
+    [
+        ({}, 'Bearer realm="userprofile"'),
+        ({"Authorization": "Basic dXNlcjpwYXNz"}, 'Bearer realm="userprofile"'),  # no Bearer token given
+        ({"Authorization": "Bearer wrong"}, 'Bearer realm="userprofile", error="invalid_token"'),
+        ({"x-access-token": TOKEN[:-1]}, 'Bearer realm="userprofile", error="invalid_token"'),
+    ],
+)
 def test_a_wrong_token_is_told_so_and_a_missing_one_only_challenged(server, headers, challenge):
     status, hdrs, _ = server.get("/api/v1/id/1", headers=headers)
     assert status == 401 and hdrs["WWW-Authenticate"] == challenge
@@ -123,8 +128,9 @@ def test_openapi_json_is_gzip_when_accepted_and_the_two_have_their_own_etags(ser
     assert status == 200 and body == plain and "Content-Encoding" not in headers
     assert headers["Vary"] == "Accept-Encoding" and headers["ETag"] != gzip_tag
     # Each tag names its own representation.
-    status, headers, body = server.get("/api/v1/openapi.json",
-                                       headers={"Accept-Encoding": "gzip", "If-None-Match": gzip_tag})
+    status, headers, body = server.get(
+        "/api/v1/openapi.json", headers={"Accept-Encoding": "gzip", "If-None-Match": gzip_tag}
+    )
     assert status == 304 and body == b"" and headers["ETag"] == gzip_tag and headers["Vary"] == "Accept-Encoding"
     assert "Content-Encoding" not in headers  # nothing of a body in a 304 (RFC 9110 15.4.5)
     assert server.get("/api/v1/openapi.json", headers={"If-None-Match": gzip_tag})[0] == 200
@@ -161,8 +167,9 @@ def test_the_picture_max_age_and_retry_after_are_settings(seeded_db, tmp_path):
     shutil.copy(seeded_db, db)
     with sqlite3.connect(db) as conn:
         conn.execute("DELETE FROM service_auth")  # no token: the API answers 503
-    svc = ServiceProcess({"USERPROFILE_DB": str(db), "RETRY_AFTER_SECONDS": "7"}, "--picture-max-age", "42",
-                         log_path=tmp_path / "log").start()
+    svc = ServiceProcess(
+        {"USERPROFILE_DB": str(db), "RETRY_AFTER_SECONDS": "7"}, "--picture-max-age", "42", log_path=tmp_path / "log"
+    ).start()
     try:
         status, headers, _ = svc.get("/api/v1/picture/raw/1", TOKEN)
         assert status == 503 and headers["Retry-After"] == "7" and headers["Cache-Control"] == "no-store"
@@ -170,8 +177,9 @@ def test_the_picture_max_age_and_retry_after_are_settings(seeded_db, tmp_path):
         assert status == 503 and headers["Retry-After"] == "7"
     finally:
         svc.stop()
-    svc = ServiceProcess({"USERPROFILE_DB": str(seeded_db)}, "--picture-max-age", "42",
-                         log_path=tmp_path / "log2").start()
+    svc = ServiceProcess(
+        {"USERPROFILE_DB": str(seeded_db)}, "--picture-max-age", "42", log_path=tmp_path / "log2"
+    ).start()
     try:
         for path in ("/api/v1/picture/raw/1", "/api/v1/picture/record/1"):
             status, headers, _ = svc.get(path, TOKEN)

@@ -32,8 +32,12 @@ NOT_FOUND = {"status": "failure", "message": {"error": "Not Found"}}
 def couchbase_env(caves: Caves) -> dict:
     # The CAVES cluster has the default credentials; the bucket is the service's
     # default one, added over the control socket (CAVES only makes `default`).
-    return {"COUCHBASE_HOST": caves.connstr, "COUCHBASE_KV_TIMEOUT": str(KV_TIMEOUT),
-            "COUCHBASE_CONNECT_TIMEOUT": "3", "COUCHBASE_QUERY_TIMEOUT": "2"}
+    return {
+        "COUCHBASE_HOST": caves.connstr,
+        "COUCHBASE_KV_TIMEOUT": str(KV_TIMEOUT),
+        "COUCHBASE_CONNECT_TIMEOUT": "3",
+        "COUCHBASE_QUERY_TIMEOUT": "2",
+    }
 
 
 def start_caves(tmp_path) -> Caves:
@@ -100,8 +104,19 @@ def test_loaddata_again_is_idempotent(cluster, loaded, cb_server):
 KV_PATHS = [
     f"/api/v1/{route}/{record_id}"
     for route in ("id", "picture/record", "picture/raw")
-    for record_id in ("1", "2", str(COUNT // 2), str(COUNT), str(COUNT + 1), "0", "-1", "abc",
-                      "%C3%A9t%C3%A9", "1%20", "9" * 300)
+    for record_id in (
+        "1",
+        "2",
+        str(COUNT // 2),
+        str(COUNT),
+        str(COUNT + 1),
+        "0",
+        "-1",
+        "abc",
+        "%C3%A9t%C3%A9",
+        "1%20",
+        "9" * 300,
+    )
 ]
 
 

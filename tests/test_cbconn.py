@@ -45,8 +45,12 @@ class FakeCollection:
     """Stored raw bytes by key; ``fail`` makes every call raise it; the active copies
     of the keys in ``lost`` do not answer (their replicas do)."""
 
-    def __init__(self, docs: dict[str, bytes] | None = None, fail: Exception | None = None,
-                 lost: frozenset[str] | set[str] = frozenset()):
+    def __init__(
+        self,
+        docs: dict[str, bytes] | None = None,
+        fail: Exception | None = None,
+        lost: frozenset[str] | set[str] = frozenset(),
+    ):
         self.docs = docs or {}
         self.fail = fail
         self.lost = set(lost)
@@ -108,12 +112,24 @@ class FakeScope:
 
 
 def make_store(scope=None, profiles=None, auth=None, connected=True, healthy=True, **env):
-    store = cbconn.CouchbaseStore(settings.defaults({
-        "COUCHBASE_HOST": "couchbase://fake", "COUCHBASE_USER": "user", "COUCHBASE_PASSWORD": "pw",
-        "COUCHBASE_KV_TIMEOUT": "1.5", "COUCHBASE_QUERY_TIMEOUT": "3", **env}))
+    store = cbconn.CouchbaseStore(
+        settings.defaults(
+            {
+                "COUCHBASE_HOST": "couchbase://fake",
+                "COUCHBASE_USER": "user",
+                "COUCHBASE_PASSWORD": "pw",
+                "COUCHBASE_KV_TIMEOUT": "1.5",
+                "COUCHBASE_QUERY_TIMEOUT": "3",
+                **env,
+            }
+        )
+    )
     store.scope = scope or FakeScope()
-    store.collections = {"user_data": profiles or FakeCollection(), "user_images": FakeCollection(),
-                         "service_auth": auth or FakeCollection()}
+    store.collections = {
+        "user_data": profiles or FakeCollection(),
+        "user_images": FakeCollection(),
+        "service_auth": auth or FakeCollection(),
+    }
     if connected:
         store._connected.set()
     store.health.healthy = healthy
@@ -129,7 +145,7 @@ def test_nickname_is_a_prepared_query_with_a_named_parameter():
 
     assert store.find_by_nickname(nickname) == [b'{"record_id":7}', b'{"record_id":2}']  # query order
 
-    (statement, options), = scope.queries
+    ((statement, options),) = scope.queries
     assert statement == "SELECT RAW META().id FROM user_data WHERE nickname = $nickname ORDER BY record_id"
     assert nickname not in statement
     assert options["named_parameters"] == {"nickname": nickname}
@@ -143,7 +159,7 @@ def test_username_is_a_prepared_query_with_a_named_parameter():
     scope = FakeScope(rows=["user_data:3"])
     store = make_store(scope, FakeCollection({"user_data:3": b'{"user_id":"jsmith3"}'}))
     assert store.find_by_username("jsmith3") == [b'{"user_id":"jsmith3"}']
-    (statement, options), = scope.queries
+    ((statement, options),) = scope.queries
     assert statement == "SELECT RAW META().id FROM user_data WHERE user_id = $username"
     assert options["named_parameters"] == {"username": "jsmith3"}
     assert options["adhoc"] is False
@@ -161,14 +177,17 @@ def test_a_document_deleted_since_the_query_is_skipped():
     assert store.find_by_nickname("x") == [b"{}"]
 
 
-@pytest.mark.parametrize("error, expected", [
-    (cbe.UnAmbiguousTimeoutException(message="timeout"), StoreTimeout),
-    (cbe.AmbiguousTimeoutException(message="timeout"), StoreTimeout),
-    (cbe.ServiceUnavailableException(message="no query node"), StoreUnavailable),
-    (cbe.InternalServerFailureException(message="Streaming operation failed"), StoreUnavailable),
-    (cbe.TemporaryFailException(message="overloaded"), StoreUnavailable),
-    (cbe.RequestCanceledException(message="closed"), StoreUnavailable),
-])
+@pytest.mark.parametrize(
+    "error, expected",
+    [
+        (cbe.UnAmbiguousTimeoutException(message="timeout"), StoreTimeout),
+        (cbe.AmbiguousTimeoutException(message="timeout"), StoreTimeout),
+        (cbe.ServiceUnavailableException(message="no query node"), StoreUnavailable),
+        (cbe.InternalServerFailureException(message="Streaming operation failed"), StoreUnavailable),
+        (cbe.TemporaryFailException(message="overloaded"), StoreUnavailable),
+        (cbe.RequestCanceledException(message="closed"), StoreUnavailable),
+    ],
+)
 def test_query_errors_map_to_store_errors(error, expected):
     store = make_store(FakeScope(fail=error))
     with pytest.raises(expected) as raised:
@@ -200,8 +219,10 @@ def test_key_value_gets_and_their_errors():
     (_, key, (options,)), (_, key2, _) = profiles.calls
     assert (key, key2) == ("user_data:1", "user_data:2")
     assert options["timeout"] == timedelta(seconds=0.1)
-    for error, expected in ((cbe.AmbiguousTimeoutException(), StoreTimeout),
-                            (cbe.TemporaryFailException(), StoreUnavailable)):
+    for error, expected in (
+        (cbe.AmbiguousTimeoutException(), StoreTimeout),
+        (cbe.TemporaryFailException(), StoreUnavailable),
+    ):
         profiles.fail = profiles.replica_fail = error
         with pytest.raises(expected):
             store.get_profile("1")
@@ -223,7 +244,10 @@ def test_an_active_copy_that_does_not_answer_in_time_is_read_from_a_replica():
     assert store.get_profile("1") == b'{"record_id":1}'
     assert store.get_profile("2") == b'{"record_id":2}'
     assert [c[:2] for c in profiles.calls] == [
-        ("get", "user_data:1"), ("get_any_replica", "user_data:1"), ("get", "user_data:2")]
+        ("get", "user_data:1"),
+        ("get_any_replica", "user_data:1"),
+        ("get", "user_data:2"),
+    ]
     # The copies get what is left of the kv timeout.
     assert profiles.calls[1][2][0]["timeout"] == timedelta(seconds=1.4)
     assert store.counters() == {"replica_reads": 1}
@@ -238,8 +262,7 @@ def test_while_a_node_is_lost_gets_ask_every_copy_at_once():
     store.health.after_ping({"a:1"}, {"b:2": "timeout"})
     assert store.get_profile("1") == b'{"record_id":1}'
     assert store.get_profile("2") == b'{"record_id":2}'  # its active copy answered first: not a replica read
-    assert [c[:2] for c in profiles.calls] == [("get_any_replica", "user_data:1"),
-                                              ("get_any_replica", "user_data:2")]
+    assert [c[:2] for c in profiles.calls] == [("get_any_replica", "user_data:1"), ("get_any_replica", "user_data:2")]
     assert profiles.calls[0][2][0]["timeout"] == timedelta(seconds=1.5)
     assert store.counters() == {"replica_reads": 1}
     store.health.after_ping({"a:1", "b:2"}, {})  # back: the active copy first again
@@ -328,17 +351,21 @@ class FakeBucket:
 
 
 def test_a_ping_names_each_node_and_why_it_is_lost():
-    bucket = FakeBucket([
-        Report("127.0.0.1:11210", PingState.OK),
-        Report("127.0.0.1:11211", PingState.TIMEOUT, "code=14, message=unambiguous_timeout (14)"),
-        Report("0.0.0.0:0", PingState.ERROR, 'no more endpoints left to connect to "127.0.0.1:11212"'),
-        Report("0.0.0.0:0", PingState.ERROR, "Bootstrap incomplete, cannot perform ping."),
-    ])
+    bucket = FakeBucket(
+        [
+            Report("127.0.0.1:11210", PingState.OK),
+            Report("127.0.0.1:11211", PingState.TIMEOUT, "code=14, message=unambiguous_timeout (14)"),
+            Report("0.0.0.0:0", PingState.ERROR, 'no more endpoints left to connect to "127.0.0.1:11212"'),
+            Report("0.0.0.0:0", PingState.ERROR, "Bootstrap incomplete, cannot perform ping."),
+        ]
+    )
     answered, lost = cbsdk.ping_nodes(bucket, timedelta(seconds=0.5))
     assert answered == {"127.0.0.1:11210"}
-    assert lost == {"127.0.0.1:11211": "timeout: code=14, message=unambiguous_timeout (14)",
-                    "127.0.0.1:11212": 'error: no more endpoints left to connect to "127.0.0.1:11212"',
-                    "unnamed": "error: Bootstrap incomplete, cannot perform ping."}
+    assert lost == {
+        "127.0.0.1:11211": "timeout: code=14, message=unambiguous_timeout (14)",
+        "127.0.0.1:11212": 'error: no more endpoints left to connect to "127.0.0.1:11212"',
+        "unnamed": "error: Bootstrap incomplete, cannot perform ping.",
+    }
 
 
 # -- the direct calls (cbsdk.core_calls): used only while they agree with the public ones
@@ -353,9 +380,11 @@ class NewSdkError(Exception):
 
 def fake_core(docs: dict[str, bytes], calls: list):
     """Stand-ins for the C++ get and get-any-replica: the stored bytes by the request's key."""
+
     def get(request):
         calls.append((request.opcode, request.collection, request.key))
         return RawResult(docs[request.key])
+
     return get, get
 
 
@@ -387,12 +416,21 @@ def test_direct_calls_that_disagree_are_never_used(capsys):
 
 
 @pytest.mark.parametrize("node_lost", [False, True])
-@pytest.mark.parametrize("change", ["attributes missing", "another result shape", "an unknown exception",
-                                    "a CouchbaseException", "another request type"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        "attributes missing",
+        "another result shape",
+        "an unknown exception",
+        "a CouchbaseException",
+        "another request type",
+    ],
+)
 def test_a_changed_sdk_layout_still_answers_every_lookup(change, node_lost, capsys):
     """The SDK changes under the store (after the check, or before it): every lookup is
     answered all the same, from the public calls, with one log line."""
     if change == "attributes missing":
+
         class Connection:  # a 4.6 layout, to show core_calls finds it...
             pycbc_get = pycbc_get_any_replica = staticmethod(lambda request: None)
 
@@ -473,7 +511,7 @@ def test_the_token_is_read_from_a_replica_too():
     assert make_store(auth=auth).read_token() == "t-1"
     assert make_store(auth=FakeCollection()).read_token() is None
     assert make_store(auth=FakeCollection({"service_auth:1": b'{"other":1}'})).read_token() is None
-    assert make_store(auth=FakeCollection({"service_auth:1": b'[1]'})).read_token() is None
+    assert make_store(auth=FakeCollection({"service_auth:1": b"[1]"})).read_token() is None
     failing = FakeCollection(fail=cbe.UnAmbiguousTimeoutException())
     failing.replica_fail = cbe.UnAmbiguousTimeoutException()
     with pytest.raises(StoreTimeout):
@@ -487,26 +525,41 @@ def test_a_store_without_counters_counts_nothing():
 
 def test_not_connected_or_unhealthy_fails_at_once():
     for store in (make_store(connected=False), make_store(healthy=False)):
-        for call, args in ((store.get_profile, ("1",)), (store.find_by_nickname, ("x",)),
-                           (store.read_token, ()), (store.ping, ())):
+        for call, args in (
+            (store.get_profile, ("1",)),
+            (store.find_by_nickname, ("x",)),
+            (store.read_token, ()),
+            (store.ping, ()),
+        ):
             with pytest.raises(StoreUnavailable):
                 call(*args)
         assert store.scope.queries == []
 
 
 # -- configuration -------------------------------------------------------------------
-@pytest.mark.parametrize("env, expected", [
-    ({"COUCHBASE_HOST": "db.example.com"}, "couchbase://db.example.com"),
-    ({"COUCHBASE_HOST": "db.example.com", "COUCHBASE_TLS": "true"}, "couchbases://db.example.com"),
-    ({"COUCHBASE_HOST": "cb.svc", "COUCHBASE_NETWORK": "external"}, "couchbase://cb.svc?network=external"),
-    ({"COUCHBASE_HOST": "cb.svc", "COUCHBASE_NETWORK": "default"}, "couchbase://cb.svc"),
-    ({"COUCHBASE_HOST": "a,b", "COUCHBASE_TLS": "1", "COUCHBASE_NETWORK": "external"},
-     "couchbases://a,b?network=external"),
-    # A full connection string is used as it is, whatever the other variables say.
-    ({"COUCHBASE_HOST": "couchbases://x.cloud.couchbase.com?ssl=no_verify", "COUCHBASE_TLS": "false",
-      "COUCHBASE_NETWORK": "external"}, "couchbases://x.cloud.couchbase.com?ssl=no_verify"),
-    ({"COUCHBASE_HOST": "couchbase://127.0.0.1:11210"}, "couchbase://127.0.0.1:11210"),
-])
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({"COUCHBASE_HOST": "db.example.com"}, "couchbase://db.example.com"),
+        ({"COUCHBASE_HOST": "db.example.com", "COUCHBASE_TLS": "true"}, "couchbases://db.example.com"),
+        ({"COUCHBASE_HOST": "cb.svc", "COUCHBASE_NETWORK": "external"}, "couchbase://cb.svc?network=external"),
+        ({"COUCHBASE_HOST": "cb.svc", "COUCHBASE_NETWORK": "default"}, "couchbase://cb.svc"),
+        (
+            {"COUCHBASE_HOST": "a,b", "COUCHBASE_TLS": "1", "COUCHBASE_NETWORK": "external"},
+            "couchbases://a,b?network=external",
+        ),
+        # A full connection string is used as it is, whatever the other variables say.
+        (
+            {
+                "COUCHBASE_HOST": "couchbases://x.cloud.couchbase.com?ssl=no_verify",
+                "COUCHBASE_TLS": "false",
+                "COUCHBASE_NETWORK": "external",
+            },
+            "couchbases://x.cloud.couchbase.com?ssl=no_verify",
+        ),
+        ({"COUCHBASE_HOST": "couchbase://127.0.0.1:11210"}, "couchbase://127.0.0.1:11210"),
+    ],
+)
 def test_connection_string(env, expected):
     assert cbsdk.connection_string(settings.defaults(env)) == expected
 
@@ -514,8 +567,9 @@ def test_connection_string(env, expected):
 def test_environment_defaults_and_timeouts(monkeypatch):
     started = []
     monkeypatch.setattr(cbconn.CouchbaseStore, "start", lambda self: started.append(self))  # no connecting
-    s = cbconn.CouchbaseStore.from_environ({"COUCHBASE_HOST": "h", "COUCHBASE_KV_TIMEOUT": "0.75",
-                                            "COUCHBASE_QUERY_TIMEOUT": "4"})
+    s = cbconn.CouchbaseStore.from_environ(
+        {"COUCHBASE_HOST": "h", "COUCHBASE_KV_TIMEOUT": "0.75", "COUCHBASE_QUERY_TIMEOUT": "4"}
+    )
     assert started == [s]
     assert (s.bucket_name, s.scope_name) == ("sample_app", "profiles")
     assert s.kv_timeout == timedelta(seconds=0.75) and s.query_timeout == timedelta(seconds=4)
@@ -529,13 +583,16 @@ def test_cluster_options(monkeypatch):
     env = {"COUCHBASE_HOST": "h", "COUCHBASE_KV_TIMEOUT": "0.75"}
     for setting, expected in ((None, False), ("true", True), ("1", True), ("false", False), ("off", False)):
         store = cbconn.CouchbaseStore.from_environ(
-            env if setting is None else {**env, "COUCHBASE_SDK_OBSERVABILITY": setting})
+            env if setting is None else {**env, "COUCHBASE_SDK_OBSERVABILITY": setting}
+        )
         options = store._options()
         assert isinstance(options["transcoder"], RawJSONTranscoder)  # stored bytes, not re-encoded JSON
         assert options["kv_timeout"] == timedelta(seconds=0.75)
         # One node's socket gets a quarter of an attempt: a frozen node tried first leaves time for the others.
-        assert (options["connect_timeout"], options["bootstrap_timeout"]) == (timedelta(seconds=2.5),
-                                                                             timedelta(seconds=10))
+        assert (options["connect_timeout"], options["bootstrap_timeout"]) == (
+            timedelta(seconds=2.5),
+            timedelta(seconds=10),
+        )
         assert (options["enable_tracing"], options["enable_metrics"]) == (expected, expected), setting
 
 

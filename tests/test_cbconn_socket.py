@@ -21,10 +21,13 @@ def test_start_up_does_not_wait_for_an_absent_cluster(capfd):
     """Nothing listens on port 1: from_environ returns at once, lookups fail fast,
     and each failed attempt is one stderr line that does not show the password."""
     started = time.monotonic()
-    store = cbconn.CouchbaseStore.from_environ({
-        "COUCHBASE_HOST": "couchbase://127.0.0.1:1", "COUCHBASE_PASSWORD": "pw-9c1e77",
-        "COUCHBASE_CONNECT_TIMEOUT": "0.5",
-    })
+    store = cbconn.CouchbaseStore.from_environ(
+        {
+            "COUCHBASE_HOST": "couchbase://127.0.0.1:1",
+            "COUCHBASE_PASSWORD": "pw-9c1e77",
+            "COUCHBASE_CONNECT_TIMEOUT": "0.5",
+        }
+    )
     try:
         assert time.monotonic() - started < 0.5
         with pytest.raises(StoreUnavailable):
@@ -50,6 +53,7 @@ def test_start_up_does_not_wait_for_an_absent_cluster(capfd):
 def test_a_node_answers_a_noop_on_a_new_connection():
     """The probe of a lost node: a real socket each, answering, silent (a frozen process:
     the kernel still accepts), and closed."""
+
     def listener(answer: bytes | None):
         server = socket.create_server(("127.0.0.1", 0))
 

@@ -21,14 +21,19 @@ pytestmark = pytest.mark.inprocess
 
 def test_the_hosts_of_a_connection_string_with_the_tls_port_by_default():
     assert cbtls.hosts("couchbases://a.example.com,b.example.com:1207, [::1]?network=external") == [
-        ("a.example.com", 11207), ("b.example.com", 1207), ("::1", 11207)]
+        ("a.example.com", 11207),
+        ("b.example.com", 1207),
+        ("::1", 11207),
+    ]
     assert cbtls.is_tls("couchbases://x") and not cbtls.is_tls("couchbase://x")
 
 
 def test_the_sdk_trusts_the_ca_given_alone_and_never_its_mozilla_bundle():
     assert cbtls.sdk_options(None) == {"disable_mozilla_ca_certificates": True}
-    assert cbtls.sdk_options("/etc/ca.pem") == {"disable_mozilla_ca_certificates": True,
-                                               "trust_store_path": "/etc/ca.pem"}
+    assert cbtls.sdk_options("/etc/ca.pem") == {
+        "disable_mozilla_ca_certificates": True,
+        "trust_store_path": "/etc/ca.pem",
+    }
 
 
 def test_without_a_ca_python_trusts_capellas_as_the_sdk_does():
@@ -73,19 +78,36 @@ class Wire:
 
 
 def test_the_nodes_of_the_bucket_configuration():
-    config = {"nodesExt": [
-        {"services": {"kv": 11210, "kvSSL": 11207}, "thisNode": True},  # no name: the host asked
-        {"hostname": "n2.example.com", "services": {"kvSSL": 11207},
-         "alternateAddresses": {"external": {"hostname": "n2.public.example", "ports": {"kvSSL": 31207}}}},
-        {"hostname": "query-only.example.com", "services": {"n1qlSSL": 18093}},  # no key-value service
-    ]}
+    config = {
+        "nodesExt": [
+            {"services": {"kv": 11210, "kvSSL": 11207}, "thisNode": True},  # no name: the host asked
+            {
+                "hostname": "n2.example.com",
+                "services": {"kvSSL": 11207},
+                "alternateAddresses": {"external": {"hostname": "n2.public.example", "ports": {"kvSSL": 31207}}},
+            },
+            {"hostname": "query-only.example.com", "services": {"n1qlSSL": 18093}},  # no key-value service
+        ]
+    }
     # Wire is not the SSLSocket nodes() takes, only as much of one as it uses.
     wire = Wire(config)
-    assert cbtls.nodes(wire, "n1.example.com", "app", "pw", "sample_app",  # type: ignore[arg-type]
-                       external=False) == [("n1.example.com", 11207), ("n2.example.com", 11207)]
+    assert cbtls.nodes(
+        wire,  # type: ignore[arg-type]
+        "n1.example.com",
+        "app",
+        "pw",
+        "sample_app",
+        external=False,
+    ) == [("n1.example.com", 11207), ("n2.example.com", 11207)]
     assert wire.sent[0].endswith(b"PLAIN\0app\0pw") and wire.sent[1].endswith(b"sample_app")
-    assert cbtls.nodes(Wire(config), "n1.example.com", "app", "pw", "sample_app",  # type: ignore[arg-type]
-                       external=True) == [("n1.example.com", 11207), ("n2.public.example", 31207)]
+    assert cbtls.nodes(
+        Wire(config),  # type: ignore[arg-type]
+        "n1.example.com",
+        "app",
+        "pw",
+        "sample_app",
+        external=True,
+    ) == [("n1.example.com", 11207), ("n2.public.example", 31207)]
     with pytest.raises(OSError, match="status 0x1"):
         cbtls.nodes(Wire(config, status=1), "n1", "app", "pw", "b", external=False)  # type: ignore[arg-type]
 
@@ -94,8 +116,10 @@ def test_a_refused_certificate_refuses_lookups_until_a_check_passes(monkeypatch,
     s = store(monkeypatch, COUCHBASE_HOST="couchbases://n1.example.com")
     s._connected.set()
     s.health.healthy = True
-    outcomes = [cbtls.Refused("TLS: the certificate of n1.example.com:11207 is refused: Hostname mismatch"),
-                ([("n1.example.com", 11207)], [])]
+    outcomes = [
+        cbtls.Refused("TLS: the certificate of n1.example.com:11207 is refused: Hostname mismatch"),
+        ([("n1.example.com", 11207)], []),
+    ]
 
     def run():
         outcome = outcomes.pop(0)

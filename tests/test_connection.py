@@ -37,15 +37,23 @@ def run(conv: Conversation) -> None:
         conv.step()
 
 
-@pytest.mark.parametrize("idle, header", [(75, b"Keep-Alive: timeout=74\r\n"), (3, b"Keep-Alive: timeout=2\r\n"),
-                                          (2.5, b"Keep-Alive: timeout=1\r\n"), (1.5, b"")])
+@pytest.mark.parametrize(
+    "idle, header",
+    [
+        (75, b"Keep-Alive: timeout=74\r\n"),
+        (3, b"Keep-Alive: timeout=2\r\n"),
+        (2.5, b"Keep-Alive: timeout=1\r\n"),
+        (1.5, b""),
+    ],
+)
 def test_the_keep_alive_hint_is_a_second_under_the_idle_timeout(idle, header):
     assert keep_alive_header(idle) == header
 
 
 def test_a_keep_alive_answer_says_how_long_the_connection_may_idle():
-    conv, writer = conversation(HEALTHZ * 2 + b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
-                                idle_timeout=75)
+    conv, writer = conversation(
+        HEALTHZ * 2 + b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", idle_timeout=75
+    )
     run(conv)
     answers = heads(writer.written)
     assert len(answers) == 3

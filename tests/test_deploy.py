@@ -70,8 +70,11 @@ def test_dockerfile_conventions():
 
 
 def test_dockerignore_keeps_the_context_to_what_the_image_needs():
-    patterns = [p.strip() for p in (ROOT / ".dockerignore").read_text().splitlines()
-                if p.strip() and not p.strip().startswith("#")]
+    patterns = [
+        p.strip()
+        for p in (ROOT / ".dockerignore").read_text().splitlines()
+        if p.strip() and not p.strip().startswith("#")
+    ]
     assert patterns[0] == "*", "allow-list: everything excluded first"
     allowed = {p[1:] for p in patterns if p.startswith("!")}
     for _, arg in (i for i in instructions() if i[0] == "COPY"):
@@ -81,8 +84,9 @@ def test_dockerignore_keeps_the_context_to_what_the_image_needs():
         for src in arg.split()[:-1]:
             if not src.startswith("--"):
                 assert list(ROOT.glob(src)), f"COPY {src}: no such file in the repository"
-    assert not any(p.startswith("!") and p[1:].split("/")[0] in {"data", ".venv", ".tools", "tests", ".git"}
-                   for p in patterns)
+    assert not any(
+        p.startswith("!") and p[1:].split("/")[0] in {"data", ".venv", ".tools", "tests", ".git"} for p in patterns
+    )
 
 
 # -- Kubernetes manifests ----------------------------------------------------------------
@@ -126,8 +130,15 @@ def problems(docs: dict) -> list[str]:
         if not ok:
             out.append(what)
 
-    for kind in ("Namespace", "Secret", "ConfigMap", "Deployment", "Service",
-                 "HorizontalPodAutoscaler", "PodDisruptionBudget"):
+    for kind in (
+        "Namespace",
+        "Secret",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+    ):
         need(kind in docs, f"no {kind}")
     if out:
         return out
@@ -177,11 +188,16 @@ def problems(docs: dict) -> list[str]:
     db_dir = str(Path(config.get("USERPROFILE_DB", "/nowhere/x")).parent)
     need(db_dir in mounts, "USERPROFILE_DB directory not mounted")
     # Configuration from the ConfigMap, the password from the Secret and from nowhere else.
-    need({"configMapRef": {"name": docs["ConfigMap"]["metadata"]["name"]}} in c.get("envFrom", []),
-         "ConfigMap not in envFrom")
+    need(
+        {"configMapRef": {"name": docs["ConfigMap"]["metadata"]["name"]}} in c.get("envFrom", []),
+        "ConfigMap not in envFrom",
+    )
     pw = [e for e in c.get("env", []) if e["name"] == "COUCHBASE_PASSWORD"]
-    need(bool(pw) and pw[0].get("valueFrom", {}).get("secretKeyRef", {}).get("name")
-         == docs["Secret"]["metadata"]["name"], "COUCHBASE_PASSWORD not from the Secret")
+    need(
+        bool(pw)
+        and pw[0].get("valueFrom", {}).get("secretKeyRef", {}).get("name") == docs["Secret"]["metadata"]["name"],
+        "COUCHBASE_PASSWORD not from the Secret",
+    )
     need("COUCHBASE_PASSWORD" not in config, "password in the ConfigMap")
     need(bool(config.get("COUCHBASE_HOST")), "COUCHBASE_HOST not configured")
 
@@ -193,17 +209,23 @@ def problems(docs: dict) -> list[str]:
     hpa = docs["HorizontalPodAutoscaler"]["spec"]
     need(hpa.get("scaleTargetRef", {}).get("name") == dep["metadata"]["name"], "HPA targets another object")
     need(hpa.get("minReplicas") == 4 and hpa.get("maxReplicas") == 32, "HPA not 4..32")
-    need(any(m.get("type") == "Resource" and m["resource"]["name"] == "cpu" for m in hpa.get("metrics", [])),
-         "HPA not on CPU")
+    need(
+        any(m.get("type") == "Resource" and m["resource"]["name"] == "cpu" for m in hpa.get("metrics", [])),
+        "HPA not on CPU",
+    )
 
     pdb = docs["PodDisruptionBudget"]["spec"]
-    need(pdb.get("selector", {}).get("matchLabels", {}).items() <= labels.items() and pdb.get("selector"),
-         "PDB selects no pod")
+    need(
+        pdb.get("selector", {}).get("matchLabels", {}).items() <= labels.items() and pdb.get("selector"),
+        "PDB selects no pod",
+    )
     need("minAvailable" in pdb or "maxUnavailable" in pdb, "PDB sets no budget")
 
     ns = docs["Namespace"]["metadata"]["name"]
-    need(all(d["metadata"].get("namespace") == ns for k, d in docs.items() if k != "Namespace"),
-         "an object outside the namespace")
+    need(
+        all(d["metadata"].get("namespace") == ns for k, d in docs.items() if k != "Namespace"),
+        "an object outside the namespace",
+    )
     secret = docs["Secret"]
     need(not secret.get("data") and not secret.get("stringData"), "a password committed to git")
     return out

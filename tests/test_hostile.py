@@ -54,8 +54,16 @@ def load_corpus() -> list[Case]:
         for http in sorted((CORPUS / folder).glob("*.http")):
             expect = tomllib.loads(http.with_suffix(".toml").read_text())
             assert set(expect) <= KEYS, f"{http.stem}: unknown keys {set(expect) - KEYS}"
-            cases.append(Case(http.stem, folder, http.read_bytes(), expect["statuses"], expect.get("records"),
-                              expect.get("socket", False)))
+            cases.append(
+                Case(
+                    http.stem,
+                    folder,
+                    http.read_bytes(),
+                    expect["statuses"],
+                    expect.get("records"),
+                    expect.get("socket", False),
+                )
+            )
     return cases
 
 
@@ -64,7 +72,8 @@ CASES = load_corpus()
 
 def matches(statuses: list[int], expected: list) -> bool:
     return len(statuses) == len(expected) and all(
-        got in want if isinstance(want, list) else got == want for got, want in zip(statuses, expected, strict=True))
+        got in want if isinstance(want, list) else got == want for got, want in zip(statuses, expected, strict=True)
+    )
 
 
 # -- the corpus itself -------------------------------------------------------------

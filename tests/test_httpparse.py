@@ -22,8 +22,15 @@ def parse(data: bytes, limits=LIMITS):
 
 def test_a_request_holds_what_the_routes_use():
     r = parse(b"GET /api/v1/id/7?x=1#f HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer  abc \r\n\r\n")
-    assert (r.method, r.path, r.version, r.token, r.keep_alive, r.keep_alive_10, r.head) == \
-        ("GET", "/api/v1/id/7", "HTTP/1.1", b"abc", True, False, False)
+    assert (r.method, r.path, r.version, r.token, r.keep_alive, r.keep_alive_10, r.head) == (
+        "GET",
+        "/api/v1/id/7",
+        "HTTP/1.1",
+        b"abc",
+        True,
+        False,
+        False,
+    )
 
 
 def test_the_token_is_bearer_first_then_x_access_token():
@@ -34,15 +41,18 @@ def test_the_token_is_bearer_first_then_x_access_token():
     assert parse(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").token is None
 
 
-@pytest.mark.parametrize("version, connection, keep_alive, says_keep_alive", [
-    (b"HTTP/1.1", b"", True, False),
-    (b"HTTP/1.1", b"Connection: close\r\n", False, False),
-    (b"HTTP/1.1", b"Connection: Keep-Alive, CLOSE\r\n", False, False),
-    (b"HTTP/1.1", b"Connection: closed\r\n", True, False),
-    (b"HTTP/1.0", b"", False, False),
-    (b"HTTP/1.0", b"Connection: keep-alive\r\n", True, True),
-    (b"HTTP/1.0", b"Connection: upgrade,\tKeep-Alive\r\n", True, True),
-])
+@pytest.mark.parametrize(
+    "version, connection, keep_alive, says_keep_alive",
+    [
+        (b"HTTP/1.1", b"", True, False),
+        (b"HTTP/1.1", b"Connection: close\r\n", False, False),
+        (b"HTTP/1.1", b"Connection: Keep-Alive, CLOSE\r\n", False, False),
+        (b"HTTP/1.1", b"Connection: closed\r\n", True, False),
+        (b"HTTP/1.0", b"", False, False),
+        (b"HTTP/1.0", b"Connection: keep-alive\r\n", True, True),
+        (b"HTTP/1.0", b"Connection: upgrade,\tKeep-Alive\r\n", True, True),
+    ],
+)
 def test_connection_is_a_list_of_tokens(version, connection, keep_alive, says_keep_alive):
     r = parse(b"GET / " + version + b"\r\nHost: h\r\n" + connection + b"\r\n")
     assert (r.keep_alive, r.keep_alive_10) == (keep_alive, says_keep_alive)
@@ -67,17 +77,33 @@ def test_absolute_form_keeps_the_path():
     assert parse(b"GET http://example.com/healthz HTTP/1.1\r\nHost: h\r\n\r\n").path == "/healthz"
 
 
-@pytest.mark.parametrize("data, status", [
-    (b"GET /" + b"a" * 200 + b" HTTP/1.1\r\n\r\n", 414),
-    (b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"a" * 200 + b"\r\n\r\n", 431),
-    (b"GET / HTTP/1.1\r\nHost: h\r\n" + b"X: a\r\n" * 11 + b"\r\n", 431),
-    (b"GET / HTTP/1.1\r\nHost: h\r\n" + (b"X: " + b"a" * 90 + b"\r\n") * 5 + b"\r\n", 431),
-    (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 101\r\n\r\n" + b"a" * 101, 413),
-    (b"GET / HTTP/2.0\r\n\r\n", 505),
-])
+@pytest.mark.parametrize(
+    "data, status",
+    [
+        (b"GET /" + b"a" * 200 + b" HTTP/1.1\r\n\r\n", 414),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"a" * 200 + b"\r\n\r\n", 431),
+        (b"GET / HTTP/1.1\r\nHost: h\r\n" + b"X: a\r\n" * 11 + b"\r\n", 431),
+        (b"GET / HTTP/1.1\r\nHost: h\r\n" + (b"X: " + b"a" * 90 + b"\r\n") * 5 + b"\r\n", 431),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 101\r\n\r\n" + b"a" * 101, 413),
+        (b"GET / HTTP/2.0\r\n\r\n", 505),
+    ],
+)
 def test_limits_from_the_settings(data, status):
-    small = settings.load(["--max-request-line", "100", "--max-header-line", "100", "--max-headers", "10",
-                           "--max-header-bytes", "300", "--max-body", "100"], environ={})
+    small = settings.load(
+        [
+            "--max-request-line",
+            "100",
+            "--max-header-line",
+            "100",
+            "--max-headers",
+            "10",
+            "--max-header-bytes",
+            "300",
+            "--max-body",
+            "100",
+        ],
+        environ={},
+    )
     with pytest.raises(HTTPError) as err:
         parse(data, small)
     assert err.value.status == status and err.value.close
@@ -89,8 +115,15 @@ def test_a_body_within_the_limit_is_read_and_dropped():
     assert read_request(rfile, LIMITS).path == "/b"  # the next request starts after the body
 
 
-@pytest.mark.parametrize("data", [b"", b"GET / HTTP/1.1", b"GET / HTTP/1.1\r\nHost: h\r\n",
-                                  b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nab"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"GET / HTTP/1.1",
+        b"GET / HTTP/1.1\r\nHost: h\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nab",
+    ],
+)
 def test_bytes_that_end_before_the_request_does_are_incomplete(data):
     with pytest.raises(Incomplete):
         parse(data)

@@ -56,8 +56,15 @@ OFFICIAL_SLIM_BASE_MB = 130
 STAND_IN_LABEL = "userprofile.base-stand-in"
 # Kubernetes' restricted profile as the Deployment asks for it (/tmp is its second emptyDir),
 # on the host's network.
-HARDENING = ["--read-only", "--read-only-tmpfs=false", "--tmpfs", "/tmp:rw,nosuid,nodev",
-             "--cap-drop=ALL", "--security-opt=no-new-privileges", "--network=host"]
+HARDENING = [
+    "--read-only",
+    "--read-only-tmpfs=false",
+    "--tmpfs",
+    "/tmp:rw,nosuid,nodev",
+    "--cap-drop=ALL",
+    "--security-opt=no-new-privileges",
+    "--network=host",
+]
 
 
 def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -85,11 +92,13 @@ def lock():
 @pytest.fixture(scope="module")
 def image(lock) -> dict:
     """The image built from the Dockerfile now, and what the build said."""
-    assert subprocess.run(["podman", "--version"], capture_output=True).returncode == 0, \
+    assert subprocess.run(["podman", "--version"], capture_output=True).returncode == 0, (
         "podman is not installed: run tools/install_podman.sh (make test does)"
+    )
     started = time.monotonic()
-    build = subprocess.run(["bash", str(ROOT / "tools" / "image.sh")], cwd=ROOT, env=ENV,
-                           capture_output=True, text=True, timeout=900)
+    build = subprocess.run(
+        ["bash", str(ROOT / "tools" / "image.sh")], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900
+    )
     assert build.returncode == 0, build.stdout + build.stderr
     built = re.search(r"built (\S+) with", build.stdout)
     assert built, build.stdout
@@ -99,9 +108,14 @@ def image(lock) -> dict:
     base = from_line.group(1)
     info = json.loads(podman("image", "inspect", tag).stdout)[0]
     base_info = json.loads(podman("image", "inspect", base).stdout)[0]
-    return {"tag": tag, "log": build.stdout.strip(), "seconds": time.monotonic() - started,
-            "info": info, "base": base_info,
-            "stand_in": STAND_IN_LABEL in (base_info["Config"].get("Labels") or {})}
+    return {
+        "tag": tag,
+        "log": build.stdout.strip(),
+        "seconds": time.monotonic() - started,
+        "info": info,
+        "base": base_info,
+        "stand_in": STAND_IN_LABEL in (base_info["Config"].get("Labels") or {}),
+    }
 
 
 def dockerfile_layers(image: dict, tmp_path: Path, tag: str | None = None) -> list[tuple[str, list[str]]]:
@@ -133,24 +147,39 @@ def test_image_is_small_and_holds_no_build_tools(image, capsys):
     added_mb = size_mb - image["base"]["Size"] / 1e6
     if image["stand_in"]:
         estimate = added_mb + OFFICIAL_SLIM_BASE_MB
-        note = (f"built on the STAND-IN base (the official image cannot be pulled here): "
-                f"{size_mb:.1f} MB here; the Dockerfile adds {added_mb:.1f} MB, so about "
-                f"{estimate:.0f} MB on the official slim base ({OFFICIAL_SLIM_BASE_MB} MB)")
+        note = (
+            f"built on the STAND-IN base (the official image cannot be pulled here): "
+            f"{size_mb:.1f} MB here; the Dockerfile adds {added_mb:.1f} MB, so about "
+            f"{estimate:.0f} MB on the official slim base ({OFFICIAL_SLIM_BASE_MB} MB)"
+        )
     else:
         estimate = size_mb
         note = f"on the official base: {size_mb:.1f} MB, of which the Dockerfile adds {added_mb:.1f} MB"
     shown(capsys, f"{image['log']}\nimage size: {note}; build and inspect took {image['seconds']:.1f} s")
     assert estimate <= MAX_IMAGE_MB, note
     # No compiler, linker or make: the SDK comes as a wheel, nothing is built in the image.
-    found = podman("run", "--rm", "--network=none", image["tag"], "sh", "-c",
-                   "for c in gcc cc c++ g++ clang make ld as cpp; do command -v $c; done; true").stdout
+    found = podman(
+        "run",
+        "--rm",
+        "--network=none",
+        image["tag"],
+        "sh",
+        "-c",
+        "for c in gcc cc c++ g++ clang make ld as cpp; do command -v $c; done; true",
+    ).stdout
     assert found == "", f"build tools in the image: {found.split()}"
     # pip kept no cache and the code was compiled at build time (the root is read-only at run time).
-    check = ("import pathlib, sys; "
-             "sys.exit(any(pathlib.Path(p).exists() for p in ('/root/.cache/pip', '/home/app/.cache')) "
-             "or not list(pathlib.Path('/app/__pycache__').glob('userprofile_service.*.pyc')))")
-    assert podman("run", "--rm", "--network=none", "--user", "0", image["tag"], "python3", "-c", check,
-                  check=False).returncode == 0, "a pip cache in the image, or the code not byte-compiled"
+    check = (
+        "import pathlib, sys; "
+        "sys.exit(any(pathlib.Path(p).exists() for p in ('/root/.cache/pip', '/home/app/.cache')) "
+        "or not list(pathlib.Path('/app/__pycache__').glob('userprofile_service.*.pyc')))"
+    )
+    assert (
+        podman(
+            "run", "--rm", "--network=none", "--user", "0", image["tag"], "python3", "-c", check, check=False
+        ).returncode
+        == 0
+    ), "a pip cache in the image, or the code not byte-compiled"
 
 
 def test_dependencies_have_their_own_layer_and_no_ca_bundle_is_baked_in(image, tmp_path):
@@ -172,14 +201,20 @@ def test_a_code_change_reuses_the_dependency_layer_and_new_modules_are_copied(im
     the cache (pip cannot reach the network) and the module must be in the image."""
     context = tmp_path / "context"
     context.mkdir()
-    for p in [ROOT / "Dockerfile", ROOT / ".dockerignore", ROOT / "requirements.txt", ROOT / "openapi.json",
-              *ROOT.glob("*.py")]:
+    for p in [
+        ROOT / "Dockerfile",
+        ROOT / ".dockerignore",
+        ROOT / "requirements.txt",
+        ROOT / "openapi.json",
+        *ROOT.glob("*.py"),
+    ]:
         (context / p.name).write_bytes(p.read_bytes())
     (context / "zz_new_module.py").write_text("VALUE = 1\n")
     tag = f"userprofile-service:test-{uuid.uuid4().hex[:8]}"
     try:
-        build = podman("build", "--format", "docker", "--network", "none", "--tag", tag, str(context),
-                       check=False, timeout=300)
+        build = podman(
+            "build", "--format", "docker", "--network", "none", "--tag", tag, str(context), check=False, timeout=300
+        )
         assert build.returncode == 0, f"a code-only change re-ran the dependency step: {build.stderr[-1500:]}"
         layers = dockerfile_layers(image, tmp_path, tag)
         original = dockerfile_layers(image, tmp_path)
@@ -199,14 +234,28 @@ class Container:
         self.volume = f"{self.name}-data"
         self.port = free_port()
         self.image = image
-        self.env = {"SERVICE_HOST": "127.0.0.1", "SERVICE_PORT": str(self.port), "ACCESS_LOG": "true",
-                    "TOKEN_REFRESH_SECONDS": "0.5", **env}
+        self.env = {
+            "SERVICE_HOST": "127.0.0.1",
+            "SERVICE_PORT": str(self.port),
+            "ACCESS_LOG": "true",
+            "TOKEN_REFRESH_SECONDS": "0.5",
+            **env,
+        }
 
     def __enter__(self) -> Container:
         env = [f"--env={k}={v}" for k, v in self.env.items()]
         # No --user: the image's own.
-        podman("run", "--detach", "--name", self.name, *HARDENING, "--volume", f"{self.volume}:/data",
-               *env, self.image["tag"])
+        podman(
+            "run",
+            "--detach",
+            "--name",
+            self.name,
+            *HARDENING,
+            "--volume",
+            f"{self.volume}:/data",
+            *env,
+            self.image["tag"],
+        )
         assert wait_until(lambda: self.answers("/healthz"), 30), f"never answered /healthz: {self.logs()}"
         return self
 
@@ -381,8 +430,14 @@ def play_manifests(connstr: str, port: int) -> tuple[dict, dict]:
     Everything else, security contexts, envFrom, the Secret reference, probes, volumes, is played
     as written."""
     config = yaml.safe_load((K8S / "configmap.yaml").read_text())
-    config["data"].update({"COUCHBASE_HOST": connstr, "SERVICE_HOST": "127.0.0.1",
-                           "SERVICE_PORT": str(port), "TOKEN_REFRESH_SECONDS": "0.5"})
+    config["data"].update(
+        {
+            "COUCHBASE_HOST": connstr,
+            "SERVICE_HOST": "127.0.0.1",
+            "SERVICE_PORT": str(port),
+            "TOKEN_REFRESH_SECONDS": "0.5",
+        }
+    )
     deployment = yaml.safe_load((K8S / "deployment.yaml").read_text())
     deployment["spec"]["replicas"] = 1
     pod = deployment["spec"]["template"]["spec"]
@@ -404,8 +459,14 @@ def test_the_deployment_pod_spec_runs_in_podman(image, cluster, tmp_path):
     played = tmp_path / "play.yaml"
     played.write_text(yaml.safe_dump_all([config, deployment]))
     podman("secret", "rm", password_ref["name"], check=False)
-    created = subprocess.run(["podman", "secret", "create", password_ref["name"], "-"], input=secret, env=ENV,
-                             capture_output=True, text=True, timeout=60)
+    created = subprocess.run(
+        ["podman", "secret", "create", password_ref["name"], "-"],
+        input=secret,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert created.returncode == 0, created.stderr
     try:
         out = podman("kube", "play", "--replace", str(played), timeout=180).stdout
@@ -441,20 +502,24 @@ def check_the_pod(image: dict, name: str, config: dict, spec: dict, pod_spec: di
     assert mounts == {"/data", "/tmp"}
     # env from both: every ConfigMap key as written, and the password from the Secret (compared
     # by digest, so it never appears in the output).
-    probe = ("import hashlib, json, os, sys; env = {k: os.environ.get(k) for k in sys.argv[1:]}; "
-             "env['pw'] = hashlib.sha256(os.environ.get('COUCHBASE_PASSWORD', '').encode()).hexdigest(); "
-             "print(json.dumps(env))")
+    probe = (
+        "import hashlib, json, os, sys; env = {k: os.environ.get(k) for k in sys.argv[1:]}; "
+        "env['pw'] = hashlib.sha256(os.environ.get('COUCHBASE_PASSWORD', '').encode()).hexdigest(); "
+        "print(json.dumps(env))"
+    )
     seen = json.loads(c.exec("python3", "-c", probe, *config["data"]).stdout)
     assert seen.pop("pw") == hashlib.sha256(password.encode()).hexdigest(), "COUCHBASE_PASSWORD is not the Secret's"
     assert seen == config["data"]
     # resources: the memory and CPU limits in the container's cgroup (v1 or v2 files).
     limits = spec["resources"]["limits"]
-    read = ("import pathlib; r = lambda *ps: next(pathlib.Path(p).read_text().split() for p in ps "
-            "if pathlib.Path(p).exists()); "
-            "m = r('/sys/fs/cgroup/memory.max', '/sys/fs/cgroup/memory/memory.limit_in_bytes'); "
-            "c = r('/sys/fs/cgroup/cpu.max', '/sys/fs/cgroup/cpu/cpu.cfs_quota_us'); "
-            "p = r('/sys/fs/cgroup/cpu.max', '/sys/fs/cgroup/cpu/cpu.cfs_period_us'); "
-            "print(m[0], c[0], p[-1])")
+    read = (
+        "import pathlib; r = lambda *ps: next(pathlib.Path(p).read_text().split() for p in ps "
+        "if pathlib.Path(p).exists()); "
+        "m = r('/sys/fs/cgroup/memory.max', '/sys/fs/cgroup/memory/memory.limit_in_bytes'); "
+        "c = r('/sys/fs/cgroup/cpu.max', '/sys/fs/cgroup/cpu/cpu.cfs_quota_us'); "
+        "p = r('/sys/fs/cgroup/cpu.max', '/sys/fs/cgroup/cpu/cpu.cfs_period_us'); "
+        "print(m[0], c[0], p[-1])"
+    )
     memory, quota, period = c.exec("python3", "-c", read).stdout.split()
     assert int(memory) == quantity(limits["memory"]), f"memory limit {memory}"
     assert int(quota) / int(period) == quantity(limits["cpu"]), f"cpu quota {quota}/{period}"
@@ -470,4 +535,3 @@ def check_the_pod(image: dict, name: str, config: dict, spec: dict, pod_spec: di
     podman("pod", "stop", "--time", str(pod_spec["terminationGracePeriodSeconds"]), pod, timeout=120)
     assert podman("inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip() == "0", c.logs()[-2000:]
     check_logs(c.logs())
-

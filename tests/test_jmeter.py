@@ -32,8 +32,14 @@ THREADS = 4
 def id_requests(svc: ServiceProcess) -> int:
     status, _, body = svc.get("/metrics")
     assert status == 200
-    return int(sum(s.value for fam in text_string_to_metric_families(body.decode()) for s in fam.samples
-                   if s.name == "userprofile_requests_total" and s.labels["route"] == "/api/v1/id"))
+    return int(
+        sum(
+            s.value
+            for fam in text_string_to_metric_families(body.decode())
+            for s in fam.samples
+            if s.name == "userprofile_requests_total" and s.labels["route"] == "/api/v1/id"
+        )
+    )
 
 
 @pytest.mark.inprocess
@@ -56,8 +62,9 @@ def test_plan_uses_exactly_the_six_documented_properties():
 @pytest.fixture(scope="module")
 def jmeter_installed():
     try:
-        subprocess.run(["bash", str(ROOT / "tools" / "install_jmeter.sh")], check=True, capture_output=True,
-                       text=True, timeout=600)
+        subprocess.run(
+            ["bash", str(ROOT / "tools" / "install_jmeter.sh")], check=True, capture_output=True, text=True, timeout=600
+        )
     except subprocess.CalledProcessError as exc:
         pytest.fail(f"JMeter install failed (needs java 17 and mvn):\n{exc.stderr[-3000:]}")
 
@@ -70,11 +77,28 @@ def test_short_jmeter_run_has_no_errors_and_agrees_with_metrics(jmeter_installed
         before = id_requests(svc)
         jtl, summary_json = tmp_path / "results.jtl", tmp_path / "summary.json"
         run = subprocess.run(
-            [sys.executable, str(ROOT / "jmeter" / "loadtest.py"), "--target", f"http://{svc.host}:{svc.port}",
-             "--duration", str(DURATION), "--threads", str(THREADS), "--maxid", str(COUNT),
-             "--jtl", str(jtl), "--json", str(summary_json)],
+            [
+                sys.executable,
+                str(ROOT / "jmeter" / "loadtest.py"),
+                "--target",
+                f"http://{svc.host}:{svc.port}",
+                "--duration",
+                str(DURATION),
+                "--threads",
+                str(THREADS),
+                "--maxid",
+                str(COUNT),
+                "--jtl",
+                str(jtl),
+                "--json",
+                str(summary_json),
+            ],
             env={**os.environ, "USERPROFILE_TOKEN": TOKEN},  # the token through the environment, not argv
-            cwd=ROOT, capture_output=True, text=True, timeout=DURATION + 180)
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=DURATION + 180,
+        )
         counted = id_requests(svc) - before
     finally:
         assert svc.stop() == 0
@@ -98,4 +122,3 @@ def test_short_jmeter_run_has_no_errors_and_agrees_with_metrics(jmeter_installed
     # The token is never written out: not in the service log, JMeter's log, results or output.
     for text in (svc.log(), jtl.with_suffix(".log").read_text(), jtl.read_text(), run.stdout, run.stderr):
         assert TOKEN not in text
-

@@ -29,8 +29,13 @@ def report() -> dict:
     if missing:
         pytest.fail(f"a real Kubernetes cannot run here: missing {', '.join(missing)} (tests/README.md, k8s tier)")
     RESULTS.unlink(missing_ok=True)
-    run = subprocess.run([sys.executable, str(ROOT / "tools" / "k8s_e2e.py"), "--json", str(RESULTS)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=2400)
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "k8s_e2e.py"), "--json", str(RESULTS)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=2400,
+    )
     print(run.stdout[-6000:], run.stderr[-4000:])
     if not RESULTS.exists():
         pytest.fail(f"k8s_e2e.py wrote no results (exit {run.returncode}):\n{run.stderr[-3000:]}")
@@ -46,11 +51,11 @@ def rows(report: dict, scenario: str) -> list[dict]:
 @pytest.mark.parametrize("scenario", ["steady", "rollout", "delete", "scale-in", "scale-out", "hpa"])
 def test_no_request_fails(report, scenario):
     for r in rows(report, scenario):
-        assert "error" not in r, f'{r["store"]} {scenario} did not finish: {r["error"]}'
+        assert "error" not in r, f"{r['store']} {scenario} did not finish: {r['error']}"
         assert r["requests"] > 1000, r
         assert r["jmeter_errors"] == 0, (r["store"], r["error_kinds"])
-        assert r["service_other"] == 0, r          # the pods' own count of non-200 answers
-        assert r["service_ok"] > 0.8 * r["requests"], r   # the pods counted what JMeter sent (looked at each second)
+        assert r["service_other"] == 0, r  # the pods' own count of non-200 answers
+        assert r["service_ok"] > 0.8 * r["requests"], r  # the pods counted what JMeter sent (looked at each second)
 
 
 def test_new_pods_get_their_share_after_scale_out(report):

@@ -18,8 +18,10 @@ pytestmark = pytest.mark.inprocess
 
 def dump(db) -> dict:
     with sqlite3.connect(db) as conn:
-        return {table: dict(conn.execute(f"SELECT key, doc FROM {table}"))
-                for table in ("user_data", "user_images", "service_auth")}
+        return {
+            table: dict(conn.execute(f"SELECT key, doc FROM {table}"))
+            for table in ("user_data", "user_images", "service_auth")
+        }
 
 
 def test_same_seed_same_documents_and_a_second_run_changes_nothing(tmp_path):
@@ -59,9 +61,9 @@ def test_images_are_valid_pngs():
         assert image["type"] == "png" and data[:8] == b"\x89PNG\r\n\x1a\n"
         pos, chunks = 8, {}
         while pos < len(data):  # walk the chunks and check every CRC
-            (length,) = struct.unpack(">I", data[pos:pos + 4])
-            tag, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
-            (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
+            (length,) = struct.unpack(">I", data[pos : pos + 4])
+            tag, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+            (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
             assert crc == zlib.crc32(tag + body)
             chunks[tag] = body
             pos += 12 + length

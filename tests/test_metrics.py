@@ -51,8 +51,11 @@ class Scrape:
 
     def by_status(self, status: int) -> float:
         """Requests answered with this status, on every route."""
-        return sum(v for (n, lbl), v in self.samples.items()
-                   if n == "userprofile_requests_total" and dict(lbl)["status"] == str(status))
+        return sum(
+            v
+            for (n, lbl), v in self.samples.items()
+            if n == "userprofile_requests_total" and dict(lbl)["status"] == str(status)
+        )
 
     def labels(self, name: str) -> list[dict]:
         return [dict(lbl) for (n, lbl) in self.samples if n == name]
@@ -116,13 +119,20 @@ def test_latency_histogram_counts_every_request(server):
     after = settle(server, lambda s: s.get(count, route=ID) - before.get(count, route=ID) >= 10)
     assert after.get(count, route=ID) - before.get(count, route=ID) == 10
     # Every answer on the route is in the histogram, whatever its status.
-    total = sum(v for (n, lbl), v in after.samples.items()
-                if n == "userprofile_requests_total" and dict(lbl)["route"] == ID)
+    total = sum(
+        v for (n, lbl), v in after.samples.items() if n == "userprofile_requests_total" and dict(lbl)["route"] == ID
+    )
     assert after.get(count, route=ID) == total
-    assert after.get("userprofile_request_duration_seconds_sum", route=ID) > \
-        before.get("userprofile_request_duration_seconds_sum", route=ID)
-    buckets = sorted(((float(dict(lbl)["le"]), v) for (n, lbl), v in after.samples.items()
-                      if n == "userprofile_request_duration_seconds_bucket" and dict(lbl)["route"] == ID))
+    assert after.get("userprofile_request_duration_seconds_sum", route=ID) > before.get(
+        "userprofile_request_duration_seconds_sum", route=ID
+    )
+    buckets = sorted(
+        (
+            (float(dict(lbl)["le"]), v)
+            for (n, lbl), v in after.samples.items()
+            if n == "userprofile_request_duration_seconds_bucket" and dict(lbl)["route"] == ID
+        )
+    )
     counts = [v for _, v in buckets]
     assert counts == sorted(counts), "buckets are cumulative"
     assert buckets[-1] == (float("inf"), after.get(count, route=ID))

@@ -34,8 +34,12 @@ def unavailable() -> str | None:
     for tool in ("unshare", "iptables", "ip"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed"
-    probe = subprocess.run(["unshare", "-n", "sh", "-c", "ip link set lo up && iptables -L INPUT -n"],
-                           capture_output=True, text=True, timeout=30)
+    probe = subprocess.run(
+        ["unshare", "-n", "sh", "-c", "ip link set lo up && iptables -L INPUT -n"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     if probe.returncode != 0:
         return f"no private network namespace with iptables here: {probe.stderr.strip()[:200]}"
     return None
@@ -48,8 +52,10 @@ def report(request):
     reason = unavailable()
     if reason:
         pytest.skip(reason)
-    driver = (f"ip link set lo up && exec {sys.executable} {ROOT / 'tests' / 'node_loss.py'} --phase {PHASE} "
-              f"--startup-runs {STARTUP_RUNS}{' --tls' if request.param == 'tls' else ''}")
+    driver = (
+        f"ip link set lo up && exec {sys.executable} {ROOT / 'tests' / 'node_loss.py'} --phase {PHASE} "
+        f"--startup-runs {STARTUP_RUNS}{' --tls' if request.param == 'tls' else ''}"
+    )
     done = subprocess.run(["unshare", "-n", "sh", "-c", driver], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     found = json.loads(done.stdout)

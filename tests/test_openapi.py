@@ -46,8 +46,12 @@ def test_the_document_and_the_route_table_agree(spec):
             assert operation.get("security", "document-wide") == ("document-wide" if route.needs_token else []), route
     schemes = spec["components"]["securitySchemes"]
     assert schemes["bearerAuth"] == {**schemes["bearerAuth"], "type": "http", "scheme": "bearer"}
-    assert schemes["accessToken"] == {**schemes["accessToken"], "type": "apiKey", "in": "header",
-                                      "name": "x-access-token"}
+    assert schemes["accessToken"] == {
+        **schemes["accessToken"],
+        "type": "apiKey",
+        "in": "header",
+        "name": "x-access-token",
+    }
     assert spec["security"] == [{"bearerAuth": []}, {"accessToken": []}]  # either one
     for route in ROUTES:
         if route.needs_token:
@@ -79,11 +83,32 @@ def test_schemathesis_finds_no_5xx_and_every_answer_conforms(seeded_db, tmp_path
     svc.start(wait_for="/readyz")
     try:
         result = subprocess.run(
-            [str(SCHEMATHESIS), "run", str(YAML), "--url", f"http://{svc.host}:{svc.port}",
-             "--header", f"Authorization: Bearer {TOKEN}", "--checks", "all", "--max-examples", "40",
-             "--seed", "6", "--workers", "2", "--generation-database", "none",
-             "--request-timeout", "5", "--no-color"],
-            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+            [
+                str(SCHEMATHESIS),
+                "run",
+                str(YAML),
+                "--url",
+                f"http://{svc.host}:{svc.port}",
+                "--header",
+                f"Authorization: Bearer {TOKEN}",
+                "--checks",
+                "all",
+                "--max-examples",
+                "40",
+                "--seed",
+                "6",
+                "--workers",
+                "2",
+                "--generation-database",
+                "none",
+                "--request-timeout",
+                "5",
+                "--no-color",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert svc.proc is not None and svc.proc.poll() is None, "the service died under schemathesis"
         assert svc.get("/healthz")[0] == 200

@@ -29,13 +29,21 @@ def test_no_import_circle_among_the_modules():
     imports = {}
     for name in modules:
         tree = ast.parse((ROOT / f"{name}.py").read_text())
-        guarded = [node for node in ast.walk(tree)
-                   if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)]
+        guarded = [
+            node for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        ]
         hidden = {id(n) for node in guarded for n in ast.walk(node)}
-        found = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) and id(node) not in hidden
-                 for alias in node.names}
-        found |= {node.module for node in ast.walk(tree)
-                  if isinstance(node, ast.ImportFrom) and node.module and id(node) not in hidden}
+        found = {
+            alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import) and id(node) not in hidden
+            for alias in node.names
+        }
+        found |= {
+            node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module and id(node) not in hidden
+        }
         imports[name] = {m.split(".")[0] for m in found} & modules
 
     def reaches(start: str, goal: str, seen: set[str]) -> bool:

@@ -23,33 +23,97 @@ import httpparse
 import routes
 from testkit import ServiceProcess
 
-SETTINGS = settings(max_examples=200, deadline=3000, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=200,
+    deadline=3000,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 CONTROL = {chr(c) for c in range(0x20)} | {"\x7f"}
 # RFC 9112 3: request-line = method SP request-target SP HTTP-version (method a token, the target visible ASCII)
 REQUEST_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [\x21-\x7e]+ HTTP/[0-9]\.[0-9]")
 ABSOLUTE_FORM = re.compile(rb"https?://", re.IGNORECASE)
 
-ROUTE_PREFIXES = ["/api/v1/id/", "/api/v1/nickname/", "/api/v1/username/", "/api/v1/picture/raw/",
-                  "/api/v1/picture/record/", "/api/v1/", "/api/", "/", "/healthz", "/readyz", "/metrics",
-                  "/api/v1/openapi.json", "/api/v1/picture/", "http://h/api/v1/id/", "//"]
+ROUTE_PREFIXES = [
+    "/api/v1/id/",
+    "/api/v1/nickname/",
+    "/api/v1/username/",
+    "/api/v1/picture/raw/",
+    "/api/v1/picture/record/",
+    "/api/v1/",
+    "/api/",
+    "/",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/api/v1/openapi.json",
+    "/api/v1/picture/",
+    "http://h/api/v1/id/",
+    "//",
+]
 # Pieces a target is made of: the ones a parser trips on, and any byte at all.
 PIECES = st.one_of(
-    st.sampled_from(["/", "//", ".", "..", "%", "%2F", "%2f", "%25", "%00", "%0A", "%C3%A9", "%C3", "%E2%82",
-                     "%FF", "%G0", "?", "#", "&", "=", ";", "+", "~", "*", "@", ":", "\\", "'", '"', "$1", "1",
-                     "0", "-1", "99999999999999999999", "\u00e9", " ", "\t", "\r", "\n", "\x00", "\x7f"]),
+    st.sampled_from(
+        [
+            "/",
+            "//",
+            ".",
+            "..",
+            "%",
+            "%2F",
+            "%2f",
+            "%25",
+            "%00",
+            "%0A",
+            "%C3%A9",
+            "%C3",
+            "%E2%82",
+            "%FF",
+            "%G0",
+            "?",
+            "#",
+            "&",
+            "=",
+            ";",
+            "+",
+            "~",
+            "*",
+            "@",
+            ":",
+            "\\",
+            "'",
+            '"',
+            "$1",
+            "1",
+            "0",
+            "-1",
+            "99999999999999999999",
+            "\u00e9",
+            " ",
+            "\t",
+            "\r",
+            "\n",
+            "\x00",
+            "\x7f",
+        ]
+    ),
     st.text(alphabet=st.characters(codec="utf-8"), max_size=8),
     st.binary(max_size=4).map(lambda b: b.decode("latin-1")),
 )
-TARGETS = st.builds(lambda prefix, pieces: prefix + "".join(pieces),
-                    st.one_of(st.sampled_from(ROUTE_PREFIXES), PIECES), st.lists(PIECES, max_size=12))
+TARGETS = st.builds(
+    lambda prefix, pieces: prefix + "".join(pieces),
+    st.one_of(st.sampled_from(ROUTE_PREFIXES), PIECES),
+    st.lists(PIECES, max_size=12),
+)
 
 
 @pytest.fixture(scope="module")
 def service(seeded_db, tmp_path_factory):
     log = tmp_path_factory.mktemp("props") / "service.log"
-    svc = ServiceProcess({"USERPROFILE_DB": str(seeded_db)}, "--header-timeout", "2",
-                         log_path=log).start(wait_for="/readyz")
+    svc = ServiceProcess({"USERPROFILE_DB": str(seeded_db)}, "--header-timeout", "2", log_path=log).start(
+        wait_for="/readyz"
+    )
     yield svc
     assert svc.proc is not None and svc.proc.poll() is None, "the service died"
     assert svc.get("/healthz")[0] == 200
@@ -104,7 +168,7 @@ def test_any_target_gets_a_spec_status_in_the_json_shape(service, target):
     raw = raw or b"/"
     status, headers, body = send(service, raw)
     check_shape(status, headers, body, {200, 400, 404})  # a GET with the token: found, refused or not found
-    if any(c < 0x21 or c > 0x7e for c in raw):
+    if any(c < 0x21 or c > 0x7E for c in raw):
         assert status == 400  # a target is visible ASCII
     elif not raw.startswith(b"/") and not ABSOLUTE_FORM.match(raw):
         assert status == 400  # neither origin-form nor absolute-form (RFC 9112 3.2)
@@ -114,12 +178,18 @@ def test_any_target_gets_a_spec_status_in_the_json_shape(service, target):
 # as well as any bytes at all. A line feed would end the line early on the wire, so it becomes a space.
 NEAR_LINES = st.builds(
     lambda parts, seps: b"".join(p + s for p, s in zip(parts, seps, strict=True)),
-    st.tuples(st.sampled_from([b"GET", b"HEAD", b"POST", b"get", b"G\x00T", b"", b"GET1", b"A" * 21]),
-              st.sampled_from([b"/healthz", b"/api/v1/id/1", b"/nope", b"*", b"http://h/healthz", b"", b"/\xff"]),
-              st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2", b"HTTP/3.0", b"HTTP/1.2", b"http/1.1",
-                               b"HTTP/1.1\r", b"HTTP/11", b""])),
-    st.tuples(st.sampled_from([b" ", b"  ", b"\t", b"\r", b""]), st.sampled_from([b" ", b"  ", b"\t", b""]),
-              st.sampled_from([b"", b" ", b"\r"])),
+    st.tuples(
+        st.sampled_from([b"GET", b"HEAD", b"POST", b"get", b"G\x00T", b"", b"GET1", b"A" * 21]),
+        st.sampled_from([b"/healthz", b"/api/v1/id/1", b"/nope", b"*", b"http://h/healthz", b"", b"/\xff"]),
+        st.sampled_from(
+            [b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2", b"HTTP/3.0", b"HTTP/1.2", b"http/1.1", b"HTTP/1.1\r", b"HTTP/11", b""]
+        ),
+    ),
+    st.tuples(
+        st.sampled_from([b" ", b"  ", b"\t", b"\r", b""]),
+        st.sampled_from([b" ", b"  ", b"\t", b""]),
+        st.sampled_from([b"", b" ", b"\r"]),
+    ),
 )
 
 
@@ -145,8 +215,10 @@ def test_any_request_line_gets_one_answer_with_a_spec_status(service, request_li
 
 @pytest.mark.socket
 @SETTINGS
-@given(route=st.sampled_from(["id", "nickname", "username", "picture/raw", "picture/record"]),
-       value=st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=40))
+@given(
+    route=st.sampled_from(["id", "nickname", "username", "picture/raw", "picture/record"]),
+    value=st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=40),
+)
 def test_a_percent_encoded_parameter_finds_nothing_or_the_right_thing(service, route, value):
     status, headers, body = send(service, f"/api/v1/{route}/{quote(value, safe='')}".encode())
     check_shape(status, headers, body, {200, 400, 404})
@@ -174,8 +246,11 @@ def test_ids_route_to_their_record(service, record_id, encode):
 
 @pytest.mark.socket
 @SETTINGS
-@given(method=st.from_regex(r"[A-Z]{1,20}", fullmatch=True), target=st.sampled_from(ROUTE_PREFIXES[:5]),
-       token=st.booleans())
+@given(
+    method=st.from_regex(r"[A-Z]{1,20}", fullmatch=True),
+    target=st.sampled_from(ROUTE_PREFIXES[:5]),
+    token=st.booleans(),
+)
 def test_methods_route_by_spec(service, method, target, token):
     status, headers, body = send(service, (target + "1").encode(), method=method.encode(), token=token)
     check_shape(status, headers, body, {200, 401, 405, 501}, head=method == "HEAD")

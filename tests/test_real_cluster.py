@@ -21,9 +21,14 @@ from testkit import ServiceProcess, run_loaddata, wait_until
 
 CONNSTR = os.environ.get("COUCHBASE_TEST_CONNSTR", "")
 # Skipped, and reported so, when no cluster is named; only a run that selects the tier says so.
-pytestmark = [pytest.mark.external, pytest.mark.skipif(
-    not CONNSTR, reason="no real cluster: set COUCHBASE_TEST_CONNSTR (and COUCHBASE_TEST_USER, _PASSWORD, "
-    "_BUCKET) to run these tests, see tests/README.md")]
+pytestmark = [
+    pytest.mark.external,
+    pytest.mark.skipif(
+        not CONNSTR,
+        reason="no real cluster: set COUCHBASE_TEST_CONNSTR (and COUCHBASE_TEST_USER, _PASSWORD, "
+        "_BUCKET) to run these tests, see tests/README.md",
+    ),
+]
 
 ENV = {
     "COUCHBASE_HOST": CONNSTR,
@@ -76,15 +81,21 @@ def test_key_value_routes_answer_as_on_the_embedded_store(cb_server, server, pat
 
 def query_paths(seeded_db) -> list[str]:
     with sqlite3.connect(seeded_db) as conn:
-        nicknames = [row[0] for row in conn.execute(
-            "SELECT nickname FROM user_data GROUP BY nickname ORDER BY count(*) DESC, nickname LIMIT 3")]
+        nicknames = [
+            row[0]
+            for row in conn.execute(
+                "SELECT nickname FROM user_data GROUP BY nickname ORDER BY count(*) DESC, nickname LIMIT 3"
+            )
+        ]
         usernames = [row[0] for row in conn.execute("SELECT user_id FROM user_data ORDER BY key LIMIT 3")]
-    return ([f"/api/v1/nickname/{n}" for n in [*nicknames, "noSuchNickname"]]
-            + [f"/api/v1/username/{u}" for u in [*usernames, "no-such-user"]])
+    return [f"/api/v1/nickname/{n}" for n in [*nicknames, "noSuchNickname"]] + [
+        f"/api/v1/username/{u}" for u in [*usernames, "no-such-user"]
+    ]
 
 
 def test_query_routes_answer_as_on_the_embedded_store(cb_server, server, seeded_db):
     """SQL++ lookups (prepared, named parameters) then key-value gets: the same bytes, the same order."""
+
     def status_and_body(svc, path):
         status, _, body = svc.get(path, TOKEN)
         return status, body

@@ -11,31 +11,54 @@ from service import Service
 pytestmark = pytest.mark.inprocess
 
 
-@pytest.mark.parametrize("path, shape, param", [
-    ("/api/v1/id/42", "/api/v1/id/{id}", "42"),
-    ("/api/v1/nickname/Zo%C3%AB", "/api/v1/nickname/{nickname}", "Zo%C3%AB"),
-    ("/api/v1/username/jsmith", "/api/v1/username/{username}", "jsmith"),
-    ("/api/v1/picture/record/1", "/api/v1/picture/record/{id}", "1"),
-    ("/api/v1/picture/raw/1", "/api/v1/picture/raw/{id}", "1"),
-    ("/api/v1/id/", "/api/v1/id/{id}", ""),  # an empty parameter: the handler says 404
-    ("/healthz", "/healthz", None),
-    ("/api/v1/openapi.json", "/api/v1/openapi.json", None),
-])
+@pytest.mark.parametrize(
+    "path, shape, param",
+    [
+        ("/api/v1/id/42", "/api/v1/id/{id}", "42"),
+        ("/api/v1/nickname/Zo%C3%AB", "/api/v1/nickname/{nickname}", "Zo%C3%AB"),
+        ("/api/v1/username/jsmith", "/api/v1/username/{username}", "jsmith"),
+        ("/api/v1/picture/record/1", "/api/v1/picture/record/{id}", "1"),
+        ("/api/v1/picture/raw/1", "/api/v1/picture/raw/{id}", "1"),
+        ("/api/v1/id/", "/api/v1/id/{id}", ""),  # an empty parameter: the handler says 404
+        ("/healthz", "/healthz", None),
+        ("/api/v1/openapi.json", "/api/v1/openapi.json", None),
+    ],
+)
 def test_a_path_finds_its_route_and_parameter(path, shape, param):
     route, found = routes.match(path)
     assert route is not None and route.shape == shape and found == param
 
 
-@pytest.mark.parametrize("path", ["/", "", "/api/v1/id", "/api/v1/id/1/2", "/api/v1/picture/1", "/healthz/",
-                                  "/api/v1/other/1", "/API/v1/id/1", "/metrics/x"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/",
+        "",
+        "/api/v1/id",
+        "/api/v1/id/1/2",
+        "/api/v1/picture/1",
+        "/healthz/",
+        "/api/v1/other/1",
+        "/API/v1/id/1",
+        "/metrics/x",
+    ],
+)
 def test_a_path_of_no_route(path):
     assert routes.match(path) == (None, None)
 
 
 def test_names_are_the_shapes_without_their_parameter_and_unique():
     assert [r.name for r in routes.ROUTES] == [
-        "/api/v1/id", "/api/v1/nickname", "/api/v1/username", "/api/v1/picture/record", "/api/v1/picture/raw",
-        "/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"]
+        "/api/v1/id",
+        "/api/v1/nickname",
+        "/api/v1/username",
+        "/api/v1/picture/record",
+        "/api/v1/picture/raw",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/v1/openapi.json",
+    ]
     assert routes.NO_ROUTE not in {r.name for r in routes.ROUTES}
 
 

@@ -53,8 +53,11 @@ def connections_of(clock: Clock, **handlers: FakeHandler) -> Connections:
 def test_the_watchdog_ends_every_phase_past_its_deadline_but_never_a_store_call():
     clock = Clock()
     due, later = clock.now - 0.01, clock.now + 5
-    handlers = {f"{phase}-{when}": FakeHandler(phase, deadline)
-                for phase in (IDLE, HEADERS, WRITING, BUSY) for when, deadline in (("due", due), ("later", later))}
+    handlers = {
+        f"{phase}-{when}": FakeHandler(phase, deadline)
+        for phase in (IDLE, HEADERS, WRITING, BUSY)
+        for when, deadline in (("due", due), ("later", later))
+    }
     table = Connections(dataclasses.replace(OPTIONS, max_connections=100), clock)
     for name, handler in handlers.items():
         table.admit(name)

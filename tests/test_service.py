@@ -44,9 +44,10 @@ def test_a_bug_is_a_500_logged_on_one_line_with_where_it_was_raised_and_never_th
     tokens = TokenKeeper(BrokenStore(), refresh=60)
     tokens.token = TOKEN.encode()
     service = Service(BrokenStore(), tokens, Metrics(), b"{}")
-    request = httpparse.read_request(io.BytesIO(
-        f"GET /api/v1/id/5 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()),
-        settings.defaults())
+    request = httpparse.read_request(
+        io.BytesIO(f"GET /api/v1/id/5 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()),
+        settings.defaults(),
+    )
     route, answer = service.do_GET(request)
     assert (route, answer.status, answer.close) == ("/api/v1/id", 500, True)
     assert json.loads(answer.body) == {"status": "failure", "message": {"error": "Internal Server Error"}}
@@ -55,6 +56,9 @@ def test_a_bug_is_a_500_logged_on_one_line_with_where_it_was_raised_and_never_th
     # last is where it was raised, then the route. The frames above it are the service's own,
     # whatever their names.
     frames = r"(?:[\w.]+:\d+ in [\w<>]+ > )+"
-    assert re.search(rf" error: KeyError: .*no column for 5 near \*\*\*.* at {frames}{re.escape(raise_site())}"
-                     r" \(route /api/v1/id\)$", line), line
+    assert re.search(
+        rf" error: KeyError: .*no column for 5 near \*\*\*.* at {frames}{re.escape(raise_site())}"
+        r" \(route /api/v1/id\)$",
+        line,
+    ), line
     assert TOKEN not in line and TOKEN[:-1] not in line

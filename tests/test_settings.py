@@ -26,8 +26,12 @@ def test_defaults_come_from_the_table_typed():
 def test_flags_win_over_the_environment_which_wins_over_defaults():
     env = {"SERVICE_PORT": "9001", "WRITE_TIMEOUT_SECONDS": "3.5", "ACCESS_LOG": "off", "COUCHBASE_PASSWORD": "pw"}
     options = settings.load([], env)
-    assert (options.port, options.write_timeout, options.access_log, options.couchbase_password) == \
-        (9001, 3.5, False, "pw")
+    assert (options.port, options.write_timeout, options.access_log, options.couchbase_password) == (
+        9001,
+        3.5,
+        False,
+        "pw",
+    )
     options = settings.load(["--port", "9002", "--access-log"], env)
     assert (options.port, options.access_log) == (9002, True)
 
@@ -38,15 +42,24 @@ def test_the_password_has_no_flag():
         settings.load(["--couchbase-password", "x"], {})
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"SERVICE_PORT": "eighty"}, "--port: invalid int value: 'eighty'"),
-    ({"ACCESS_LOG": "maybe"}, "ACCESS_LOG: invalid boolean value: 'maybe'"),
-    ({"WORKERS": "0"}, "--workers must be at least 1"),
-    ({"WRITE_TIMEOUT_SECONDS": "0"}, "--write-timeout must be at least 0.01"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"SERVICE_PORT": "eighty"}, "--port: invalid int value: 'eighty'"),
+        ({"ACCESS_LOG": "maybe"}, "ACCESS_LOG: invalid boolean value: 'maybe'"),
+        ({"WORKERS": "0"}, "--workers must be at least 1"),
+        ({"WRITE_TIMEOUT_SECONDS": "0"}, "--write-timeout must be at least 0.01"),
+    ],
+)
 def test_a_bad_value_is_a_clear_error_naming_the_setting(env, message):
-    result = subprocess.run([sys.executable, "-c", "import settings; settings.load()"], cwd=ROOT,
-                            env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-c", "import settings; settings.load()"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 2 and message in result.stderr, result.stderr
 
 

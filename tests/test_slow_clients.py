@@ -87,8 +87,14 @@ def fd_soft_limit(soft: int):
 @pytest.fixture(scope="module")
 def short_timeouts(seeded_db, tmp_path_factory):
     log = tmp_path_factory.mktemp("slow") / "service.log"
-    svc = ServiceProcess({"USERPROFILE_DB": str(seeded_db)}, "--header-timeout", str(HEADER_TIMEOUT),
-                         "--idle-timeout", str(IDLE_TIMEOUT), log_path=log).start(wait_for="/readyz")
+    svc = ServiceProcess(
+        {"USERPROFILE_DB": str(seeded_db)},
+        "--header-timeout",
+        str(HEADER_TIMEOUT),
+        "--idle-timeout",
+        str(IDLE_TIMEOUT),
+        log_path=log,
+    ).start(wait_for="/readyz")
     yield svc
     svc.stop()
     assert "Traceback" not in svc.log() and TOKEN not in svc.log()
@@ -112,7 +118,7 @@ def test_slowloris_is_cut_off_after_the_header_timeout_while_others_are_served(s
             for i, s in enumerate(slow):
                 if i not in cut_at:
                     with contextlib.suppress(OSError):
-                        s.send(trickle[sent:sent + 3])  # 3 bytes each 50 ms: always progressing, never done
+                        s.send(trickle[sent : sent + 3])  # 3 bytes each 50 ms: always progressing, never done
             sent += 3
             for key, _ in sel.select(timeout=0.05):
                 i = key.data
@@ -198,11 +204,11 @@ def test_idle_keep_alive_connections_are_closed_after_the_idle_timeout(short_tim
     busy.close()
 
 
-
 def test_connections_beyond_the_cap_get_503_and_no_thread(seeded_db, tmp_path):
     cap = 50
-    svc = ServiceProcess({"USERPROFILE_DB": str(seeded_db)}, "--max-connections", str(cap),
-                         log_path=tmp_path / "log").start(wait_for="/readyz")
+    svc = ServiceProcess(
+        {"USERPROFILE_DB": str(seeded_db)}, "--max-connections", str(cap), log_path=tmp_path / "log"
+    ).start(wait_for="/readyz")
     assert svc.proc is not None  # started
     held: list[socket.socket] = []
     try:
@@ -221,8 +227,10 @@ def test_connections_beyond_the_cap_get_503_and_no_thread(seeded_db, tmp_path):
             assert b"Connection: close" in head
             assert b"\r\nRetry-After: 1\r\n" in head and b"\r\nCache-Control: no-store\r\n" in head
             assert b"\r\nX-Content-Type-Options: nosniff\r\n" in head
-            assert json.loads(body) == {"status": "failure",
-                                        "message": {"error": "Service Unavailable: too many connections"}}
+            assert json.loads(body) == {
+                "status": "failure",
+                "message": {"error": "Service Unavailable: too many connections"},
+            }
         assert threads_of(svc.proc.pid) <= threads_at_cap + 2, "a refused connection got a thread"
         # One place freed: a new client is served again.
         held.pop().close()
@@ -294,9 +302,18 @@ WRITE_TIMEOUT = 4.0
 def short_write_timeout(seeded_db, tmp_path):
     # No recycling: the write deadline is what is tested, and a client that pipelines without
     # reading is otherwise released after its MAX_REQUESTS_PER_CONNECTION answers (below).
-    svc = ServiceProcess({"USERPROFILE_DB": str(seeded_db)}, "--write-timeout", str(WRITE_TIMEOUT),
-                         "--header-timeout", "2", "--idle-timeout", "30", "--max-requests-per-connection", "0",
-                         log_path=tmp_path / "service.log").start(wait_for="/readyz")
+    svc = ServiceProcess(
+        {"USERPROFILE_DB": str(seeded_db)},
+        "--write-timeout",
+        str(WRITE_TIMEOUT),
+        "--header-timeout",
+        "2",
+        "--idle-timeout",
+        "30",
+        "--max-requests-per-connection",
+        "0",
+        log_path=tmp_path / "service.log",
+    ).start(wait_for="/readyz")
     yield svc
     svc.stop()
     assert "Traceback" not in svc.log() and TOKEN not in svc.log()
@@ -308,7 +325,8 @@ def never_reading_client(svc: ServiceProcess, seeded_db, receive_buffer: int | N
     and never read: the server's writes to it block once every buffer on the way is full."""
     with sqlite3.connect(seeded_db) as conn:
         (nickname,) = conn.execute(
-            "SELECT nickname FROM user_data GROUP BY nickname ORDER BY count(*) DESC LIMIT 1").fetchone()
+            "SELECT nickname FROM user_data GROUP BY nickname ORDER BY count(*) DESC LIMIT 1"
+        ).fetchone()
     request = f"GET /api/v1/nickname/{nickname} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
     s = socket.socket()
     if receive_buffer is not None:
@@ -364,12 +382,13 @@ def pipeline_and_never_read(svc: ServiceProcess, request: bytes, count: int) -> 
     data = memoryview(request * count)
     with contextlib.suppress(BlockingIOError):
         while data:
-            data = data[s.send(data):]
+            data = data[s.send(data) :]
     return s
 
 
 def test_thirty_pipelining_never_readers_at_once_are_all_released_within_the_write_timeout(
-        short_write_timeout, seeded_db):
+    short_write_timeout, seeded_db
+):
     """A connection whose client has not taken its earlier answers is not served the requests it
     queued behind them (the bytes written but unread are bounded), so its write blocks and the
     deadline bites soon after it starts: however many do it at once, each is released within
@@ -378,7 +397,8 @@ def test_thirty_pipelining_never_readers_at_once_are_all_released_within_the_wri
     svc = short_write_timeout
     with sqlite3.connect(seeded_db) as conn:
         (nickname,) = conn.execute(
-            "SELECT nickname FROM user_data GROUP BY nickname ORDER BY count(*) DESC LIMIT 1").fetchone()
+            "SELECT nickname FROM user_data GROUP BY nickname ORDER BY count(*) DESC LIMIT 1"
+        ).fetchone()
     request = f"GET /api/v1/nickname/{nickname} HTTP/1.1\r\nHost: x\r\nx-access-token: {TOKEN}\r\n\r\n".encode()
     started = time.monotonic()
     greedy = [pipeline_and_never_read(svc, request, 20_000) for _ in range(30)]
@@ -386,7 +406,8 @@ def test_thirty_pipelining_never_readers_at_once_are_all_released_within_the_wri
         served = 0
         while (still_open := metric(svc, "userprofile_connections_open") - 1) > 0:  # 1: the /metrics request
             assert time.monotonic() - started < WRITE_TIMEOUT + 2, (
-                f"{still_open:.0f} of 30 still open {time.monotonic() - started:.1f} s after they connected")
+                f"{still_open:.0f} of 30 still open {time.monotonic() - started:.1f} s after they connected"
+            )
             t = time.monotonic()
             assert svc.get("/api/v1/id/7", TOKEN)[0] == 200  # others are served meanwhile, promptly
             assert time.monotonic() - t < 1
@@ -438,8 +459,9 @@ def wait_until_value(read, target: float, timeout: float) -> float:
 def test_a_client_that_pipelines_without_reading_gets_its_answers_then_a_clean_close(seeded_db, tmp_path):
     """After MAX_REQUESTS_PER_CONNECTION answers the server closes, however many requests were
     sent, and lingers: the answers already sent are not destroyed by a reset."""
-    svc = ServiceProcess({"USERPROFILE_DB": str(seeded_db)}, "--max-requests-per-connection", "100",
-                         log_path=tmp_path / "service.log").start()
+    svc = ServiceProcess(
+        {"USERPROFILE_DB": str(seeded_db)}, "--max-requests-per-connection", "100", log_path=tmp_path / "service.log"
+    ).start()
     try:
         s = socket.create_connection((svc.host, svc.port), timeout=10)
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 500)

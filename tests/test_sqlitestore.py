@@ -18,10 +18,16 @@ def store(tmp_path):
     s = SQLiteStore(str(tmp_path / "deep" / "dir" / "s.db"), busy_timeout=2)  # missing folders are made
     s.create_schema()
     s.create_schema()  # idempotent
-    s.upsert(PROFILES, [
-        (f"{PROFILES}:{i}", {"record_id": i, "nickname": "twin" if i < 3 else f"n{i}", "user_id": f"u{i}", "é": "ü"})
-        for i in (2, 1, 3)
-    ])
+    s.upsert(
+        PROFILES,
+        [
+            (
+                f"{PROFILES}:{i}",
+                {"record_id": i, "nickname": "twin" if i < 3 else f"n{i}", "user_id": f"u{i}", "é": "ü"},
+            )
+            for i in (2, 1, 3)
+        ],
+    )
     s.upsert(IMAGES, [(f"{IMAGES}:1", {"record_id": 1, "type": "png", "image": "AAAA"})])
     s.upsert(AUTH, [(TOKEN_KEY, {"token": "secret"})])
     yield s
@@ -82,9 +88,13 @@ def test_no_lookup_holds_a_read_transaction_open(store):
     """The pool keeps a cursor per connection; each lookup must still end its read
     transaction, or readers would see an old snapshot and the WAL could not be emptied."""
     lookups = [
-        lambda: store.get_profile("1"), lambda: store.get_profile("9"), lambda: store.get_image("1"),
-        lambda: store.find_by_nickname("twin"), lambda: store.find_by_username("u1"),
-        store.read_token, store.ping,
+        lambda: store.get_profile("1"),
+        lambda: store.get_profile("9"),
+        lambda: store.get_image("1"),
+        lambda: store.find_by_nickname("twin"),
+        lambda: store.find_by_username("u1"),
+        store.read_token,
+        store.ping,
     ]
     for n, lookup in enumerate(lookups):
         lookup()

@@ -39,8 +39,10 @@ def report():
     reason = unavailable()
     if reason:
         pytest.skip(reason)
-    driver = (f"ip link set lo up && exec {sys.executable} {ROOT / 'tests' / 'terminator.py'} "
-              f"--connect-timeout {CONNECT_TIMEOUT}")
+    driver = (
+        f"ip link set lo up && exec {sys.executable} {ROOT / 'tests' / 'terminator.py'} "
+        f"--connect-timeout {CONNECT_TIMEOUT}"
+    )
     done = subprocess.run(["unshare", "-n", "sh", "-c", driver], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     found = json.loads(done.stdout)
@@ -56,17 +58,22 @@ def test_the_right_ca_serves_every_key_value_route_as_the_plain_path(report):
 
 def seconds_to(line: str, lines: list[str]) -> float:
     """From the service's first log line to ``line``'s stamp."""
+
     def stamp(text: str) -> datetime:
         return datetime.fromisoformat(text.split(" ", 1)[0])
+
     return (stamp(line) - stamp(lines[0])).total_seconds()
 
 
-@pytest.mark.parametrize("scenario, cause", [
-    ("wrong_ca", "unable to get local issuer certificate"),
-    ("no_ca", "unable to get local issuer certificate"),
-    ("wrong_name", "IP address mismatch, certificate is not valid for '127.0.0.1'"),
-    ("missing_ca", "cannot load COUCHBASE_CA_CERT"),
-])
+@pytest.mark.parametrize(
+    "scenario, cause",
+    [
+        ("wrong_ca", "unable to get local issuer certificate"),
+        ("no_ca", "unable to get local issuer certificate"),
+        ("wrong_name", "IP address mismatch, certificate is not valid for '127.0.0.1'"),
+        ("missing_ca", "cannot load COUCHBASE_CA_CERT"),
+    ],
+)
 def test_a_certificate_not_trusted_for_its_node_is_refused_and_named(report, scenario, cause):
     found = report[scenario]
     assert found["ready_after_s"] is None, found  # never ready, so never a 200 from that node
@@ -103,9 +110,27 @@ def test_a_node_answers_a_noop_over_tls(tmp_path):
     """The probe of a lost node on a TLS port (couchbases://): a handshake, then the NOOP; a
     plain NOOP to a TLS port, or a node that completes the handshake but never answers: no.
     (The plain probe: test_cbconn_socket.py.)"""
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=node",
-                    "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=node",
+            "-keyout",
+            str(tmp_path / "key.pem"),
+            "-out",
+            str(tmp_path / "cert.pem"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
     refusal = bytes([0x81, 0x0A]) + bytes(4) + b"\x00\x24" + bytes(16)  # NOOP's answer: no access

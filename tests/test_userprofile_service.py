@@ -52,9 +52,23 @@ def test_id_returns_the_stored_profile_bytes_in_an_array(server, seeded_db):
     assert body == b"[" + stored(seeded_db, "user_data", "user_data:1") + b"]"
     [profile] = json.loads(body)
     assert profile["record_id"] == 1
-    assert set(profile) == {"record_id", "name", "nickname", "picture", "user_id", "email", "email_verified",
-                            "first_name", "last_name", "address", "city", "state", "zip_code", "phone",
-                            "date_of_birth"}
+    assert set(profile) == {
+        "record_id",
+        "name",
+        "nickname",
+        "picture",
+        "user_id",
+        "email",
+        "email_verified",
+        "first_name",
+        "last_name",
+        "address",
+        "city",
+        "state",
+        "zip_code",
+        "phone",
+        "date_of_birth",
+    }
 
 
 def test_every_generated_id_is_found_and_the_next_is_not(server):
@@ -66,7 +80,8 @@ def test_every_generated_id_is_found_and_the_next_is_not(server):
 def test_nickname_returns_every_profile_sharing_it(server, seeded_db):
     with sqlite3.connect(seeded_db) as conn:
         nickname, shared = conn.execute(
-            "SELECT nickname, count(*) AS n FROM user_data GROUP BY nickname ORDER BY n DESC LIMIT 1").fetchone()
+            "SELECT nickname, count(*) AS n FROM user_data GROUP BY nickname ORDER BY n DESC LIMIT 1"
+        ).fetchone()
     assert shared > 1, "the generator should repeat nicknames"
     status, _, body = server.get(f"/api/v1/nickname/{nickname}", TOKEN)
     profiles = json.loads(body)
@@ -99,8 +114,8 @@ def test_picture_record_and_raw(server, seeded_db):
     width, height = struct.unpack(">II", raw[16:24])
     assert (width, height) == (40, 40)
     idat_at = raw.index(b"IDAT")
-    (length,) = struct.unpack(">I", raw[idat_at - 4:idat_at])
-    assert len(zlib.decompress(raw[idat_at + 4:idat_at + 4 + length])) == height * (1 + 3 * width)
+    (length,) = struct.unpack(">I", raw[idat_at - 4 : idat_at])
+    assert len(zlib.decompress(raw[idat_at + 4 : idat_at + 4 + length])) == height * (1 + 3 * width)
     assert server.get("/api/v1/picture/raw/999999", TOKEN)[0] == 404
     assert server.get("/api/v1/picture/record/999999", TOKEN)[0] == 404
 
@@ -115,14 +130,17 @@ def test_percent_decoded_utf8_parameters_and_ignored_query(server):
 
 
 # -- authentication -------------------------------------------------------------
-@pytest.mark.parametrize("headers", [
-    {},
-    {"Authorization": "Bearer wrong"},
-    {"Authorization": f"Bearer {TOKEN[:-1]}X"},
-    {"Authorization": "Bearer"},
-    {"Authorization": f"Basic {TOKEN}"},
-    {"x-access-token": "wrong"},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Bearer {TOKEN[:-1]}X"},
+        {"Authorization": "Bearer"},
+        {"Authorization": f"Basic {TOKEN}"},
+        {"x-access-token": "wrong"},
+    ],
+)
 def test_missing_or_wrong_token_is_401_with_a_bearer_challenge(server, headers):
     status, hdrs, body = server.get("/api/v1/id/1", headers=headers)
     assert status == 401
@@ -215,17 +233,20 @@ def test_http10_closes_unless_asked_to_keep_alive(server):
         assert s.recv(65536).startswith(b"HTTP/1.1 200 OK")
 
 
-@pytest.mark.parametrize("request_bytes, status", [
-    (b"GET /api/v1/id/%ZZ HTTP/1.1\r\nHost: x\r\n\r\n", 400),
-    (b"GET /api/v1/nickname/%C3%28 HTTP/1.1\r\nHost: x\r\n\r\n", 400),
-    (b"GET /api/v1/nickname/a%00b HTTP/1.1\r\nHost: x\r\n\r\n", 400),
-    (b"GET /healthz\r\n\r\n", 400),
-    (b"GET /a\x01b HTTP/1.1\r\nHost: x\r\n\r\n", 400),
-    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
-    (b"GET /healthz HTTP/1.1\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431),
-    (b"GET /healthz HTTP/1.1\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", 431),
-    (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
-])
+@pytest.mark.parametrize(
+    "request_bytes, status",
+    [
+        (b"GET /api/v1/id/%ZZ HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET /api/v1/nickname/%C3%28 HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET /api/v1/nickname/a%00b HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET /healthz\r\n\r\n", 400),
+        (b"GET /a\x01b HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"GET /healthz HTTP/1.1\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431),
+        (b"GET /healthz HTTP/1.1\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", 431),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
+    ],
+)
 def test_malformed_requests_get_a_clear_4xx_in_json(server, request_bytes, status):
     token_header = f"Authorization: Bearer {TOKEN}\r\nConnection: close\r\n".encode()
     request_bytes = request_bytes.replace(b"Host: x\r\n", b"Host: x\r\n" + token_header)
@@ -322,8 +343,10 @@ def test_sigterm_drains_without_losing_a_request_then_exits_0(seeded_db, tmp_pat
     """Not ready at once; still accepting; the request in flight, the next request on an open
     keep-alive connection and a new connection are all answered, each with Connection: close; a
     connection idle for DRAIN_IDLE_SECONDS is closed; the process ends when none is left."""
-    svc = ServiceProcess({"USERPROFILE_DB": str(seeded_db), "DRAIN_IDLE_SECONDS": "1.5",
-                          "SHUTDOWN_GRACE_SECONDS": "20"}, log_path=tmp_path / "log").start()
+    svc = ServiceProcess(
+        {"USERPROFILE_DB": str(seeded_db), "DRAIN_IDLE_SECONDS": "1.5", "SHUTDOWN_GRACE_SECONDS": "20"},
+        log_path=tmp_path / "log",
+    ).start()
     assert svc.proc is not None  # started
     get = f"GET /api/v1/id/9 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
     idle, kept = (socket.create_connection((svc.host, svc.port), timeout=5) for _ in range(2))
@@ -369,8 +392,10 @@ def test_sigterm_answers_a_connection_still_in_the_accept_queue(seeded_db, tmp_p
 
 
 def test_sigterm_closes_what_is_left_at_the_grace_period(seeded_db, tmp_path):
-    svc = ServiceProcess({"USERPROFILE_DB": str(seeded_db), "SHUTDOWN_GRACE_SECONDS": "1.5",
-                          "DRAIN_IDLE_SECONDS": "60"}, log_path=tmp_path / "log").start()
+    svc = ServiceProcess(
+        {"USERPROFILE_DB": str(seeded_db), "SHUTDOWN_GRACE_SECONDS": "1.5", "DRAIN_IDLE_SECONDS": "60"},
+        log_path=tmp_path / "log",
+    ).start()
     assert svc.proc is not None  # started
     idle = socket.create_connection((svc.host, svc.port), timeout=10)
     idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -396,9 +421,13 @@ def test_sigterm_during_start_up_is_honoured(tmp_path):
     """As PID 1 in a container, a signal without a handler is dropped: the handler must be
     in place before start-up's slow parts (here, loading the Couchbase SDK), and honoured."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "userprofile_service.py"), "--host", "127.0.0.1",
-                             "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "COUCHBASE_HOST": "127.0.0.1:1", "COUCHBASE_CONNECT_TIMEOUT": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "userprofile_service.py"), "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "COUCHBASE_HOST": "127.0.0.1:1", "COUCHBASE_CONNECT_TIMEOUT": "1"},
+    )
     try:
         deadline = time.monotonic() + 20
         while not catches(proc.pid, signal.SIGTERM):
@@ -419,8 +448,14 @@ def test_sigterm_during_start_up_is_honoured(tmp_path):
 
 
 def run_service(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "userprofile_service.py"), *args], cwd=ROOT,
-                          env={**os.environ, **env}, capture_output=True, text=True, timeout=20)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "userprofile_service.py"), *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
 
 
 def test_bad_configuration_is_a_clear_error(tmp_path):

@@ -35,8 +35,13 @@ def python_files() -> list[Path]:
 
 
 def bandit(files: list[Path], *extra: str) -> list[dict]:
-    result = subprocess.run([str(BANDIT), "--format", "json", "--quiet", *extra, *map(str, files)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(BANDIT), "--format", "json", "--quiet", *extra, *map(str, files)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if result.returncode not in (0, 1):  # 1: findings, judged by the caller
         sys.exit(f"bandit failed ({result.returncode}): {result.stderr[-2000:]}")
     report = json.loads(result.stdout)

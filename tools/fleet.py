@@ -46,8 +46,16 @@ from fleet_instances import Instance, grace_seconds, log, metric, seed_store
 from fleet_report import STEADY_WINDOW, Row, row, table
 
 
-def scenario_rolling(workdir: Path, db: Path, token: str, rate: float, balancers: list[str],
-                     with_jmeter: bool, steady: float = 8, nginx_follows: str = "slots") -> list[Row]:
+def scenario_rolling(
+    workdir: Path,
+    db: Path,
+    token: str,
+    rate: float,
+    balancers: list[str],
+    with_jmeter: bool,
+    steady: float = 8,
+    nginx_follows: str = "slots",
+) -> list[Row]:
     """A rolling restart of 4 instances under every client kind through every balancer at once."""
     fleet = Fleet("rolling", db, workdir, balancers, 4, capacity=8, nginx_follows=nginx_follows)
     clients: list[tuple[str, ClientProcess]] = []
@@ -67,18 +75,37 @@ def scenario_rolling(workdir: Path, db: Path, token: str, rate: float, balancers
         change_end = time.monotonic()
         log(f"rolling: restart done in {change_end - change_start:.1f} s; exit codes {fleet.exit_codes()}")
         time.sleep(2)
-        drained = (f"exit codes {distinct_exit_codes(fleet)}, "
-                   f"drained in {fleet.drain_seconds():.1f} s at most")
+        drained = f"exit codes {distinct_exit_codes(fleet)}, drained in {fleet.drain_seconds():.1f} s at most"
         follows = f"; nginx follows the endpoints by {nginx_follows}"
-        rows = [row("rolling restart", name, c.kind, c.stop(), change_start, change_end,
-                    note=drained + (follows if name == "nginx" else ""), exit_codes=fleet.exit_codes(),
-                    nginx_follows=nginx_follows) for name, c in clients]
+        rows = [
+            row(
+                "rolling restart",
+                name,
+                c.kind,
+                c.stop(),
+                change_start,
+                change_end,
+                note=drained + (follows if name == "nginx" else ""),
+                exit_codes=fleet.exit_codes(),
+                nginx_follows=nginx_follows,
+            )
+            for name, c in clients
+        ]
         if jmeter:
             s = jmeter.finish()
             kinds = s["error_kinds"]
-            rows.append(Row("rolling restart", "haproxy-tcp", "JMeter (HttpClient4)", s["samples"], kinds,
-                            p99_change=s["p99_ms"], note="p99 over the whole run (JMeter counts whole ms)",
-                            extra={"exit_codes": fleet.exit_codes()}))
+            rows.append(
+                Row(
+                    "rolling restart",
+                    "haproxy-tcp",
+                    "JMeter (HttpClient4)",
+                    s["samples"],
+                    kinds,
+                    p99_change=s["p99_ms"],
+                    note="p99 over the whole run (JMeter counts whole ms)",
+                    extra={"exit_codes": fleet.exit_codes()},
+                )
+            )
         return rows
     finally:
         for _, c in clients:
@@ -93,8 +120,9 @@ def distinct_exit_codes(fleet: Fleet) -> list[int | None]:
     return sorted(set(fleet.exit_codes().values()), key=lambda code: math.inf if code is None else code)
 
 
-def scenario_scale(workdir: Path, db: Path, token: str, rate: float, steady: float = 5,
-                   settle: float = 30, window: float = 30) -> list[Row]:
+def scenario_scale(
+    workdir: Path, db: Path, token: str, rate: float, steady: float = 5, settle: float = 30, window: float = 30
+) -> list[Row]:
     """Scale-out 2 -> 4 under load on L4, the new instances' share; then scale-in 4 -> 2."""
     fleet = Fleet("scale", db, workdir, ["haproxy-tcp"], 2, capacity=4)
     client = ClientProcess("blind", fleet.balancers[0].port, token, rate=rate, label="scale/blind")
@@ -124,22 +152,43 @@ def scenario_scale(workdir: Path, db: Path, token: str, rate: float, steady: flo
         out = [o for o in outcomes if o.start < in_start]
         inside = [o for o in outcomes if o.start >= in_start]
         return [
-            row("scale-out 2 -> 4", "haproxy-tcp", "blind", out, out_start, ready + settle + window,
+            row(
+                "scale-out 2 -> 4",
+                "haproxy-tcp",
+                "blind",
+                out,
+                out_start,
+                ready + settle + window,
                 note=f"new instances served {share:.0%} ({sum(served[i.name] for i in new):,.0f} of "
-                     f"{sum(served.values()):,.0f}) in the {window:.0f} s from {settle:.0f} s after ready",
-                share=share),
-            row("scale-in 4 -> 2", "haproxy-tcp", "blind", inside, in_start, in_end,
+                f"{sum(served.values()):,.0f}) in the {window:.0f} s from {settle:.0f} s after ready",
+                share=share,
+            ),
+            row(
+                "scale-in 4 -> 2",
+                "haproxy-tcp",
+                "blind",
+                inside,
+                in_start,
+                in_end,
                 steady=[o for o in out if o.start >= in_start - steady],
-                note=f"exit codes {distinct_exit_codes(fleet)}, drained in "
-                     f"{fleet.drain_seconds():.1f} s at most", exit_codes=fleet.exit_codes()),
+                note=f"exit codes {distinct_exit_codes(fleet)}, drained in {fleet.drain_seconds():.1f} s at most",
+                exit_codes=fleet.exit_codes(),
+            ),
         ]
     finally:
         client.abort()
         fleet.stop()
 
 
-def scenario_idle_race(workdir: Path, db: Path, token: str, idle: float = 3, delay: float = 0.05,
-                       connections: int = 12, per_connection: int = 12) -> list[Row]:
+def scenario_idle_race(
+    workdir: Path,
+    db: Path,
+    token: str,
+    idle: float = 3,
+    delay: float = 0.05,
+    connections: int = 12,
+    per_connection: int = 12,
+) -> list[Row]:
     """Requests after pauses swept across the server's idle timeout, through 2 x 50 ms of network."""
     d = workdir / "idle"
     d.mkdir(parents=True, exist_ok=True)
@@ -153,9 +202,13 @@ def scenario_idle_race(workdir: Path, db: Path, token: str, idle: float = 3, del
         # Pauses spread evenly over idle +- 0.4 s (a low-discrepancy sweep, the same for both kinds).
         n = connections * per_connection
         sweep = [idle - 0.4 + 0.8 * ((k * 0.6180339887) % 1) for k in range(n)]
-        pauses = [[0.0, *sweep[i * per_connection:(i + 1) * per_connection]] for i in range(connections)]
-        clients = [Client(kind, proxy.port, token, connections=connections, rate=0, pauses=pauses,
-                          label=f"idle/{kind}").start() for kind in ("hint", "check")]
+        pauses = [[0.0, *sweep[i * per_connection : (i + 1) * per_connection]] for i in range(connections)]
+        clients = [
+            Client(
+                kind, proxy.port, token, connections=connections, rate=0, pauses=pauses, label=f"idle/{kind}"
+            ).start()
+            for kind in ("hint", "check")
+        ]
         for c in clients:
             for t in c.threads:
                 t.join(per_connection * (idle + 1) + 30)
@@ -164,17 +217,29 @@ def scenario_idle_race(workdir: Path, db: Path, token: str, idle: float = 3, del
             outcomes = c.stop()[connections:]  # less each connection's first request
             failed_idle = sorted(round(o.idle, 3) for o in outcomes if o.result != "ok")
             where = f"; failed at idle {failed_idle[0]:.2f}..{failed_idle[-1]:.2f} s" if failed_idle else ""
-            rows.append(row("idle race", f"{delay * 1000:.0f} ms proxy", c.kind, outcomes, 0, math.inf,
-                            note=f"IDLE_TIMEOUT_SECONDS={idle:g}; pauses {idle - 0.4:g}..{idle + 0.4:g} s{where}",
-                            failed_idle=failed_idle, idle_timeout=idle, delay=delay))
+            rows.append(
+                row(
+                    "idle race",
+                    f"{delay * 1000:.0f} ms proxy",
+                    c.kind,
+                    outcomes,
+                    0,
+                    math.inf,
+                    note=f"IDLE_TIMEOUT_SECONDS={idle:g}; pauses {idle - 0.4:g}..{idle + 0.4:g} s{where}",
+                    failed_idle=failed_idle,
+                    idle_timeout=idle,
+                    delay=delay,
+                )
+            )
         return rows
     finally:
         proxy.stop()
         inst.stop()
 
 
-def scenario_pipelining(workdir: Path, db: Path, token: str, write_timeout: float = 2, connections: int = 2,
-                        send_for: float = 10) -> list[Row]:
+def scenario_pipelining(
+    workdir: Path, db: Path, token: str, write_timeout: float = 2, connections: int = 2, send_for: float = 10
+) -> list[Row]:
     """Clients that pipeline requests and never read: how long until the service lets them go."""
     d = workdir / "pipelining"
     d.mkdir(parents=True, exist_ok=True)
@@ -210,12 +275,23 @@ def scenario_pipelining(workdir: Path, db: Path, token: str, write_timeout: floa
         for s in socks:
             s.close()
         release = released_at - start
-        return [Row("pipelining, never reading", "direct", f"{connections} connections", int(answered), {},
-                    note=f"WRITE_TIMEOUT_SECONDS={write_timeout:g}: released {release:.1f} s after the first "
-                         f"request ({released_at - stopped_sending:+.1f} s after the last was sent); "
-                         f"{answered / connections:,.0f} answers per connection, of {sum(sent):,} requests sent",
-                    extra={"release_seconds": release, "answers_per_connection": answered / connections,
-                           "write_timeout": write_timeout})]
+        return [
+            Row(
+                "pipelining, never reading",
+                "direct",
+                f"{connections} connections",
+                int(answered),
+                {},
+                note=f"WRITE_TIMEOUT_SECONDS={write_timeout:g}: released {release:.1f} s after the first "
+                f"request ({released_at - stopped_sending:+.1f} s after the last was sent); "
+                f"{answered / connections:,.0f} answers per connection, of {sum(sent):,} requests sent",
+                extra={
+                    "release_seconds": release,
+                    "answers_per_connection": answered / connections,
+                    "write_timeout": write_timeout,
+                },
+            )
+        ]
     finally:
         inst.stop()
 
@@ -235,8 +311,18 @@ def scenario_nginx_reloads(workdir: Path, db: Path, token: str, rate: float, rel
             time.sleep(ENDPOINT_DELAY_SECONDS)
         change_end = time.monotonic()
         time.sleep(2)
-        return [row("nginx reloads alone", "nginx", c.kind, c.stop(), change_start, change_end,
-                    note=f"{reloads} reloads, the same servers") for c in clients]
+        return [
+            row(
+                "nginx reloads alone",
+                "nginx",
+                c.kind,
+                c.stop(),
+                change_start,
+                change_end,
+                note=f"{reloads} reloads, the same servers",
+            )
+            for c in clients
+        ]
     finally:
         for c in clients:
             c.abort()
@@ -249,8 +335,9 @@ SCENARIOS = ("rolling", "scale", "idle", "pipelining", "jmeter", "reloads")
 BALANCERS = ("haproxy-tcp", "haproxy-http", "nginx")
 
 
-def run(only=SCENARIOS, rate: float = 200, balancers=BALANCERS,
-        workdir: Path | None = None, nginx_follows: str = "slots") -> list[Row]:
+def run(
+    only=SCENARIOS, rate: float = 200, balancers=BALANCERS, workdir: Path | None = None, nginx_follows: str = "slots"
+) -> list[Row]:
     """The scenarios asked for, those that do not disturb each other at the same time."""
     for tool in ("haproxy", "nginx"):
         if not shutil.which(tool):
@@ -270,6 +357,7 @@ def run(only=SCENARIOS, rate: float = 200, balancers=BALANCERS,
             except BaseException as exc:  # reported after the others have finished
                 errors.append(exc)
                 log(f"{name}: {exc!r}")
+
         t = threading.Thread(target=target, name=name)
         t.start()
         return t
@@ -279,8 +367,19 @@ def run(only=SCENARIOS, rate: float = 200, balancers=BALANCERS,
         behind = list(balancers) if "rolling" in only else []
         if "jmeter" in only and "haproxy-tcp" not in behind:
             behind.insert(0, "haproxy-tcp")  # JMeter's balancer
-        jobs.append(job("rolling", scenario_rolling, workdir, db, token, rate, behind, "jmeter" in only,
-                        nginx_follows=nginx_follows))
+        jobs.append(
+            job(
+                "rolling",
+                scenario_rolling,
+                workdir,
+                db,
+                token,
+                rate,
+                behind,
+                "jmeter" in only,
+                nginx_follows=nginx_follows,
+            )
+        )
     if "scale" in only:
         jobs.append(job("scale", scenario_scale, workdir, db, token, rate))
     if "idle" in only:
@@ -304,11 +403,20 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     p.add_argument("--rate", type=float, default=200, help="requests/s of each client group (default 200)")
-    p.add_argument("--balancers", nargs="+", choices=BALANCERS, default=list(BALANCERS),
-                   help="the balancers of the rolling restart (default all three, at once)")
-    p.add_argument("--nginx-follows", choices=NGINX_FOLLOWS, default="slots",
-                   help="how nginx follows the rolling restart's endpoints: slots declared up front, "
-                        "no reload (default), or a reload at each change")
+    p.add_argument(
+        "--balancers",
+        nargs="+",
+        choices=BALANCERS,
+        default=list(BALANCERS),
+        help="the balancers of the rolling restart (default all three, at once)",
+    )
+    p.add_argument(
+        "--nginx-follows",
+        choices=NGINX_FOLLOWS,
+        default="slots",
+        help="how nginx follows the rolling restart's endpoints: slots declared up front, "
+        "no reload (default), or a reload at each change",
+    )
     p.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = p.parse_args(argv)
     started = time.monotonic()

@@ -43,13 +43,17 @@ class HAProxy:
         else:
             # As an ingress: HTTP/1.1 keep-alive on both sides, each request balanced on its own,
             # idle backend connections reused; the default retry of a failed connect.
-            mode = ("    mode http\n    option http-keep-alive\n    timeout client 65s\n    timeout server 30s\n"
-                    "    timeout http-keep-alive 65s\n")
+            mode = (
+                "    mode http\n    option http-keep-alive\n    timeout client 65s\n    timeout server 30s\n"
+                "    timeout http-keep-alive 65s\n"
+            )
         servers = "".join(f"    server s{i} 127.0.0.1:9 disabled\n" for i in range(1, self.SLOTS + 1))
-        return (f"global\n    stats socket {self.sock} level admin\n    maxconn 4096\n"
-                f"defaults\n{mode}    timeout connect 2s\n"
-                f"frontend fe\n    bind 127.0.0.1:{self.port}\n    default_backend be\n"
-                f"backend be\n    balance roundrobin\n{servers}")
+        return (
+            f"global\n    stats socket {self.sock} level admin\n    maxconn 4096\n"
+            f"defaults\n{mode}    timeout connect 2s\n"
+            f"frontend fe\n    bind 127.0.0.1:{self.port}\n    default_backend be\n"
+            f"backend be\n    balance roundrobin\n{servers}"
+        )
 
     def start(self, instances) -> HAProxy:
         cfg = self.dir / "haproxy.cfg"
@@ -124,17 +128,20 @@ class Nginx:
         servers = "".join(f"        server 127.0.0.1:{port}{fails};\n" for port in ports)
         tmp = self.dir / "tmp"
         user = "user root root;\n" if os.geteuid() == 0 else ""
-        return (f"{user}daemon off;\nmaster_process on;\nworker_processes 1;\npid {self.dir}/nginx.pid;\n"
-                f"error_log {self.error_log} notice;\nevents {{ worker_connections 2048; }}\n"
-                f"http {{\n    access_log off;\n"
-                + "".join(f"    {kind}_temp_path {tmp}/{kind};\n"
-                          for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-                + f"    upstream service {{\n{servers}        keepalive 32;\n    }}\n"
-                f"    server {{\n        listen 127.0.0.1:{self.port};\n        keepalive_timeout 65s;\n"
-                f"        location / {{\n            proxy_pass http://service;\n"
-                f"            proxy_http_version 1.1;\n            proxy_set_header Connection \"\";\n"
-                f"            proxy_next_upstream error timeout;\n"
-                f"        }}\n    }}\n}}\n")
+        return (
+            f"{user}daemon off;\nmaster_process on;\nworker_processes 1;\npid {self.dir}/nginx.pid;\n"
+            f"error_log {self.error_log} notice;\nevents {{ worker_connections 2048; }}\n"
+            f"http {{\n    access_log off;\n"
+            + "".join(
+                f"    {kind}_temp_path {tmp}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+            )
+            + f"    upstream service {{\n{servers}        keepalive 32;\n    }}\n"
+            f"    server {{\n        listen 127.0.0.1:{self.port};\n        keepalive_timeout 65s;\n"
+            f"        location / {{\n            proxy_pass http://service;\n"
+            f'            proxy_http_version 1.1;\n            proxy_set_header Connection "";\n'
+            f"            proxy_next_upstream error timeout;\n"
+            f"        }}\n    }}\n}}\n"
+        )
 
     def write(self) -> None:
         (self.dir / "nginx.conf").write_text(self.config())
@@ -145,7 +152,9 @@ class Nginx:
         with open(self.dir / "nginx.out", "ab") as out:
             self.proc = subprocess.Popen(
                 ["nginx", "-p", str(self.dir), "-c", str(self.dir / "nginx.conf"), "-e", str(self.error_log)],
-                stdout=out, stderr=subprocess.STDOUT)
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         wait_for_port(self.port, self.proc, self.name)
         return self
 
@@ -191,8 +200,17 @@ def make_balancer(kind: str, workdir: Path, slots: list[int], nginx_follows: str
 class Fleet:
     """Instances and the balancers in front of them, changed together as endpoints change."""
 
-    def __init__(self, name: str, db: Path, workdir: Path, balancers: list[str], size: int,
-                 env: dict | None = None, capacity: int | None = None, nginx_follows: str = "slots"):
+    def __init__(
+        self,
+        name: str,
+        db: Path,
+        workdir: Path,
+        balancers: list[str],
+        size: int,
+        env: dict | None = None,
+        capacity: int | None = None,
+        nginx_follows: str = "slots",
+    ):
         """`capacity`: how many instances the fleet will start in all (nginx's slots)."""
         self.name, self.db, self.env = name, db, env or {}
         self.dir = workdir / name
@@ -275,5 +293,3 @@ class Fleet:
         for inst in self.instances + self.leaving:
             with contextlib.suppress(Exception):
                 inst.stop()
-
-

@@ -122,8 +122,16 @@ class Client:
     waits pauses[i] seconds of idleness before its i-th request (the idle race).
     """
 
-    def __init__(self, kind: str, port: int, token: str, connections: int = 16, rate: float = 200,
-                 pauses: list[list[float]] | None = None, label: str = ""):
+    def __init__(
+        self,
+        kind: str,
+        port: int,
+        token: str,
+        connections: int = 16,
+        rate: float = 200,
+        pauses: list[list[float]] | None = None,
+        label: str = "",
+    ):
         self.kind, self.port, self.token = kind, port, token
         self.connections, self.rate, self.pauses = connections, rate, pauses
         self.label = label or kind
@@ -158,8 +166,9 @@ class Client:
             if conn is not None:
                 conn.close()
             return None, Outcome(start, (time.monotonic() - start) * 1000, classify(exc), reused, False, idle)
-        outcome = Outcome(start, (time.monotonic() - start) * 1000, "ok" if status == 200 else f"HTTP {status}",
-                          reused, close, idle)
+        outcome = Outcome(
+            start, (time.monotonic() - start) * 1000, "ok" if status == 200 else f"HTTP {status}", reused, close, idle
+        )
         if close:
             conn.close()
             conn = None
@@ -188,7 +197,6 @@ class Client:
         if conn is not None:
             conn.close()
 
-
     def abort(self) -> None:
         self.stopping.set()
 
@@ -199,8 +207,17 @@ class ClientProcess:
 
     def __init__(self, kind: str, port: int, token: str, connections: int = 16, rate: float = 200, label: str = ""):
         self.kind, self.label, self.token = kind, label or kind, token
-        self.cmd = [sys.executable, __file__, kind, "--port", str(port),
-                    "--connections", str(connections), "--rate", str(rate)]
+        self.cmd = [
+            sys.executable,
+            __file__,
+            kind,
+            "--port",
+            str(port),
+            "--connections",
+            str(connections),
+            "--rate",
+            str(rate),
+        ]
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> ClientProcess:
@@ -235,10 +252,12 @@ def serve_client(kind: str, port: int, connections: int, rate: float) -> None:
 def jmeter_plan(workdir: Path, rate: float) -> Path:
     """The plan in jmeter/, with a Constant Throughput Timer added: `rate` requests/s in all,
     so that JMeter shares the machine with the fleet instead of taking all of it."""
-    timer = ('<ConstantThroughputTimer guiclass="TestBeanGUI" testclass="ConstantThroughputTimer" '
-             'testname="fleet pacing"><intProp name="calcMode">1</intProp>'
-             f'<doubleProp><name>throughput</name><value>{rate * 60:.1f}</value><savedValue>0.0</savedValue>'
-             '</doubleProp></ConstantThroughputTimer>\n        <hashTree/>\n        ')
+    timer = (
+        '<ConstantThroughputTimer guiclass="TestBeanGUI" testclass="ConstantThroughputTimer" '
+        'testname="fleet pacing"><intProp name="calcMode">1</intProp>'
+        f"<doubleProp><name>throughput</name><value>{rate * 60:.1f}</value><savedValue>0.0</savedValue>"
+        "</doubleProp></ConstantThroughputTimer>\n        <hashTree/>\n        "
+    )
     text = (ROOT / "jmeter" / "userprofile.jmx").read_text()
     marker = "<HTTPSamplerProxy "
     assert text.count(marker) == 1
@@ -254,13 +273,29 @@ class JMeter:
         self.jtl = workdir / "jmeter.jtl"
         props = workdir / "jmeter.properties"  # the token in a private file, never on a command line
         props.touch(mode=0o600)
-        props.write_text(f"token={token}\nhost=127.0.0.1\nport={port}\nthreads={threads}\n"
-                         f"duration={duration}\nmaxid={PROFILES}\n")
-        self.cmd = ["java", "-Xms128m", "-Xmx512m", "-jar", str(jmeter_jar()), "-n",
-                    "-t", str(jmeter_plan(workdir, rate)), "-l", str(self.jtl), "-j", str(workdir / "jmeter.log"),
-                    "-q", str(props), "-Jjmeter.save.saveservice.output_format=csv",
-                    "-Jjmeter.save.saveservice.print_field_names=true", "-Jjmeterengine.nongui.port=0",
-                    "-Jsummariser.out=false"]
+        props.write_text(
+            f"token={token}\nhost=127.0.0.1\nport={port}\nthreads={threads}\nduration={duration}\nmaxid={PROFILES}\n"
+        )
+        self.cmd = [
+            "java",
+            "-Xms128m",
+            "-Xmx512m",
+            "-jar",
+            str(jmeter_jar()),
+            "-n",
+            "-t",
+            str(jmeter_plan(workdir, rate)),
+            "-l",
+            str(self.jtl),
+            "-j",
+            str(workdir / "jmeter.log"),
+            "-q",
+            str(props),
+            "-Jjmeter.save.saveservice.output_format=csv",
+            "-Jjmeter.save.saveservice.print_field_names=true",
+            "-Jjmeterengine.nongui.port=0",
+            "-Jsummariser.out=false",
+        ]
         self.duration, self.workdir = duration, workdir
         self.proc: subprocess.Popen | None = None
 
@@ -289,7 +324,7 @@ class JMeter:
         with open(self.jtl, newline="") as f:
             for r in csv.DictReader(f):
                 if r["success"] != "true":
-                    kind = f'{r["responseCode"]} {r["responseMessage"]}'.splitlines()[0][:80]
+                    kind = f"{r['responseCode']} {r['responseMessage']}".splitlines()[0][:80]
                     summary["error_kinds"][kind] = summary["error_kinds"].get(kind, 0) + 1
         return summary
 

@@ -67,7 +67,8 @@ class DelayProxy:
     def start(self) -> DelayProxy:
         self.thread.start()
         self.server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self.handle, "127.0.0.1", 0), self.loop).result(5)
+            asyncio.start_server(self.handle, "127.0.0.1", 0), self.loop
+        ).result(5)
         self.port = self.server.sockets[0].getsockname()[1]
         return self
 
@@ -135,8 +136,11 @@ class DelayProxy:
             self.reset(client_writer)
             return
         try:
-            await asyncio.gather(self.pipe(client_reader, server_writer, client_writer),
-                                 self.pipe(server_reader, client_writer, server_writer), return_exceptions=True)
+            await asyncio.gather(
+                self.pipe(client_reader, server_writer, client_writer),
+                self.pipe(server_reader, client_writer, server_writer),
+                return_exceptions=True,
+            )
         except asyncio.CancelledError:
             pass  # the proxy stops: a handler ends quietly (asyncio logs a cancelled one as an error)
         finally:

@@ -63,8 +63,14 @@ def seed_store(workdir: Path, token: str) -> Path:
     db = workdir / "userprofile.db"
     env = {**os.environ, "USERPROFILE_DB": str(db)}
     env.pop("COUCHBASE_HOST", None)
-    subprocess.run([sys.executable, str(ROOT / "loaddata.py"), "--count", str(PROFILES), "--seed", "1",
-                    "--token", token], env=env, cwd=ROOT, check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, str(ROOT / "loaddata.py"), "--count", str(PROFILES), "--seed", "1", "--token", token],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     return db
 
 
@@ -84,7 +90,11 @@ class Instance:
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, str(ROOT / "userprofile_service.py"), "--host", "127.0.0.1", "--port", str(self.port)],
-                env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+                env=self.env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         return self
 
     def wait_ready(self, timeout: float = 30) -> Instance:
@@ -147,5 +157,3 @@ def grace_seconds() -> float:
     if found is None:
         raise SystemExit("k8s/deployment.yaml: no terminationGracePeriodSeconds")
     return float(found.group(1))
-
-

@@ -50,8 +50,17 @@ class Row:
         return self.failed - self.balancer_side
 
 
-def row(scenario: str, balancer: str, client: str, outcomes: list[Outcome], change_start: float,
-        change_end: float = math.inf, note: str = "", steady: list[Outcome] | None = None, **extra) -> Row:
+def row(
+    scenario: str,
+    balancer: str,
+    client: str,
+    outcomes: list[Outcome],
+    change_start: float,
+    change_end: float = math.inf,
+    note: str = "",
+    steady: list[Outcome] | None = None,
+    **extra,
+) -> Row:
     """Failures over all of outcomes; p99 in the steady seconds before change_start against the change."""
     failures: dict[str, int] = {}
     for o in outcomes:
@@ -60,15 +69,27 @@ def row(scenario: str, balancer: str, client: str, outcomes: list[Outcome], chan
     if steady is None:
         steady = [o for o in outcomes if change_start - STEADY_WINDOW <= o.start < change_start]
     change = [o for o in outcomes if change_start <= o.start <= change_end]
-    return Row(scenario, balancer, client, len(outcomes), failures,
-               sum(1 for o in outcomes if o.result != "ok" and o.reused), sum(1 for o in outcomes if o.close),
-               p99(steady), p99(change), note, extra)
+    return Row(
+        scenario,
+        balancer,
+        client,
+        len(outcomes),
+        failures,
+        sum(1 for o in outcomes if o.result != "ok" and o.reused),
+        sum(1 for o in outcomes if o.close),
+        p99(steady),
+        p99(change),
+        note,
+        extra,
+    )
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| scenario | balancer | client | requests | failed | failures by kind | p99 steady ms "
-             "| p99 during ms | answers with Connection: close | note |",
-             "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | --- |"]
+    lines = [
+        "| scenario | balancer | client | requests | failed | failures by kind | p99 steady ms "
+        "| p99 during ms | answers with Connection: close | note |",
+        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | --- |",
+    ]
     for r in rows:
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(r.failures.items())) or "-"
         if r.reused_failures:
@@ -76,8 +97,8 @@ def table(rows: list[Row]) -> str:
         if r.balancer_side:
             kinds += f"; {r.balancer_side} of them on the client's connection to {r.balancer} itself"
         fmt = lambda v: "-" if math.isnan(v) else f"{v:.1f}"  # noqa: E731
-        lines.append(f"| {r.scenario} | {r.balancer} | {r.client} | {r.requests:,} | {r.failed} | {kinds} | "
-                     f"{fmt(r.p99_steady)} | {fmt(r.p99_change)} | {r.close_answers:,} | {r.note} |")
+        lines.append(
+            f"| {r.scenario} | {r.balancer} | {r.client} | {r.requests:,} | {r.failed} | {kinds} | "
+            f"{fmt(r.p99_steady)} | {fmt(r.p99_change)} | {r.close_answers:,} | {r.note} |"
+        )
     return "\n".join(lines)
-
-

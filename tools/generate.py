@@ -34,7 +34,7 @@ def settings_table() -> None:
     if section is None or table is None:
         sys.exit("README.md: no table in a Configuration section")
     start = section.start() + table.start()
-    readme.write_text(text[:start] + settings.markdown() + "\n" + text[start + len(table.group(0)):])
+    readme.write_text(text[:start] + settings.markdown() + "\n" + text[start + len(table.group(0)) :])
 
 
 TARGETS = {"openapi": openapi, "settings-table": settings_table}

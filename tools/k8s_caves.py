@@ -24,7 +24,7 @@ import k8s_config as cfg
 from testkit.caves import Caves
 
 ROOT = Path(__file__).resolve().parent.parent
-CLUSTER_IP = "10.96.0.50"   # k8s/overlays/caves names it in COUCHBASE_HOST
+CLUSTER_IP = "10.96.0.50"  # k8s/overlays/caves names it in COUCHBASE_HOST
 BOOTSTRAP_PORT = 11210
 
 
@@ -42,7 +42,7 @@ def listening_ports(pid: int) -> list[int]:
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
-            if fields[3] == "0A" and fields[9] in inodes:   # 0A: LISTEN
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
                 ports.add(int(fields[1].rsplit(":", 1)[1], 16))
     return sorted(ports)
 
@@ -58,8 +58,14 @@ def serve(run: Path) -> int:
         ports = listening_ports(caves.proc.pid)
         env = {**os.environ, "COUCHBASE_HOST": caves.connstr, "COUCHBASE_PASSWORD": "password"}
         token = (run / "token").read_text()
-        subprocess.run([sys.executable, str(ROOT / "loaddata.py"), "--count", "10000", "--seed", "1",
-                        "--token", token], env=env, cwd=ROOT, check=True, capture_output=True, timeout=300)
+        subprocess.run(
+            [sys.executable, str(ROOT / "loaddata.py"), "--count", "10000", "--seed", "1", "--token", token],
+            env=env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
         (run / "caves.json").write_text(json.dumps({"kv": kv, "ports": ports}))
         while not stop:
             time.sleep(0.5)
@@ -70,16 +76,25 @@ def serve(run: Path) -> int:
 
 def manifests(kv: int, ports: list[int]) -> str:
     named = [("bootstrap", BOOTSTRAP_PORT, kv)] + [(f"p{p}", p, p) for p in ports]
-    service = {"apiVersion": "v1", "kind": "Service",
-               "metadata": {"name": "couchbase", "namespace": "userprofile"},
-               "spec": {"clusterIP": CLUSTER_IP,
-                        "ports": [{"name": n, "port": p, "targetPort": t} for n, p, t in named]}}
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "couchbase", "namespace": "userprofile"},
+        "spec": {"clusterIP": CLUSTER_IP, "ports": [{"name": n, "port": p, "targetPort": t} for n, p, t in named]},
+    }
     # A selector-less Service's endpoints match its ports by name; their port is where they go.
-    slice_ = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-              "metadata": {"name": "couchbase-caves", "namespace": "userprofile",
-                           "labels": {"kubernetes.io/service-name": "couchbase"}},
-              "addressType": "IPv4", "ports": [{"name": n, "port": t, "protocol": "TCP"} for n, _, t in named],
-              "endpoints": [{"addresses": [cfg.NODE_IP], "conditions": {"ready": True}}]}
+    slice_ = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "couchbase-caves",
+            "namespace": "userprofile",
+            "labels": {"kubernetes.io/service-name": "couchbase"},
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": n, "port": t, "protocol": "TCP"} for n, _, t in named],
+        "endpoints": [{"addresses": [cfg.NODE_IP], "conditions": {"ready": True}}],
+    }
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": [service, slice_]})
 
 
@@ -88,9 +103,13 @@ def start(pid: int, run: Path) -> None:
     import k8s_cluster
 
     with open(run / "logs" / "caves-holder.log", "ab") as out:
-        subprocess.Popen([*k8s_cluster.in_cluster(pid), sys.executable, str(Path(__file__).resolve()), "serve",
-                                                        str(run)],
-                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        subprocess.Popen(
+            [*k8s_cluster.in_cluster(pid), sys.executable, str(Path(__file__).resolve()), "serve", str(run)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     k8s_cluster.wait_for("CAVES loaded", lambda: (run / "caves.json").exists(), 120)
     info = json.loads((run / "caves.json").read_text())
     k8s_cluster.kubectl("apply", "-f", "-", stdin=manifests(info["kv"], info["ports"]), capture=True)

@@ -42,8 +42,16 @@ PAUSE_IMAGE = "localhost/userprofile-k8s/pause:static"
 # The kubelet sets these sysctls when they differ (and panics on oops is not ours to set on a shared
 # host): inside the mount namespace a file with the value it wants is mounted over each.
 KERNEL_TUNABLES = {"vm/overcommit_memory": "1", "kernel/panic": "10", "kernel/panic_on_oops": "1"}
-DAEMONS = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "containerd", "kubelet",
-           "kube-proxy", "metrics-server"]
+DAEMONS = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "containerd",
+    "kubelet",
+    "kube-proxy",
+    "metrics-server",
+]
 
 
 def log(msg: str) -> None:
@@ -53,13 +61,22 @@ def log(msg: str) -> None:
 def need_host() -> None:
     """Fail with what is missing: this cluster needs root, iptables and unshare, never a silent skip."""
     missing = [] if os.geteuid() == 0 else ["root (uid 0)"]
-    missing += [c for c in ("unshare", "nsenter", "iptables", "ip", "openssl", "etcd", "containerd", "runc",
-                            "ctr", "podman") if not shutil.which(c)]
-    missing += [str(BIN / b) for b in ("kube-apiserver", "kubelet", "kubectl", "metrics-server")
-                if not os.access(BIN / b, os.X_OK)]
+    missing += [
+        c
+        for c in ("unshare", "nsenter", "iptables", "ip", "openssl", "etcd", "containerd", "runc", "ctr", "podman")
+        if not shutil.which(c)
+    ]
+    missing += [
+        str(BIN / b)
+        for b in ("kube-apiserver", "kubelet", "kubectl", "metrics-server")
+        if not os.access(BIN / b, os.X_OK)
+    ]
     if missing:
-        raise SystemExit("k8s: cannot run a cluster here, missing: " + ", ".join(missing)
-                         + " (tools/install_k8s.sh installs the programs; root is needed for namespaces)")
+        raise SystemExit(
+            "k8s: cannot run a cluster here, missing: "
+            + ", ".join(missing)
+            + " (tools/install_k8s.sh installs the programs; root is needed for namespaces)"
+        )
 
 
 def holder_pid() -> int | None:
@@ -76,14 +93,20 @@ def in_cluster(pid: int, mount: bool = False) -> list[str]:
     return ["nsenter", "-t", str(pid), "-n"] + (["-m"] if mount else []) + ["--"]
 
 
-def kubectl(*args: str, check: bool = True, capture: bool = False, stdin: str | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess:
+def kubectl(
+    *args: str, check: bool = True, capture: bool = False, stdin: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     pid = holder_pid()
     if pid is None:
         raise SystemExit("k8s: no cluster is running (tools/k8s_cluster.py up)")
-    return subprocess.run([*in_cluster(pid), str(BIN / "kubectl"), f"--kubeconfig={RUN / 'kubeconfig'}", *args],
-                          check=check, text=True, input=stdin, timeout=timeout,
-                          capture_output=capture)
+    return subprocess.run(
+        [*in_cluster(pid), str(BIN / "kubectl"), f"--kubeconfig={RUN / 'kubeconfig'}", *args],
+        check=check,
+        text=True,
+        input=stdin,
+        timeout=timeout,
+        capture_output=capture,
+    )
 
 
 # -- the holder: runs inside the namespaces ---------------------------------------------------
@@ -122,8 +145,9 @@ def holder() -> int:
 
     def start(name: str) -> None:
         with open(logs / f"{name}.log", "ab") as out:
-            procs[name] = subprocess.Popen(commands[name], stdout=out, stderr=subprocess.STDOUT,
-                                           stdin=subprocess.DEVNULL, cwd=RUN)
+            procs[name] = subprocess.Popen(
+                commands[name], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=RUN
+            )
 
     def wait(what: str, probe, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
@@ -136,8 +160,11 @@ def holder() -> int:
             time.sleep(0.2)
 
     def api_ok(path: str) -> bool:
-        r = subprocess.run([str(BIN / "kubectl"), f"--kubeconfig={RUN / 'kubeconfig'}", "get", "--raw", path],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            [str(BIN / "kubectl"), f"--kubeconfig={RUN / 'kubeconfig'}", "get", "--raw", path],
+            capture_output=True,
+            text=True,
+        )
         return r.returncode == 0 and r.stdout.strip() == "ok"
 
     status = 0
@@ -266,11 +293,13 @@ def prepare(store: str) -> None:
         (RUN / d).mkdir(parents=True)
     cfg.make_pki(RUN / "pki")
     (RUN / "kubeconfig").write_text(cfg.kubeconfig(RUN / "pki"))
-    (RUN / "containerd.toml").write_text(cfg.containerd_toml(RUN / "mem" / "containerd", "/run/containerd",
-                                                             PAUSE_IMAGE, RUN / "cni"))
+    (RUN / "containerd.toml").write_text(
+        cfg.containerd_toml(RUN / "mem" / "containerd", "/run/containerd", PAUSE_IMAGE, RUN / "cni")
+    )
     (RUN / "cni" / "10-pods.conflist").write_text(cfg.cni_conflist(RUN / "mem" / "cni-ipam"))
-    (RUN / "kubelet.yaml").write_text(cfg.kubelet_yaml(RUN / "pki", RUN / "mem" / "pod-logs",
-                                                       "/run/containerd/containerd.sock"))
+    (RUN / "kubelet.yaml").write_text(
+        cfg.kubelet_yaml(RUN / "pki", RUN / "mem" / "pod-logs", "/run/containerd/containerd.sock")
+    )
     (RUN / "kube-proxy.yaml").write_text(cfg.kube_proxy_yaml(RUN / "kubeconfig"))
     token = RUN / "token"
     token.touch(mode=0o600)
@@ -280,18 +309,34 @@ def prepare(store: str) -> None:
 
 def save_images() -> subprocess.Popen:
     """podman save of both images, in the background while the cluster starts."""
-    script = " && ".join(f"podman save --quiet -o {RUN / 'images' / (n + '.tar')} {image}"
-                         for n, image in (("pause", PAUSE_IMAGE), ("service", SERVICE_IMAGE)))
+    script = " && ".join(
+        f"podman save --quiet -o {RUN / 'images' / (n + '.tar')} {image}"
+        for n, image in (("pause", PAUSE_IMAGE), ("service", SERVICE_IMAGE))
+    )
     env = {**os.environ, "CONTAINERS_CONF": str(ROOT / "tools" / "containers.conf")}
     return subprocess.Popen(["sh", "-c", script], env=env)
 
 
 def start_holder() -> int:
     with open(RUN / "logs" / "holder.log", "ab") as out:
-        proc = subprocess.Popen(["unshare", "--net", "--mount", "--propagation", "private", "--",
-                                 sys.executable, str(Path(__file__).resolve()), "_holder"],
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, cwd=ROOT)
+        proc = subprocess.Popen(
+            [
+                "unshare",
+                "--net",
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "_holder",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=ROOT,
+        )
     (RUN / "holder.pid").write_text(str(proc.pid))
     deadline = time.monotonic() + 120
     while not (RUN / "holder.ready").exists():
@@ -299,25 +344,41 @@ def start_holder() -> int:
             why = (RUN / "holder.failed").read_text().strip() if (RUN / "holder.failed").exists() else "timeout"
             raise SystemExit(f"k8s: the cluster did not start: {why} (logs in {RUN / 'logs'})")
         time.sleep(0.2)
-    (RUN / "namespaces.json").write_text(json.dumps(
-        {kind: os.readlink(f"/proc/{proc.pid}/ns/{kind}") for kind in ("net", "mnt")}))
+    (RUN / "namespaces.json").write_text(
+        json.dumps({kind: os.readlink(f"/proc/{proc.pid}/ns/{kind}") for kind in ("net", "mnt")})
+    )
     return proc.pid
 
 
 def import_images(pid: int, saver: subprocess.Popen) -> None:
     if saver.wait() != 0:
-        raise SystemExit(f"k8s: podman save failed: is {SERVICE_IMAGE} built (make image) and the pause "
-                         "image (tools/install_k8s.sh)?")
+        raise SystemExit(
+            f"k8s: podman save failed: is {SERVICE_IMAGE} built (make image) and the pause "
+            "image (tools/install_k8s.sh)?"
+        )
     for tar in ("pause", "service"):
-        subprocess.run([*in_cluster(pid, mount=True), "ctr", "--address", "/run/containerd/containerd.sock",
-                       "-n", "k8s.io", "images", "import", str(RUN / "images" / f"{tar}.tar")],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                *in_cluster(pid, mount=True),
+                "ctr",
+                "--address",
+                "/run/containerd/containerd.sock",
+                "-n",
+                "k8s.io",
+                "images",
+                "import",
+                str(RUN / "images" / f"{tar}.tar"),
+            ],
+            check=True,
+            capture_output=True,
+        )
 
 
 def apply_overlay(store: str) -> None:
     """kubectl's kustomize, with the base's files outside the overlay (k8s/overlays/one-node says why)."""
-    rendered = kubectl("kustomize", "--load-restrictor", "LoadRestrictionsNone",
-                       str(ROOT / "k8s" / "overlays" / store), capture=True).stdout
+    rendered = kubectl(
+        "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(ROOT / "k8s" / "overlays" / store), capture=True
+    ).stdout
     kubectl("apply", "-f", "-", stdin=rendered, capture=True)
 
 
@@ -331,8 +392,11 @@ def wait_for(what: str, probe, timeout: float) -> None:
 
 def ready_pods() -> list[str]:
     out = kubectl("-n", NAMESPACE, "get", "pods", "-o", "json", capture=True, check=False).stdout or "{}"
-    return [p["metadata"]["name"] for p in json.loads(out).get("items", [])
-            if any(c["type"] == "Ready" and c["status"] == "True" for c in p.get("status", {}).get("conditions", []))]
+    return [
+        p["metadata"]["name"]
+        for p in json.loads(out).get("items", [])
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in p.get("status", {}).get("conditions", []))
+    ]
 
 
 def up(store: str) -> int:
@@ -342,19 +406,51 @@ def up(store: str) -> int:
     saver = save_images()
     pid = start_holder()
     log(f"control plane, containerd, kubelet and kube-proxy up in {time.monotonic() - started:.1f} s")
-    wait_for("node Ready", lambda: kubectl(
-        "get", "node", cfg.NODE_NAME, "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
-        capture=True, check=False).stdout == "True", 60)
+    wait_for(
+        "node Ready",
+        lambda: (
+            kubectl(
+                "get",
+                "node",
+                cfg.NODE_NAME,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+                capture=True,
+                check=False,
+            ).stdout
+            == "True"
+        ),
+        60,
+    )
     kubectl("apply", "-f", "-", stdin=cfg.METRICS_API, capture=True)
     import_images(pid, saver)
     # The namespace and its default ServiceAccount before any pod: without it the first pods are refused.
     kubectl("apply", "-f", str(ROOT / "k8s" / "namespace.yaml"), capture=True)
-    wait_for("the default ServiceAccount", lambda: kubectl("-n", NAMESPACE, "get", "serviceaccount", "default",
-                                                           check=False, capture=True).returncode == 0, 30)
-    kubectl("-n", NAMESPACE, "create", "secret", "generic", "userprofile-token",
-            f"--from-file=USERPROFILE_TOKEN={RUN / 'token'}", capture=True)
-    kubectl("-n", NAMESPACE, "create", "secret", "generic", "userprofile-couchbase",
-            "--from-literal=COUCHBASE_PASSWORD=password", capture=True)  # CAVES' own password
+    wait_for(
+        "the default ServiceAccount",
+        lambda: kubectl("-n", NAMESPACE, "get", "serviceaccount", "default", check=False, capture=True).returncode == 0,
+        30,
+    )
+    kubectl(
+        "-n",
+        NAMESPACE,
+        "create",
+        "secret",
+        "generic",
+        "userprofile-token",
+        f"--from-file=USERPROFILE_TOKEN={RUN / 'token'}",
+        capture=True,
+    )
+    kubectl(
+        "-n",
+        NAMESPACE,
+        "create",
+        "secret",
+        "generic",
+        "userprofile-couchbase",
+        "--from-literal=COUCHBASE_PASSWORD=password",
+        capture=True,
+    )  # CAVES' own password
     if store == "caves":
         import k8s_caves
 
@@ -363,8 +459,11 @@ def up(store: str) -> int:
     wait_for("the first pod Ready", ready_pods, 180)
     first = time.monotonic() - started
     kubectl("-n", NAMESPACE, "rollout", "status", "deploy/userprofile-service", "--timeout=180s", capture=True)
-    print(f"cluster from nothing to first pod Ready: {first:.0f} s "
-          f"(all {len(ready_pods())} pods Ready at {time.monotonic() - started:.0f} s; store: {store})", flush=True)
+    print(
+        f"cluster from nothing to first pod Ready: {first:.0f} s "
+        f"(all {len(ready_pods())} pods Ready at {time.monotonic() - started:.0f} s; store: {store})",
+        flush=True,
+    )
     (RUN / "first_pod_ready_seconds").write_text(f"{first:.1f}\n")
     return 0
 
@@ -373,14 +472,18 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     u = sub.add_parser("up", help="start the cluster and deploy the service")
-    u.add_argument("--store", choices=["embedded", "caves"], default="embedded",
-                   help="the pods' store: SQLite on an emptyDir, or CAVES reached through a Service")
+    u.add_argument(
+        "--store",
+        choices=["embedded", "caves"],
+        default="embedded",
+        help="the pods' store: SQLite on an emptyDir, or CAVES reached through a Service",
+    )
     sub.add_parser("down", help="stop everything and remove what up made")
     k = sub.add_parser("kubectl", help="kubectl inside the cluster's network namespace")
     k.add_argument("args", nargs=argparse.REMAINDER)
     sub.add_parser("_holder", help=argparse.SUPPRESS)
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["kubectl"]:   # everything after it is kubectl's, flags included
+    if argv[:1] == ["kubectl"]:  # everything after it is kubectl's, flags included
         return kubectl(*argv[1:], check=False, timeout=3600).returncode
     args = p.parse_args(argv)
     if args.cmd == "up":

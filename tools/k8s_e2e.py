@@ -48,16 +48,34 @@ class JMeter:
     def __init__(self, workdir: Path, name: str, host: str, rate: float, duration: int, threads: int = 16):
         self.jtl = workdir / f"{name}.jtl"
         self.jtl.unlink(missing_ok=True)  # JMeter appends: an earlier run's samples would count as this one's
-        props = workdir / f"{name}.properties"   # the token in a private file, never on a command line
+        props = workdir / f"{name}.properties"  # the token in a private file, never on a command line
         props.touch(mode=0o600)
-        props.write_text(f"token={(cluster.RUN / 'token').read_text()}\nhost={host}\nport=8080\n"
-                         f"threads={threads}\nduration={duration}\nmaxid={MAXID}\n")
+        props.write_text(
+            f"token={(cluster.RUN / 'token').read_text()}\nhost={host}\nport=8080\n"
+            f"threads={threads}\nduration={duration}\nmaxid={MAXID}\n"
+        )
         plan = jmeter_plan(workdir, rate).rename(workdir / f"{name}.jmx")
-        self.cmd = ["java", "-Xms128m", "-Xmx512m", "-jar", str(jmeter_jar()), "-n", "-t", str(plan),
-                    "-l", str(self.jtl), "-j", str(workdir / f"{name}.log"), "-q", str(props),
-                    "-Jjmeter.save.saveservice.output_format=csv", "-Jjmeter.save.saveservice.print_field_names=true",
-                    "-Jjmeter.save.saveservice.autoflush=true", "-Jjmeterengine.nongui.port=0",
-                    "-Jsummariser.out=false"]
+        self.cmd = [
+            "java",
+            "-Xms128m",
+            "-Xmx512m",
+            "-jar",
+            str(jmeter_jar()),
+            "-n",
+            "-t",
+            str(plan),
+            "-l",
+            str(self.jtl),
+            "-j",
+            str(workdir / f"{name}.log"),
+            "-q",
+            str(props),
+            "-Jjmeter.save.saveservice.output_format=csv",
+            "-Jjmeter.save.saveservice.print_field_names=true",
+            "-Jjmeter.save.saveservice.autoflush=true",
+            "-Jjmeterengine.nongui.port=0",
+            "-Jsummariser.out=false",
+        ]
         with open(workdir / f"{name}.out", "ab") as out:
             self.proc = subprocess.Popen(self.cmd, cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 90
@@ -75,19 +93,29 @@ class JMeter:
                 self.proc.kill()
 
 
-
 def read_samples(jtl: Path) -> list[tuple[float, int, bool, str]]:
     """(start, ms, success, error) of every sample in a JMeter CSV results file."""
     with open(jtl, newline="") as f:
-        return [(int(r["timeStamp"]) / 1000, int(r["elapsed"]), r["success"] == "true",
-                 "" if r["success"] == "true" else f'{r["responseCode"]} {r["responseMessage"]}'[:80])
-                for r in csv.DictReader(f) if r.get("elapsed", "").isdigit()]
+        return [
+            (
+                int(r["timeStamp"]) / 1000,
+                int(r["elapsed"]),
+                r["success"] == "true",
+                "" if r["success"] == "true" else f"{r['responseCode']} {r['responseMessage']}"[:80],
+            )
+            for r in csv.DictReader(f)
+            if r.get("elapsed", "").isdigit()
+        ]
 
 
 def kubectl(*args: str, timeout: float = 300) -> str:
-    return subprocess.run([str(cluster.BIN / "kubectl"), f"--kubeconfig={cluster.RUN / 'kubeconfig'}",
-                           "-n", cluster.NAMESPACE, *args], check=True, capture_output=True, text=True,
-                          timeout=timeout).stdout
+    return subprocess.run(
+        [str(cluster.BIN / "kubectl"), f"--kubeconfig={cluster.RUN / 'kubeconfig'}", "-n", cluster.NAMESPACE, *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    ).stdout
 
 
 def wait(what: str, probe, timeout: float) -> None:
@@ -99,8 +127,9 @@ def wait(what: str, probe, timeout: float) -> None:
 
 
 def pods_now() -> int:
-    return len(json.loads(kubectl("get", "pods", "-l", "app.kubernetes.io/name=userprofile-service",
-                                  "-o", "json"))["items"])
+    return len(
+        json.loads(kubectl("get", "pods", "-l", "app.kubernetes.io/name=userprofile-service", "-o", "json"))["items"]
+    )
 
 
 def window(name: str, start: float, end: float, samples, watch: Watch, **extra) -> dict:
@@ -110,12 +139,19 @@ def window(name: str, start: float, end: float, samples, watch: Watch, **extra) 
         if not s[2]:
             errors[s[3]] = errors.get(s[3], 0) + 1
     served = watch.served(start, end)
-    return {"scenario": name, "seconds": round(end - start, 1), "requests": len(inside),
-            "jmeter_errors": sum(errors.values()), "error_kinds": errors,
-            "service_ok": sum(ok for ok, _ in served.values()), "service_other": sum(o for _, o in served.values()),
-            "p50_ms": percentile(sorted(s[1] for s in inside if s[2]), 50),
-            "p99_ms": percentile(sorted(s[1] for s in inside if s[2]), 99),
-            "pods_served": {n: ok for n, (ok, _) in sorted(served.items())}, **extra}
+    return {
+        "scenario": name,
+        "seconds": round(end - start, 1),
+        "requests": len(inside),
+        "jmeter_errors": sum(errors.values()),
+        "error_kinds": errors,
+        "service_ok": sum(ok for ok, _ in served.values()),
+        "service_other": sum(o for _, o in served.values()),
+        "p50_ms": percentile(sorted(s[1] for s in inside if s[2]), 50),
+        "p99_ms": percentile(sorted(s[1] for s in inside if s[2]), 99),
+        "pods_served": {n: ok for n, (ok, _) in sorted(served.items())},
+        **extra,
+    }
 
 
 def inside(store: str, only: list[str], rate: float, hpa_rate: float, threads: int, workdir: Path) -> list[dict]:
@@ -164,19 +200,32 @@ def inside(store: str, only: list[str], rate: float, hpa_rate: float, threads: i
             failed["scenario"], t0 = "scale-out", time.time()
             before = watch.ready_names()
             kubectl("scale", "deploy/userprofile-service", "--replicas=4")
-            wait("4 pods Ready", lambda: len(watch.ready_names()) == 4 and len(watch.ready_names() - before) >= 2
-                 and all(watch.pods[n].ready_at for n in watch.ready_names() - before), 120)
+            wait(
+                "4 pods Ready",
+                lambda: (
+                    len(watch.ready_names()) == 4
+                    and len(watch.ready_names() - before) >= 2
+                    and all(watch.pods[n].ready_at for n in watch.ready_names() - before)
+                ),
+                120,
+            )
             new = watch.ready_names() - before
             ready = max(watch.pods[n].ready_at or 0 for n in new)
             time.sleep(max(0.0, ready + 62 - time.time()))
             share_window = watch.served(ready + 30, ready + 60)
             total = sum(ok for ok, _ in share_window.values())
             share = sum(share_window.get(n, (0, 0))[0] for n in new) / total if total else 0.0
-            marks.append(("scale-out", t0, time.time(), {"new_pods": sorted(new), "new_share": round(share, 3),
-                                                          "share_requests": total}))
+            marks.append(
+                (
+                    "scale-out",
+                    t0,
+                    time.time(),
+                    {"new_pods": sorted(new), "new_share": round(share, 3), "share_requests": total},
+                )
+            )
         if "hpa" in only:
             failed["scenario"], t0 = "hpa", time.time()
-            cluster.apply_overlay(store)   # the HPA back, as the overlay has it
+            cluster.apply_overlay(store)  # the HPA back, as the overlay has it
             extra = JMeter(workdir, "jmeter-hpa", host, hpa_rate, duration=600)
             try:
                 wait("the HPA scaling out", lambda: watch.replicas and watch.replicas[-1][1] > 4, 240)
@@ -188,11 +237,20 @@ def inside(store: str, only: list[str], rate: float, hpa_rate: float, threads: i
             wait("the HPA scaling back in", lambda: watch.replicas[-1][1] == 4 and pods_now() == 4, 240)
             time.sleep(5)
             series = [(round(t - t0), r, ready, d) for t, r, ready, d in watch.replicas if t >= t0]
-            marks.append(("hpa", t0, time.time(), {"max_replicas": max(r for _, r, _, _ in series),
-                                                    "final_replicas": series[-1][1],
-                                                    "in_after_load_s": round(time.time() - out_at, 1),
-                                                    "replicas_over_time": compress(series),
-                                                    "extra_jtl": str(extra.jtl)}))
+            marks.append(
+                (
+                    "hpa",
+                    t0,
+                    time.time(),
+                    {
+                        "max_replicas": max(r for _, r, _, _ in series),
+                        "final_replicas": series[-1][1],
+                        "in_after_load_s": round(time.time() - out_at, 1),
+                        "replicas_over_time": compress(series),
+                        "extra_jtl": str(extra.jtl),
+                    },
+                )
+            )
         failed.clear()
     except (RuntimeError, subprocess.SubprocessError) as exc:
         failed["error"] = str(exc)[-300:]
@@ -204,9 +262,16 @@ def inside(store: str, only: list[str], rate: float, hpa_rate: float, threads: i
     for name, start, end, extra_info in marks:
         more = read_samples(Path(extra_info.pop("extra_jtl"))) if "extra_jtl" in extra_info else []
         results.append(window(name, start, end, samples + more, watch, **extra_info))
-    if failed:   # the scenario that could not finish, and why
-        results.append({"scenario": failed["scenario"], "error": failed.get("error", "interrupted"),
-                        "requests": 0, "jmeter_errors": 0, "service_other": 0})
+    if failed:  # the scenario that could not finish, and why
+        results.append(
+            {
+                "scenario": failed["scenario"],
+                "error": failed.get("error", "interrupted"),
+                "requests": 0,
+                "jmeter_errors": 0,
+                "service_other": 0,
+            }
+        )
     return results
 
 
@@ -224,38 +289,43 @@ def verdict(rows: list[dict]) -> list[str]:
     bad = []
     for r in rows:
         if "error" in r:
-            bad.append(f'{r["store"]} {r["scenario"]}: did not finish: {r["error"]}')
+            bad.append(f"{r['store']} {r['scenario']}: did not finish: {r['error']}")
             continue
         failed = r["jmeter_errors"] + r["service_other"]
         if failed or not r["requests"]:
-            bad.append(f'{r["store"]} {r["scenario"]}: {failed} failed of {r["requests"]}')
+            bad.append(f"{r['store']} {r['scenario']}: {failed} failed of {r['requests']}")
         if r["scenario"] == "scale-out" and r.get("new_share", 0) < MIN_SHARE:
-            bad.append(f'{r["store"]} scale-out: the new pods served {r.get("new_share", 0):.0%} (< 40%)')
+            bad.append(f"{r['store']} scale-out: the new pods served {r.get('new_share', 0):.0%} (< 40%)")
         if r["scenario"] == "hpa" and not (r["max_replicas"] > 4 and r["final_replicas"] == 4):
-            bad.append(f'{r["store"]} hpa: replicas {r["max_replicas"]} at most, {r["final_replicas"]} at the end')
+            bad.append(f"{r['store']} hpa: replicas {r['max_replicas']} at most, {r['final_replicas']} at the end")
     return bad
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| store | scenario | requests | JMeter errors | service 200 / other | p50 ms (steady) | "
-             "p99 ms (steady) | pods served | note |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines = [
+        "| store | scenario | requests | JMeter errors | service 200 / other | p50 ms (steady) | "
+        "p99 ms (steady) | pods served | note |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
     steady = {r["store"]: r for r in rows if r["scenario"] == "steady"}
     for r in rows:
         if "error" in r:
-            lines.append(f'| {r["store"]} | {r["scenario"]} | did not finish: {r["error"][:100]} |')
+            lines.append(f"| {r['store']} | {r['scenario']} | did not finish: {r['error'][:100]} |")
             continue
         s = steady.get(r["store"], r)
         note = ""
         if "new_share" in r:
-            note = f'new pods\' share 30-60 s after Ready: {r["new_share"]:.0%}'
+            note = f"new pods' share 30-60 s after Ready: {r['new_share']:.0%}"
         elif "max_replicas" in r:
             note = " ".join(f"{t}s:{n}" for t, n, _, _ in r["replicas_over_time"])
-            note = f'replicas 4 -> {r["max_replicas"]} -> {r["final_replicas"]} ({note})'
+            note = f"replicas 4 -> {r['max_replicas']} -> {r['final_replicas']} ({note})"
         elif "rollout_s" in r:
-            note = f'rollout {r["rollout_s"]} s'
-        lines.append(f'| {r["store"]} | {r["scenario"]} | {r["requests"]} | {r["jmeter_errors"]} | '
-                     f'{r["service_ok"]} / {r["service_other"]} | {r["p50_ms"]:.0f} ({s["p50_ms"]:.0f}) | '
-                     f'{r["p99_ms"]:.0f} ({s["p99_ms"]:.0f}) | {len(r["pods_served"])} | {note} |')
+            note = f"rollout {r['rollout_s']} s"
+        lines.append(
+            f"| {r['store']} | {r['scenario']} | {r['requests']} | {r['jmeter_errors']} | "
+            f"{r['service_ok']} / {r['service_other']} | {r['p50_ms']:.0f} ({s['p50_ms']:.0f}) | "
+            f"{r['p99_ms']:.0f} ({s['p99_ms']:.0f}) | {len(r['pods_served'])} | {note} |"
+        )
     return "\n".join(lines)
 
 
@@ -263,16 +333,22 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--stores", nargs="+", choices=["embedded", "caves"], default=["embedded", "caves"])
     p.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
-    p.add_argument("--caves-only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS),
-                   help="the scenarios on CAVES (default all)")
+    p.add_argument(
+        "--caves-only",
+        nargs="+",
+        choices=SCENARIOS,
+        default=list(SCENARIOS),
+        help="the scenarios on CAVES (default all)",
+    )
     p.add_argument("--rate", type=float, default=200, help="JMeter's requests/s throughout (default 200)")
     # kube-proxy picks a pod at random for each new connection: the new pods' share is a sample of
     # (connections x reconnections), so 16 connections spread it by +-12%, 64 by +-6%.
     p.add_argument("--threads", type=int, default=64, help="JMeter's threads, each one connection (default 64)")
-    p.add_argument("--hpa-rate", type=float, default=1000,
-                   help="the added load that makes the HPA scale out (default 1000)")
+    p.add_argument(
+        "--hpa-rate", type=float, default=1000, help="the added load that makes the HPA scale out (default 1000)"
+    )
     p.add_argument("--json", type=Path, default=RESULTS / "k8s-e2e.json")
-    p.add_argument("--inside", help=argparse.SUPPRESS)   # store: run the scenarios in this namespace
+    p.add_argument("--inside", help=argparse.SUPPRESS)  # store: run the scenarios in this namespace
     args = p.parse_args(argv)
     if args.inside:
         workdir = Path(args.json).resolve().parent
@@ -292,11 +368,27 @@ def main(argv=None) -> int:
             cluster.up(store)
             pid = cluster.holder_pid()
             assert pid is not None, "the cluster's holder is gone"
-            subprocess.run([*cluster.in_cluster(pid), sys.executable, str(Path(__file__).resolve()),
-                           "--inside", store, "--only", *only, "--rate", str(args.rate),
-                           "--hpa-rate", str(args.hpa_rate), "--threads", str(args.threads),
-                           "--json", str(workdir / "rows.json")],
-                           check=True, cwd=ROOT)
+            subprocess.run(
+                [
+                    *cluster.in_cluster(pid),
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "--inside",
+                    store,
+                    "--only",
+                    *only,
+                    "--rate",
+                    str(args.rate),
+                    "--hpa-rate",
+                    str(args.hpa_rate),
+                    "--threads",
+                    str(args.threads),
+                    "--json",
+                    str(workdir / "rows.json"),
+                ],
+                check=True,
+                cwd=ROOT,
+            )
             rows = json.loads((workdir / "rows.json").read_text())
             first = float((cluster.RUN / "first_pod_ready_seconds").read_text())
         finally:
@@ -309,10 +401,14 @@ def main(argv=None) -> int:
     report["failures"] = verdict(report["rows"])
     print(table(report["rows"]))
     for store, s in report["stores"].items():
-        print(f"{store}: cluster from nothing to first pod Ready {s['first_pod_ready_s']:.0f} s; "
-              f"up, scenarios and down {s['seconds']} s")
-    print(f"k8s-e2e: {report['seconds']} s in all; " + ("every figure met" if not report["failures"]
-                                                      else "NOT MET: " + "; ".join(report["failures"])))
+        print(
+            f"{store}: cluster from nothing to first pod Ready {s['first_pod_ready_s']:.0f} s; "
+            f"up, scenarios and down {s['seconds']} s"
+        )
+    print(
+        f"k8s-e2e: {report['seconds']} s in all; "
+        + ("every figure met" if not report["failures"] else "NOT MET: " + "; ".join(report["failures"]))
+    )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1) + "\n")
     print(f"results: {args.json}")

@@ -23,7 +23,7 @@ import k8s_config as cfg
 
 NAMESPACE = "userprofile"
 ROUTE = "/api/v1/id"
-COUNTER = re.compile(r'^userprofile_requests_total\{([^}]*)\}\s+([0-9.eE+-]+)', re.M)
+COUNTER = re.compile(r"^userprofile_requests_total\{([^}]*)\}\s+([0-9.eE+-]+)", re.M)
 
 
 def api_context(pki: Path) -> ssl.SSLContext:
@@ -48,10 +48,10 @@ def counts(metrics: str) -> tuple[int, int]:
 class Pod:
     name: str
     ip: str = ""
-    ready_at: float | None = None        # epoch seconds of the Ready condition's last change to True
-    deleted: bool = False                # being deleted, or gone from the API
-    ready: bool = False                  # Ready at the last look
-    samples: list[tuple[float, int, int]] = field(default_factory=list)   # (time, ok, other)
+    ready_at: float | None = None  # epoch seconds of the Ready condition's last change to True
+    deleted: bool = False  # being deleted, or gone from the API
+    ready: bool = False  # Ready at the last look
+    samples: list[tuple[float, int, int]] = field(default_factory=list)  # (time, ok, other)
 
     def at(self, t: float) -> tuple[int, int]:
         """The pod's counters as last seen at or before t (0 before the first look)."""
@@ -65,7 +65,7 @@ class Watch:
         self.base = f"https://{cfg.NODE_IP}:{cfg.API_PORT}"
         self.interval = interval
         self.pods: dict[str, Pod] = {}
-        self.replicas: list[tuple[float, int, int, int]] = []   # (time, deployment, ready, HPA desired)
+        self.replicas: list[tuple[float, int, int, int]] = []  # (time, deployment, ready, HPA desired)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self.lock = threading.Lock()
@@ -90,8 +90,9 @@ class Watch:
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
 
     def look(self) -> None:
-        items = self.get(f"/api/v1/namespaces/{NAMESPACE}/pods?labelSelector=app.kubernetes.io%2Fname%3D"
-                         "userprofile-service")["items"]
+        items = self.get(
+            f"/api/v1/namespaces/{NAMESPACE}/pods?labelSelector=app.kubernetes.io%2Fname%3Duserprofile-service"
+        )["items"]
         present = {item["metadata"]["name"] for item in items}
         for pod in self.pods.values():
             if pod.name not in present:
@@ -109,23 +110,23 @@ class Watch:
                 pod.ready_at = datetime.fromisoformat(c["lastTransitionTime"].replace("Z", "+00:00")).timestamp()
         for pod in list(self.pods.values()):
             if not pod.ip or pod.name not in present:
-                continue   # not started yet, or gone: its last look stands
+                continue  # not started yet, or gone: its last look stands
             try:
                 with urllib.request.urlopen(f"http://{pod.ip}:8080/metrics", timeout=2) as r:  # nosec B310  # a pod's address
                     ok, other = counts(r.read().decode())
                 pod.samples.append((time.time(), ok, other))
             except OSError:
-                pass   # not listening yet, or gone: its last look stands
+                pass  # not listening yet, or gone: its last look stands
         deploy = self.get(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/userprofile-service")
         desired = -1
         try:
-            hpa = self.get(f"/apis/autoscaling/v2/namespaces/{NAMESPACE}/horizontalpodautoscalers/"
-                           "userprofile-service")
+            hpa = self.get(f"/apis/autoscaling/v2/namespaces/{NAMESPACE}/horizontalpodautoscalers/userprofile-service")
             desired = hpa["status"].get("desiredReplicas", -1)
         except OSError:
             pass
-        self.replicas.append((time.time(), deploy["status"].get("replicas", 0),
-                              deploy["status"].get("readyReplicas", 0), desired))
+        self.replicas.append(
+            (time.time(), deploy["status"].get("replicas", 0), deploy["status"].get("readyReplicas", 0), desired)
+        )
 
     def served(self, start: float, end: float) -> dict[str, tuple[int, int]]:
         """Each pod's answers (200, other) between start and end, by its own counters."""

@@ -21,7 +21,9 @@ check() {  # check NAME COMMAND...: run one check, remember its failure
 }
 
 ruff() {
-    "$PYTHON" -m ruff check --no-cache . && echo "ruff: $("$PYTHON" -m ruff check --no-cache --show-files . | grep -c '\.py$') Python files"
+    # The rules, then the layout: `ruff format .` writes what `--check` asks for.
+    "$PYTHON" -m ruff check --no-cache . && "$PYTHON" -m ruff format --no-cache --check . \
+        && echo "ruff: $("$PYTHON" -m ruff check --no-cache --show-files . | grep -c '\.py$') Python files, checked and formatted"
 }
 
 mypy() {

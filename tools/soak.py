@@ -74,8 +74,12 @@ class CavesStore:
 
         self.caves = Caves(log_path=workdir / "caves.log").start()
         self.caves.add_bucket("sample_app")
-        self.env = {"COUCHBASE_HOST": self.caves.connstr, "COUCHBASE_KV_TIMEOUT": str(timeout),
-                    "COUCHBASE_QUERY_TIMEOUT": str(timeout), "COUCHBASE_HEALTH_INTERVAL": "0.5"}
+        self.env = {
+            "COUCHBASE_HOST": self.caves.connstr,
+            "COUCHBASE_KV_TIMEOUT": str(timeout),
+            "COUCHBASE_QUERY_TIMEOUT": str(timeout),
+            "COUCHBASE_HEALTH_INTERVAL": "0.5",
+        }
         run_loaddata(self.env, "--count", str(COUNT), "--token", TOKEN)
 
     def fault(self) -> None:
@@ -112,8 +116,9 @@ class SQLiteFileStore:
 
 # -- the load --------------------------------------------------------------------------
 class Load:
-    def __init__(self, port: int, threads: int, rate: float, limit: float, started: float, duration: float,
-                 max_requests: int):
+    def __init__(
+        self, port: int, threads: int, rate: float, limit: float, started: float, duration: float, max_requests: int
+    ):
         self.port, self.threads, self.rate, self.limit = port, threads, rate, limit
         self.started, self.duration, self.max_requests = started, duration, max_requests
         self.results: list[tuple[float, float, int | str]] = []  # (sent at, seconds, status or error)
@@ -167,10 +172,14 @@ def summarize(results, args, fault_window, store_description) -> list[str]:
     fault_start, fault_end = fault_window
     recovered_at = fault_end + args.recovery
     failures = []
-    print(f"\nsoak: {len(results)} requests in {args.duration:g}s, {args.threads} threads, target "
-          f"{args.rate:g} req/s; store: {store_description}")
-    print(f"soak: fault from {fault_start:.1f}s to {fault_end:.1f}s; errors allowed until {recovered_at:.1f}s; "
-          f"bound on any wait: {args.timeout:g}s store timeout + 1s = {args.timeout + 1:g}s\n")
+    print(
+        f"\nsoak: {len(results)} requests in {args.duration:g}s, {args.threads} threads, target "
+        f"{args.rate:g} req/s; store: {store_description}"
+    )
+    print(
+        f"soak: fault from {fault_start:.1f}s to {fault_end:.1f}s; errors allowed until {recovered_at:.1f}s; "
+        f"bound on any wait: {args.timeout:g}s store timeout + 1s = {args.timeout + 1:g}s\n"
+    )
     print(f"{'second':>6} {'sent':>5} {'200':>5} {'503':>5} {'504':>5} {'other':>5} {'p50 ms':>8} {'max ms':>8}")
     by_second: dict[int, list] = {}
     for sent, seconds, outcome in results:
@@ -188,18 +197,25 @@ def summarize(results, args, fault_window, store_description) -> list[str]:
                 other += 1
         lat = [s for s, _ in rows]
         mark = " <- fault" if fault_start - 1 < second < fault_end else ""
-        print(f"{second:>6} {len(rows):>5} {counts[200]:>5} {counts[503]:>5} {counts[504]:>5} {other:>5} "
-              f"{statistics.median(lat) * 1000:>8.1f} {max(lat) * 1000:>8.1f}{mark}")
+        print(
+            f"{second:>6} {len(rows):>5} {counts[200]:>5} {counts[503]:>5} {counts[504]:>5} {other:>5} "
+            f"{statistics.median(lat) * 1000:>8.1f} {max(lat) * 1000:>8.1f}{mark}"
+        )
 
     slow = [(sent, seconds) for sent, seconds, _ in results if seconds > args.timeout + 1]
     if slow:
-        failures.append(f"{len(slow)} requests waited past {args.timeout + 1:g}s (longest "
-                        f"{max(s for _, s in slow):.2f}s, sent at {slow[0][0]:.1f}s)")
+        failures.append(
+            f"{len(slow)} requests waited past {args.timeout + 1:g}s (longest "
+            f"{max(s for _, s in slow):.2f}s, sent at {slow[0][0]:.1f}s)"
+        )
     bad = [(sent, outcome) for sent, _, outcome in results if outcome not in (200, 503, 504)]
     if bad:
         failures.append(f"{len(bad)} answers other than 200/503/504, e.g. {bad[:5]}")
-    outside = [(round(sent, 2), outcome) for sent, seconds, outcome in results
-               if outcome != 200 and not (fault_start - args.timeout - 0.5 <= sent <= recovered_at)]
+    outside = [
+        (round(sent, 2), outcome)
+        for sent, seconds, outcome in results
+        if outcome != 200 and not (fault_start - args.timeout - 0.5 <= sent <= recovered_at)
+    ]
     if outside:
         failures.append(f"{len(outside)} errors outside the fault and its recovery window, e.g. {outside[:5]}")
     during = [o for sent, _, o in results if fault_start <= sent <= fault_end and o in (503, 504)]
@@ -209,9 +225,11 @@ def summarize(results, args, fault_window, store_description) -> list[str]:
     if not tail or any(o != 200 for o in tail):
         failures.append("the errors did not return to zero after the fault")
     lat = sorted(s for _, s, _ in results)
-    print(f"\nsoak: latency p50 {lat[len(lat) // 2] * 1000:.1f} ms, p99 {lat[int(len(lat) * 0.99)] * 1000:.1f} ms, "
-          f"max {lat[-1] * 1000:.1f} ms; {len(during)} 503/504 during the fault; "
-          f"{len(tail)} requests after {recovered_at:.1f}s, {sum(o != 200 for o in tail)} errors among them")
+    print(
+        f"\nsoak: latency p50 {lat[len(lat) // 2] * 1000:.1f} ms, p99 {lat[int(len(lat) * 0.99)] * 1000:.1f} ms, "
+        f"max {lat[-1] * 1000:.1f} ms; {len(during)} 503/504 during the fault; "
+        f"{len(tail)} requests after {recovered_at:.1f}s, {sum(o != 200 for o in tail)} errors among them"
+    )
     return failures
 
 
@@ -226,8 +244,9 @@ def main(argv=None) -> int:
     p.add_argument("--rate", type=float, default=300, help="requests per second, all threads together")
     p.add_argument("--threads", type=int, default=16, help="client threads (connections)")
     p.add_argument("--timeout", type=float, default=2.5, help="the store operation timeout given to the service")
-    p.add_argument("--recovery", type=float, default=8,
-                   help="seconds after the fault within which the errors must be gone")
+    p.add_argument(
+        "--recovery", type=float, default=8, help="seconds after the fault within which the errors must be gone"
+    )
     p.add_argument("--max-requests", type=int, default=100_000, help="a bound on the requests sent")
     p.add_argument("--store", choices=["auto", "caves", "sqlite"], default="auto")
     args = p.parse_args(argv)
