@@ -200,56 +200,11 @@ def server_command(
         if impl == "ours-cb-obs":  # what the SDK's tracer and meter cost, beside ours as it ships
             return pin + argv, {"COUCHBASE_SDK_OBSERVABILITY": "true"}, root
         return pin + argv, {}, root
-    if impl == "fastapi":
-        return (
-            [
-                *pin,
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "fastapi_app:app",
-                "--app-dir",
-                str(BENCH),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--loop",
-                "uvloop",
-                "--http",
-                "httptools",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
-            {},
-            ROOT,
-        )
-    if impl == "fastapi-cb":
-        return (
-            [
-                *pin,
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "fastapi_cb_app:app",
-                "--app-dir",
-                str(BENCH),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--loop",
-                "uvloop",
-                "--http",
-                "httptools",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
-            {},
-            ROOT,
-        )
+    if impl in ("fastapi", "fastapi-cb"):
+        app = "fastapi_app:app" if impl == "fastapi" else "fastapi_cb_app:app"
+        uvicorn = ["-m", "uvicorn", app, "--app-dir", str(BENCH), "--host", "127.0.0.1", "--port", str(port)]
+        fast = ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+        return [*pin, sys.executable, *uvicorn, *fast], {}, ROOT
     node = {"PORT": str(port), "HOST": "127.0.0.1", "NODE_ENV": "production"}
     if impl == "express":
         return [*pin, "node", "app.js"], node, BENCH / "express"

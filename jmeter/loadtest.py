@@ -34,8 +34,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from testkit import ServiceProcess
-from testkit.jmeter import jmeter_jar, summarise
+from testkit import ServiceProcess, jmeter
+from testkit.jmeter import summarise
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAN = ROOT / "jmeter" / "userprofile.jmx"
@@ -115,7 +115,7 @@ def start_service(db: Path, workers: int, log_path: Path) -> ServiceProcess:
 
 
 # -- JMeter ---------------------------------------------------------------------
-def run_jmeter(jar: Path, host: str, port: int, token: str, args, jtl: Path, jmeter_log: Path) -> None:
+def run_jmeter(host: str, port: int, token: str, args, jtl: Path, jmeter_log: Path) -> None:
     # The plan's six properties; the token goes through a private file (see the module docstring).
     props = {
         "threads": args.threads,
@@ -131,27 +131,7 @@ def run_jmeter(jar: Path, host: str, port: int, token: str, args, jtl: Path, jme
             for key, value in props.items():
                 f.write(f"{key}={value}\n")
         jtl.unlink(missing_ok=True)  # JMeter appends to an existing file
-        cmd = [
-            "java",
-            "-Xms256m",
-            "-Xmx1g",
-            "-jar",
-            str(jar),
-            "-n",
-            "-t",
-            str(PLAN),
-            "-l",
-            str(jtl),
-            "-j",
-            str(jmeter_log),
-            "-q",
-            props_path,
-            # CSV with a header row, whatever a local jmeter.properties says.
-            "-Jjmeter.save.saveservice.output_format=csv",
-            "-Jjmeter.save.saveservice.print_field_names=true",
-            # No UDP shutdown listener: other JMeter runs on the machine may hold port 4445.
-            "-Jjmeterengine.nongui.port=0",
-        ]
+        cmd = jmeter.command(PLAN, jtl, jmeter_log, Path(props_path), max_heap="1g")
         log(f"JMeter: {args.threads} threads, {args.duration} s, {host}:{port}, ids 1..{args.maxid}")
         # Its console summary goes to stderr, so stdout stays the report alone.
         subprocess.run(
@@ -211,7 +191,7 @@ def main(argv=None) -> int:
     jtl = (args.jtl or RESULTS / f"userprofile-{stamp}.jtl").resolve()
     jtl.parent.mkdir(parents=True, exist_ok=True)
     jmeter_log = jtl.with_suffix(".log")
-    jar = jmeter_jar()
+    jmeter.jmeter_jar()  # installed before the service starts, so a failed install costs nothing
 
     svc = None
     check_metrics = not args.no_metrics_check
@@ -232,7 +212,7 @@ def main(argv=None) -> int:
     try:
         before = id_requests(base) if check_metrics else 0
         try:
-            run_jmeter(jar, host, port, token, args, jtl, jmeter_log)
+            run_jmeter(host, port, token, args, jtl, jmeter_log)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             log(f"JMeter failed ({exc}); see {jmeter_log}")
             return 1

@@ -19,6 +19,33 @@ def jmeter_jar() -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
+def command(plan: Path, jtl: Path, log: Path, properties: Path, *extra: str, max_heap: str = "512m") -> list[str]:
+    """JMeter without its GUI running ``plan``, its properties from a file (the token among them:
+    never on a command line), its results in ``jtl`` as CSV with a header row whatever a local
+    jmeter.properties says."""
+    return [
+        "java",
+        "-Xms128m",
+        f"-Xmx{max_heap}",
+        "-jar",
+        str(jmeter_jar()),
+        "-n",
+        "-t",
+        str(plan),
+        "-l",
+        str(jtl),
+        "-j",
+        str(log),
+        "-q",
+        str(properties),
+        "-Jjmeter.save.saveservice.output_format=csv",
+        "-Jjmeter.save.saveservice.print_field_names=true",
+        # No UDP shutdown listener: other JMeter runs on the machine may hold port 4445.
+        "-Jjmeterengine.nongui.port=0",
+        *extra,
+    ]
+
+
 def percentile(sorted_values: list[int], p: float) -> float:
     """Nearest-rank percentile, as JMeter's aggregate report computes it."""
     if not sorted_values:

@@ -32,7 +32,8 @@ from pathlib import Path
 
 from fleet_instances import PROFILES, ROOT
 
-from testkit.jmeter import jmeter_jar, summarise
+from testkit import jmeter
+from testkit.jmeter import summarise
 
 BLIND_REUSE_SECONDS = 4.9  # HttpClient4's validate_after_inactivity in JMeter
 KINDS = ("check", "blind", "hint")
@@ -276,26 +277,9 @@ class JMeter:
         props.write_text(
             f"token={token}\nhost=127.0.0.1\nport={port}\nthreads={threads}\nduration={duration}\nmaxid={PROFILES}\n"
         )
-        self.cmd = [
-            "java",
-            "-Xms128m",
-            "-Xmx512m",
-            "-jar",
-            str(jmeter_jar()),
-            "-n",
-            "-t",
-            str(jmeter_plan(workdir, rate)),
-            "-l",
-            str(self.jtl),
-            "-j",
-            str(workdir / "jmeter.log"),
-            "-q",
-            str(props),
-            "-Jjmeter.save.saveservice.output_format=csv",
-            "-Jjmeter.save.saveservice.print_field_names=true",
-            "-Jjmeterengine.nongui.port=0",
-            "-Jsummariser.out=false",
-        ]
+        self.cmd = jmeter.command(
+            jmeter_plan(workdir, rate), self.jtl, workdir / "jmeter.log", props, "-Jsummariser.out=false"
+        )
         self.duration, self.workdir = duration, workdir
         self.proc: subprocess.Popen | None = None
 

@@ -32,7 +32,8 @@ import k8s_cluster as cluster
 from fleet_clients import jmeter_plan
 from k8s_watch import Watch
 
-from testkit.jmeter import jmeter_jar, percentile
+from testkit import jmeter
+from testkit.jmeter import percentile
 
 ROOT = cluster.ROOT
 RESULTS = ROOT / "jmeter" / "results"
@@ -55,27 +56,14 @@ class JMeter:
             f"threads={threads}\nduration={duration}\nmaxid={MAXID}\n"
         )
         plan = jmeter_plan(workdir, rate).rename(workdir / f"{name}.jmx")
-        self.cmd = [
-            "java",
-            "-Xms128m",
-            "-Xmx512m",
-            "-jar",
-            str(jmeter_jar()),
-            "-n",
-            "-t",
-            str(plan),
-            "-l",
-            str(self.jtl),
-            "-j",
-            str(workdir / f"{name}.log"),
-            "-q",
-            str(props),
-            "-Jjmeter.save.saveservice.output_format=csv",
-            "-Jjmeter.save.saveservice.print_field_names=true",
+        self.cmd = jmeter.command(
+            plan,
+            self.jtl,
+            workdir / f"{name}.log",
+            props,
             "-Jjmeter.save.saveservice.autoflush=true",
-            "-Jjmeterengine.nongui.port=0",
             "-Jsummariser.out=false",
-        ]
+        )
         with open(workdir / f"{name}.out", "ab") as out:
             self.proc = subprocess.Popen(self.cmd, cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 90
