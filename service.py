@@ -140,6 +140,8 @@ class Service:
             self.bug(name, exc)
             return name, refusal(HTTPError(500, close=True))
 
+    do_HEAD = do_GET  # the same answer, whose body Conversation.reply leaves out
+
     def represent(self, route: routes.Route, request: Request, body: bytes, content_type: bytes) -> Answer:
         """A handler's 200 with its route's headers: gzip if the route and the client want it,
         then the ETag, and a 304 without a body if the client named it (after the token check)."""
@@ -158,8 +160,6 @@ class Service:
     def unavailable(self, message: str | None = None) -> HTTPError:
         """A 503, with when to try again."""
         return HTTPError(503, message, extra=self.retry_after)
-
-    do_HEAD = do_GET  # the same answer, whose body Conversation.reply leaves out
 
     def do_other(self, request: Request) -> tuple[str, Answer]:
         """Any other method: 501 for one the server does not know at all, else 405 on a route
