@@ -140,7 +140,7 @@ lint: $(VENV)/.dev
 	bash tools/lint.sh
 
 # The generated files, after editing what they come from (tools/generate.py): openapi.json
-# from openapi.yaml; the README's configuration table from settings.py's table.
+# from openapi.yaml; docs/configuration.md's table and options.py from settings.py's table.
 openapi: $(VENV)/.dev
 	$(PY) tools/generate.py openapi
 

@@ -3,7 +3,7 @@
 Each is an environment variable, and most have a command-line flag that wins
 over it. ``load()`` builds the options from this table: an ``options.Options``,
 typed and frozen, whose class is generated from the table too. Nothing else reads
-the environment for configuration. The README's configuration table and options.py
+the environment for configuration. The documented table (docs/configuration.md) and options.py
 are checked against this one (tests/test_settings.py); `make settings-table` writes both.
 """
 
@@ -192,7 +192,7 @@ def with_defaults(args: argparse.Namespace) -> Options:
 
 
 def markdown() -> str:
-    """The table as the README shows it (tests/test_settings.py keeps the two the same).
+    """The table as docs/configuration.md shows it (tests/test_settings.py keeps the two the same).
     Flags are left to ``--help``: the table stays short enough to read."""
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
     for s in SETTINGS:

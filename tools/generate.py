@@ -2,7 +2,7 @@
 """Regenerate the files derived from another: `make openapi`, `make settings-table`.
 
     python3 tools/generate.py openapi          openapi.json from openapi.yaml (the one edited)
-    python3 tools/generate.py settings-table   from settings.py's table: the README's, and options.py
+    python3 tools/generate.py settings-table   from settings.py's table: docs/configuration.md's, and options.py
 
 The tests say when one is stale (tests/test_openapi.py, tests/test_settings.py).
 """
@@ -18,6 +18,8 @@ import yaml
 import settings
 from testkit import ROOT
 
+CONFIGURATION = "docs/configuration.md"  # the settings' table, for readers (the README links to it)
+
 
 def openapi() -> None:
     document = yaml.safe_load((ROOT / "openapi.yaml").read_text())
@@ -25,16 +27,14 @@ def openapi() -> None:
 
 
 def settings_table() -> None:
-    """options.py, and the table's lines in the README's Configuration section (the text around them kept)."""
+    """options.py, and the table's lines in docs/configuration.md (the text around them kept)."""
     (ROOT / "options.py").write_text(settings.options_module())
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    section = re.search(r"^## Configuration\n.*?(?=^## )", text, re.S | re.M)
-    table = re.search(r"^\|.*\|\n(?:^\|.*\|\n)*", section.group(0), re.M) if section else None
-    if section is None or table is None:
-        sys.exit("README.md: no table in a Configuration section")
-    start = section.start() + table.start()
-    readme.write_text(text[:start] + settings.markdown() + "\n" + text[start + len(table.group(0)) :])
+    page = ROOT / CONFIGURATION
+    text = page.read_text()
+    table = re.search(r"^\|.*\|\n(?:^\|.*\|\n)*", text, re.M)
+    if table is None:
+        sys.exit(f"{CONFIGURATION}: no table")
+    page.write_text(text[: table.start()] + settings.markdown() + "\n" + text[table.end() :])
 
 
 TARGETS = {"openapi": openapi, "settings-table": settings_table}
