@@ -1,5 +1,6 @@
 # userprofile-service container: the standard-library HTTP server plus the Couchbase SDK.
-# Build:  make image   (tools/image.sh: podman or docker; or docker build -t userprofile-service:0.1.0 .)
+# Build:  make image   (tools/image.sh: podman or docker; it tags and labels the image with pyproject.toml's
+#         version, as `docker build --build-arg VERSION=<version> -t userprofile-service:<version> .` does)
 # All configuration is environment variables: COUCHBASE_HOST, COUCHBASE_USER,
 # COUCHBASE_PASSWORD, COUCHBASE_BUCKET, COUCHBASE_SCOPE, COUCHBASE_TLS, COUCHBASE_NETWORK,
 # USERPROFILE_DB, SERVICE_HOST, SERVICE_PORT, ACCESS_LOG, WORKERS, SHUTDOWN_GRACE_SECONDS...
@@ -20,8 +21,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # Dependencies in their own layer, before the code: editing the code does not reinstall them.
-COPY requirements.txt ./
-RUN pip install --no-cache-dir --root-user-action=ignore -r requirements.txt
+# --build-arg TRACING=true adds the optional OpenTelemetry export (docs/tracing.md).
+ARG TRACING=false
+COPY requirements.txt requirements-tracing.txt ./
+RUN pip install --no-cache-dir --root-user-action=ignore -r requirements.txt \
+    && if [ "$TRACING" = true ]; then pip install --no-cache-dir --root-user-action=ignore -r requirements-tracing.txt; fi
 
 # A fixed numeric uid/gid so Kubernetes' runAsNonRoot can verify it without /etc/passwd.
 # /data is the only writable place the service needs: the embedded SQLite store, when no
@@ -33,9 +37,17 @@ RUN groupadd --system --gid 10001 app \
     && chown app:app /data
 
 # The code, owned by root and so read-only to the service user; compiled once here.
-# A glob, so every top-level module is included as the code is split up.
-COPY *.py openapi.json ./
+# A glob, so every top-level module is included as the code is split up; pyproject.toml
+# declares the version the service reports (buildinfo.py).
+COPY *.py openapi.json pyproject.toml ./
 RUN python -m compileall -q /app
+
+# The version is pyproject.toml's, passed in by tools/image.sh (tests/test_image.py checks the label).
+ARG VERSION=unknown
+LABEL org.opencontainers.image.title="userprofile-service" \
+      org.opencontainers.image.description="User-profile lookups over HTTP in front of Couchbase or SQLite" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="MIT"
 
 ENV SERVICE_HOST=0.0.0.0 \
     SERVICE_PORT=8080 \

@@ -9,7 +9,7 @@ PIP    := $(VENV)/bin/pip --disable-pip-version-check --quiet
 PYTHON313 ?= python3.13
 VENV313   := .venv-3.13
 
-.PHONY: run test test-3.13 check lint bench bench-ab loadtest soak clean image fleet openapi settings-table k8s k8s-down k8s-e2e
+.PHONY: run load test test-3.13 check lint bench bench-ab loadtest soak clean image fleet openapi settings-table k8s k8s-down k8s-e2e
 
 # The project itself is installed editable (pyproject.toml), so tests, tools and bench
 # import its modules from the working tree without touching sys.path.
@@ -19,7 +19,7 @@ $(VENV)/.runtime: requirements.txt pyproject.toml
 	$(PIP) install --no-deps -e .
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt requirements-tracing.txt
 	$(PIP) install -r requirements-dev.txt
 	touch $@
 
@@ -30,23 +30,36 @@ ifndef COUCHBASE_HOST
 endif
 	exec $(PY) userprofile_service.py
 
+# The loader, from the project's environment, into the store the settings select (loaddata.py
+# --help): LOAD_ARGS="--count 10000", "--overwrite", "--rotate-token --show-token".
+LOAD_ARGS ?= --count 10000
+load: $(VENV)/.runtime
+	$(PY) loaddata.py $(LOAD_ARGS)
+
 # The whole suite, as CI runs it: the linters, then every tier (tests/README.md): in-process,
-# over real sockets, and with outside programs (the CAVES emulator, JMeter, the container
-# image, a fleet behind haproxy and nginx) on Python 3.11, the oldest the code supports;
+# over real sockets, and with outside programs (the CAVES emulator and Couchbase's SQL++ engine, JMeter, the container
+# image, a fleet behind haproxy and nginx, Keycloak, dnsmasq, an OpenTelemetry Collector, kustomize and kube-score on
+# the manifests, promtool on the alerts and the dashboard) on Python 3.11, the oldest the code supports;
 # then the in-process and socket tiers again on 3.13, the image's. The 3.13 venv is made
 # first, so a missing python3.13 stops the run at once.
 test: $(VENV)/.dev $(VENV313)/.dev
 	bash tools/install_caves.sh
+	bash tools/install_cbq_engine.sh
 	bash tools/install_jmeter.sh
 	bash tools/install_podman.sh
 	bash tools/install_fleet.sh
+	bash tools/install_debs.sh dnsmasq=dnsmasq-base
+	bash tools/install_keycloak.sh >/dev/null
+	bash tools/install_otelcol.sh >/dev/null
+	bash tools/install_manifest_tools.sh
+	bash tools/install_debs.sh promtool=prometheus
 	bash tools/lint.sh
 	$(PY) -m pytest
 	$(MAKE) --no-print-directory test-3.13
 
 # A pyenv shim runs python3.13 only when 3.13 is among pyenv's selected versions; failing
 # that, the shim is asked for pyenv's 3.13 by name (PYENV_VERSION changes nothing but pyenv's shims).
-$(VENV313)/.dev: requirements.txt requirements-dev.txt pyproject.toml
+$(VENV313)/.dev: requirements.txt requirements-dev.txt requirements-tracing.txt pyproject.toml
 	$(PYTHON313) -m venv --clear $(VENV313) 2>/dev/null || PYENV_VERSION=3.13 $(PYTHON313) -m venv --clear $(VENV313) \
 		|| { echo "make: no CPython 3.13 as PYTHON313=$(PYTHON313): pyenv install 3.13, or make PYTHON313=/path/to/python3.13" >&2; exit 1; }
 	$(VENV313)/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13) and "make: PYTHON313 is Python " + sys.version)'
@@ -67,9 +80,10 @@ DURATION ?= 30
 THREADS  ?= 8
 
 # Start the service on the embedded store, load it with the JMeter plan, and report.
+# LOADTEST_ARGS=--idp: in JWT mode, with an access token from Keycloak (tools/install_keycloak.sh).
 loadtest: $(VENV)/.runtime
 	bash tools/install_jmeter.sh >/dev/null
-	$(PY) jmeter/loadtest.py --duration $(DURATION) --threads $(THREADS)
+	$(PY) jmeter/loadtest.py --duration $(DURATION) --threads $(THREADS) $(LOADTEST_ARGS)
 
 # The three-way benchmarks (bench/run.py --help): our service, FastAPI and Express,
 # each on one core, driven by wrk on the other; first on the embedded store, then
@@ -90,6 +104,7 @@ bench/node_bare/node_modules/.package-lock.json: bench/node_bare/package-lock.js
 bench: $(VENV)/.bench bench/express/node_modules/.package-lock.json bench/node_bare/node_modules/.package-lock.json
 	bash tools/install_debs.sh wrk
 	bash tools/install_caves.sh
+	bash tools/install_cbq_engine.sh
 	$(PY) bench/run.py $(BENCH_ARGS)
 	$(PY) bench/run.py --couchbase $(BENCH_ARGS)
 
@@ -113,7 +128,7 @@ fleet: $(VENV)/.runtime
 	bash tools/install_fleet.sh
 	$(PY) tools/fleet.py $(FLEET_ARGS)
 
-# A real one-node Kubernetes v1.34 in a private network namespace (tools/k8s_cluster.py; needs root):
+# A real one-node Kubernetes (tools/k8s/VERSION) in a private network namespace (tools/k8s_cluster.py; needs root):
 # builds what is not cached (tools/install_k8s.sh), loads the image, applies k8s/overlays/$(K8S_STORE)
 # and prints the time from nothing to the first pod Ready. `make k8s-down` leaves nothing behind.
 K8S_STORE ?= embedded
@@ -132,6 +147,7 @@ k8s-down: $(VENV)/.runtime
 k8s-e2e: $(VENV)/.dev
 	bash tools/install_k8s.sh
 	bash tools/install_caves.sh
+	bash tools/install_cbq_engine.sh
 	bash tools/install_jmeter.sh >/dev/null
 	bash tools/image.sh
 	$(PY) -m pytest -m k8s tests/test_k8s.py

@@ -25,16 +25,16 @@ tracing and metrics are off unless COUCHBASE_SDK_OBSERVABILITY asks for them
 (they cost CPU on every operation).
 
 Over TLS, ``cbtls``: what is trusted, and each node's certificate name checked (the SDK does not).
+A connection string of one name (Capella's) names its nodes by DNS SRV: ``cbdns`` resolves them
+as the SDK does, follows the records, and says when to connect anew through new names. Until
+connected, ``cause`` says why not in the attempt's log line's words: /readyz answers with it.
 
-Nickname and username lookups are prepared SQL++ statements with named
-parameters that return document keys (``SELECT RAW META().id``); the documents
-themselves are then key-value gets, because the query service re-serialises
-JSON (its own key order) and the bytes would not be the stored ones.
+Nickname and username lookups are prepared SQL++ statements, a page at a time (``cbquery``);
+the documents are key-value gets. The collections' names are the settings' (``store.Layout``).
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Mapping
@@ -50,14 +50,15 @@ from couchbase.options import (
     ClusterTimeoutOptions,
     GetAnyReplicaOptions,
     GetOptions,
-    QueryOptions,
     WaitUntilReadyOptions,
 )
 
+import cbdns
 import cbtls
 import settings
 from cbhealth import NodeHealth
 from cbload import Loading
+from cbquery import Querying, QueryWatch, Statements
 from cbsdk import (
     ACTIVE,
     ANY_COPY,
@@ -65,42 +66,34 @@ from cbsdk import (
     TIMEOUTS,
     DirectCalls,
     answers_noop,
+    cause,
     connection_string,
     describe,
+    every_copy_missing,
     kv_answers,
     mapped,
     ping_nodes,
 )
 from logs import log
 from options import Options
-from store import (
-    AUTH,
-    COLLECTIONS,
-    IMAGES,
-    MAX_KEY_BYTES,
-    PROFILES,
-    TOKEN_KEY,
-    Store,
-    StoreTimeout,
-    StoreUnavailable,
-)
-
-# Keys, not documents: see the module docstring. Scope-level queries, so the
-# statements name only the collection; record_id orders the nickname matches
-# as the embedded store does.
-BY_NICKNAME = f"SELECT RAW META().id FROM {PROFILES} WHERE nickname = $nickname ORDER BY record_id"  # nosec B608  # a constant collection; $nickname is a named parameter
-BY_USERNAME = f"SELECT RAW META().id FROM {PROFILES} WHERE user_id = $username"  # nosec B608  # a constant collection; $username is a named parameter
+from store import MAX_KEY_BYTES, Layout, Store, StoreTimeout, StoreUnavailable, token_of
 
 
-class CouchbaseStore(Loading, Store):
-    def __init__(self, options: Options) -> None:
-        """Configured from the ``couchbase_*`` settings (settings.py); ``start()`` connects."""
+class CouchbaseStore(Loading, Querying, Store):
+    def __init__(self, options: Options, tracing: Any = None) -> None:
+        """Configured from the ``couchbase_*`` settings (settings.py); ``start()`` connects.
+        ``tracing`` (``otelexport.StoreTracing``): the SDK's spans go to its tracer."""
         self.connstr = connection_string(options)
         self.bucket_name, self.scope_name = options.couchbase_bucket, options.couchbase_scope
-        self._auth = PasswordAuthenticator(options.couchbase_user, options.couchbase_password)
-        self._password = options.couchbase_password  # only to keep it out of log lines
+        self.layout = Layout.of(options)
+        self.sql = Statements(self.layout)
+        # The password goes to the SDK and the name check only: no message is made with it.
+        user, password = settings.couchbase_credentials(options)  # ValueError naming a missing one
+        self._auth = PasswordAuthenticator(user, password)
+        self.user = user
         self.kv_timeout = timedelta(seconds=options.couchbase_kv_timeout)
         self.query_timeout = timedelta(seconds=options.couchbase_query_timeout)
+        self.query_watch = QueryWatch(options.couchbase_query_timeout)
         self.connect_timeout = timedelta(seconds=options.couchbase_connect_timeout)
         self.mgmt_timeout = timedelta(seconds=options.couchbase_mgmt_timeout)
         self.retry_max = options.couchbase_retry_max
@@ -122,15 +115,22 @@ class CouchbaseStore(Loading, Store):
         self.bucket: Any = None
         self.scope: Any = None
         self.collections: dict = {}
-        self.direct = DirectCalls(self.bucket_name, self.scope_name)
+        self.tracer = tracing.tracer if tracing is not None else None
+        self.direct = DirectCalls(
+            self.bucket_name,
+            self.scope_name,
+            self.layout.auth,
+            self.layout.token_key,
+            tracing.recording if tracing is not None else None,
+        )
         # Over TLS: the trust of COUCHBASE_CA_CERT, and the check of the nodes' names (cbtls).
         self.ca_cert = options.couchbase_ca_cert or None
         self.names = (
             cbtls.NameCheck(
                 self.connstr,
                 self.ca_cert,
-                options.couchbase_user,
-                self._password,
+                user,
+                password,
                 self.bucket_name,
                 cbtls.HANDSHAKE_TIMEOUT,
             )
@@ -141,6 +141,9 @@ class CouchbaseStore(Loading, Store):
         self._connected = threading.Event()
         self.health = NodeHealth(self.replica_reads)
         self._renew_after = 0.0  # no reconnection before this (time.monotonic)
+        self.dns = cbdns.Nodes(self.connstr)  # the nodes the connection string names (DNS SRV)
+        # Why the store is not connected, in the words of the attempt's log line: /readyz says it.
+        self.cause = "connecting: the first attempt is under way"
         self._retired: list[tuple[float, Cluster]] = []  # (when to close, cluster) after a reconnection
         self._replica_reads = 0
         self._count_lock = threading.Lock()
@@ -149,9 +152,9 @@ class CouchbaseStore(Loading, Store):
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def from_options(cls, options: Options) -> CouchbaseStore:
+    def from_options(cls, options: Options, tracing: Any = None) -> CouchbaseStore:
         """Connecting starts in the background, and this returns at once."""
-        store = cls(options)
+        store = cls(options, tracing)
         store.start()
         return store
 
@@ -181,6 +184,7 @@ class CouchbaseStore(Loading, Store):
             transcoder=RAW,
             **(cbtls.sdk_options(self.ca_cert) if self.names else {}),
             enable_tracing=self.observability,
+            **({"tracer": self.tracer} if self.tracer is not None else {}),  # then enable_tracing is moot
             enable_metrics=self.observability,
             timeout_options=ClusterTimeoutOptions(
                 kv_timeout=self.kv_timeout,
@@ -192,7 +196,10 @@ class CouchbaseStore(Loading, Store):
         )
 
     def _connect_once(self) -> None:
-        if self.names:  # at once, naming the cause, where the SDK would wait out its bootstrap timeout
+        # DNS and TLS at once, naming the cause, where the SDK would wait out its bootstrap timeout.
+        targets = self.dns.resolve()  # DnsFailure
+        if self.names:
+            self.names.bootstrap = targets
             self.names.check(log_refusal=False)  # the attempt's line names it
         cluster = Cluster(self.connstr, self._options())  # blocks up to the bootstrap timeout
         try:
@@ -209,6 +216,7 @@ class CouchbaseStore(Loading, Store):
             cluster.close()
             return
         self._use(cluster, bucket)
+        self.dns.bootstrapped_from = targets
         self.health.healthy = True
         self._connected.set()
 
@@ -222,14 +230,11 @@ class CouchbaseStore(Loading, Store):
                     return
                 log(f"couchbase: connected to {self.connstr}, bucket {self.bucket_name}, scope {self.scope_name}")
             except Exception as exc:  # every failure is retried: the cluster may come up later
-                line = (
-                    f"couchbase: connecting to {self.connstr} (bucket {self.bucket_name}) failed "
-                    f"(attempt {attempt}): {describe(exc)}"
-                )
-                if self._password:
-                    line = line.replace(self._password, "***")
-                log(f"{line}; retrying in {delay:g}s")
-                self._stop.wait(delay)
+                self.cause = f"connecting to {self.connstr} (bucket {self.bucket_name}) failed: {cause(exc, self.user)}"
+                # A DNS answer costs nothing to ask for again: ready within a second of DNS answering.
+                wait = min(delay, 1.0) if isinstance(exc, cbdns.DnsFailure) else delay
+                log(f"couchbase: {self.cause} (attempt {attempt}); retrying in {wait:g}s")
+                self._stop.wait(wait)
                 delay = min(delay * 2, self.retry_max)
         # Connected: watch the key-value nodes, so that gets skip the wait on a lost
         # node's active copies, and lookups fail fast while no node answers (a killed
@@ -243,10 +248,18 @@ class CouchbaseStore(Loading, Store):
 
     def _watch(self) -> None:
         answered, lost = self._ping()
-        if not answered and lost and kv_answers(self.collections[AUTH], self._between_pings):
+        if (
+            not answered
+            and lost
+            and kv_answers(self.collections[self.layout.auth], self.layout.token_key, self._between_pings)
+        ):
             self.health.answered = True
+        # DNS SRV: the records followed (cbdns.Nodes). Then this ping's health, before a check of the
+        # names lifts a refusal: no node answering refuses lookups (and /readyz) at once.
+        self.dns.after_ping(bool(answered) or self.health.answered, time.monotonic() >= self._renew_after)
+        self.health.after_ping(answered, lost)
         if self.names:
-            self.names.after_ping(answered)
+            self.names.after_ping(answered, self.dns.nodes)
         if (
             answered
             and lost
@@ -258,10 +271,17 @@ class CouchbaseStore(Loading, Store):
             # gone, up to that again. New connections to every node end that at once.
             self._renew_after = time.monotonic() + 5
             if self._reconnect():
-                answered, lost = self._ping()
+                self.health.after_ping(*self._ping())
+        # A new connection through the names DNS gives now, when the cluster moved or every node
+        # was lost, once they are checked.
+        trusted = None if self.names is None else set() if self.names.refused else self.names.checked
+        if time.monotonic() >= self._renew_after and self.dns.moved(trusted):
+            self._renew_after = time.monotonic() + 5
+            if self._reconnect():
+                self.dns.bootstrapped_from = self.dns.nodes
+                self.health.after_ping(*self._ping())
         while self._retired and self._retired[0][0] <= time.monotonic():
             self._retired.pop(0)[1].close()
-        self.health.after_ping(answered, lost)
         self._check_direct()
 
     def _reconnect(self) -> bool:
@@ -293,8 +313,8 @@ class CouchbaseStore(Loading, Store):
     def _use(self, cluster: Any, bucket: Any) -> None:
         """Gets go to this connection from now on, and by its direct calls once checked."""
         scope = bucket.scope(self.scope_name)
-        collections = {name: scope.collection(name) for name in COLLECTIONS}
-        self.direct.found(collections[PROFILES], self.observability)
+        collections = {name: scope.collection(name) for name in self.layout.all}
+        self.direct.found(collections[self.layout.profiles], self.observability)
         self.cluster, self.bucket, self.scope, self.collections = cluster, bucket, scope, collections
         self._check_direct()
 
@@ -308,15 +328,16 @@ class CouchbaseStore(Loading, Store):
 
     def _collection(self, name: str) -> Any:
         if not self._connected.is_set():
-            raise StoreUnavailable("couchbase: not connected yet")
+            raise StoreUnavailable(f"couchbase: not connected: {self.cause}")
         if not self.health.healthy:
-            raise StoreUnavailable("couchbase: no key-value node answers")
+            lost = "; ".join(f"{node}: {why}" for node, why in self.health.lost.items())
+            raise StoreUnavailable(f"couchbase: no key-value node answers ({lost or 'none pinged'})")
         if self.names and self.names.refused:
             raise StoreUnavailable(f"couchbase: {self.names.refused}")
         return self.collections[name]
 
     def _check_direct(self) -> None:
-        self.direct.check(self.collections[AUTH], self._between_pings)
+        self.direct.check(self.collections[self.layout.auth], self._between_pings)
 
     # -- read side -----------------------------------------------------------
     def _active(self, collection: str, coll: Any, key: str, hedge: bool) -> bytes:
@@ -336,12 +357,16 @@ class CouchbaseStore(Loading, Store):
         try:
             value, from_replica = self._first_copy(collection, coll, key, options)
         except cbe.DocumentUnretrievableException as exc:
-            # The SDK's answer both when every copy said "not found" and when none answered:
-            # only an answer before the deadline is a "not found".
-            if time.monotonic() - started < options["timeout"].total_seconds() * 0.9:
+            # The SDK's answer both when every copy said "not found" and when none answered (or
+            # each failed at once: connections refused). Its context tells them apart; without
+            # one, only an answer before the deadline is a "not found".
+            early = time.monotonic() - started < options["timeout"].total_seconds() * 0.9
+            missing = every_copy_missing(exc)
+            if missing or (missing is None and early):
                 self.health.answered = True
                 return None
-            raise StoreTimeout(f"couchbase: no copy of {key} answered: {describe(exc)}") from exc
+            error = StoreUnavailable if early else StoreTimeout
+            raise error(f"couchbase: no copy of {key} answered: {describe(exc)}") from exc
         except Exception as exc:
             raise mapped(exc) from exc
         self.health.answered = True
@@ -381,52 +406,25 @@ class CouchbaseStore(Loading, Store):
         return self._any_copy(collection, coll, key, self._after_delay)
 
     def get_profile(self, record_id: str) -> bytes | None:
-        return self._get(PROFILES, f"{PROFILES}:{record_id}")
+        profiles = self.layout.profiles
+        return self._get(profiles, f"{profiles}:{record_id}")
 
     def get_image(self, record_id: str) -> bytes | None:
-        return self._get(IMAGES, f"{IMAGES}:{record_id}")
-
-    def _find(self, statement: str, params: dict) -> list[bytes]:
-        coll = self._collection(PROFILES)
-        try:
-            keys = list(
-                self.scope.query(
-                    statement, QueryOptions(named_parameters=params, adhoc=False, timeout=self.query_timeout)
-                ).rows()
-            )
-            if not keys:
-                return []
-            found = coll.get_multi(keys)
-        except Exception as exc:
-            raise mapped(exc) from exc
-        for error in (found.exceptions or {}).values():
-            if not isinstance(error, cbe.DocumentNotFoundException):  # deleted since the query: skip it
-                raise mapped(error) from error
-        # In query order (record_id), which get_multi's dict does not promise.
-        return [found.results[key].value for key in keys if key in found.results]
-
-    def find_by_nickname(self, nickname: str) -> list[bytes]:
-        return self._find(BY_NICKNAME, {"nickname": nickname})
-
-    def find_by_username(self, username: str) -> list[bytes]:
-        return self._find(BY_USERNAME, {"username": username})
+        images = self.layout.images
+        return self._get(images, f"{images}:{record_id}")
 
     def read_token(self) -> str | None:
         # The whole (small) document, so that a lost node's token is read from a replica too.
-        doc = self._get(AUTH, TOKEN_KEY)
-        try:
-            token = json.loads(doc).get("token") if doc is not None else None
-        except (ValueError, AttributeError):  # not a JSON object: no token in it
-            return None
-        return token if isinstance(token, str) and token else None
+        return token_of(self._get(self.layout.auth, self.layout.token_key))
 
     def ping(self) -> None:
         """What the background pings last found: answers at once, for /readyz."""
-        self._collection(AUTH)
+        self._collection(self.layout.auth)
 
     def close(self) -> None:
         self._stop.set()
         self._ping_now.set()
+        self.query_watch.close()
         if self._thread is not None:
             # Not for long: a connection attempt in progress ends by itself (daemon thread).
             self._thread.join(1)

@@ -71,7 +71,7 @@ class NodeHealth:
         self.healthy = bool(answered) or (bool(lost) and self.answered)
         self.answered = False
         self.lost = lost
-        self._log()
+        self._log(answered)
         with self._hedges_lock:
             gets, hedges, self.gets, self._hedges = self.gets, self._hedges, 0, 0
         now = time.monotonic()
@@ -85,14 +85,18 @@ class NodeHealth:
         elif self.replica_reads and now >= self._hedging_from:
             self.hedging = True
 
-    def _log(self) -> None:
+    def _log(self, answered: set[str]) -> None:
         """Each change once, at most a line a second: changes in between are in the next line."""
         logged_lost, logged_healthy = self._logged
         now = time.monotonic()
         if (self.lost.keys() == logged_lost.keys() and self.healthy == logged_healthy) or now - self._logged_at < 1:
             return
         parts = [f"key-value node {node} lost ({why})" for node, why in self.lost.items() if node not in logged_lost]
-        parts += [f"key-value node {node} answers again" for node in logged_lost if node not in self.lost]
+        parts += [
+            f"key-value node {node} answers again" if node in answered else f"key-value node {node} is gone"
+            for node in logged_lost
+            if node not in self.lost
+        ]  # gone: no longer in the cluster's map (replaced, or a connection to another cluster)
         if self.healthy != logged_healthy:
             parts.append("lookups resume" if self.healthy else "no key-value node answers: lookups refused")
         elif self.lost and self.replica_reads:

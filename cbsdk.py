@@ -32,9 +32,11 @@ except ImportError:  # another SDK's layout: the public calls only
     pycbc_kv_request = None
     GET = GET_ANY_REPLICA = 0
 
+import cbdns
+import cbtls
 from logs import log
 from options import Options
-from store import AUTH, TOKEN_KEY, StoreTimeout, StoreUnavailable
+from store import StoreTimeout, StoreUnavailable
 
 RAW = RawJSONTranscoder()
 # A memcached binary-protocol NOOP: any answer to it (even a refusal before a login)
@@ -96,10 +98,14 @@ class DirectCalls:
     checked on a real document (the token's) before their first use, and dropped for good,
     with one log line, at their first error that is not a store error."""
 
-    __slots__ = ("bucket", "scope", "calls", "unchecked")
+    __slots__ = ("bucket", "scope", "auth", "token_key", "recording", "calls", "unchecked")
 
-    def __init__(self, bucket: str, scope: str):
+    def __init__(self, bucket: str, scope: str, auth: str, token_key: str, recording: Callable[[], bool] | None = None):
         self.bucket, self.scope = bucket, scope
+        self.auth, self.token_key = auth, token_key  # the token's collection and document: checked on
+        # With traces exported: whether the current request is recorded; its gets then take the
+        # public call, which the SDK traces (otelexport.py).
+        self.recording = recording
         self.calls: tuple[Any, Any] | None = None  # (get, get_any_replica), once checked
         self.unchecked: tuple[Any, Any] | None = None  # found, not yet checked: no document to check them on yet
 
@@ -116,8 +122,8 @@ class DirectCalls:
             return
         try:
             expected = (
-                auth.get(TOKEN_KEY, GetOptions(timeout=timeout)).value,
-                auth.get_any_replica(TOKEN_KEY, GetAnyReplicaOptions(timeout=timeout)).value,
+                auth.get(self.token_key, GetOptions(timeout=timeout)).value,
+                auth.get_any_replica(self.token_key, GetAnyReplicaOptions(timeout=timeout)).value,
             )
         except Exception:  # nothing to check against yet (not loaded, or a node down)
             return
@@ -126,7 +132,7 @@ class DirectCalls:
         found: tuple[bytes, ...] | Exception
         try:
             found = tuple(
-                direct(call, opcode, self.bucket, self.scope, AUTH, TOKEN_KEY, timeout_ms)[0]
+                direct(call, opcode, self.bucket, self.scope, self.auth, self.token_key, timeout_ms)[0]
                 for call, opcode in zip(candidate, OPCODES, strict=True)
             )
         except Exception as exc:  # whatever it is, the public calls are the safe ones
@@ -150,7 +156,7 @@ class DirectCalls:
         the SDK changed under it: the public call then decides. If it answers, or fails
         otherwise, the direct calls are dropped for good, with one log line."""
         calls = self.calls
-        if calls is not None:
+        if calls is not None and (self.recording is None or not self.recording()):
             try:
                 return direct(calls[which], OPCODES[which], self.bucket, self.scope, collection, key, timeout_ms)
             except STORE_ANSWERS:
@@ -197,6 +203,34 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
 
 
+def query_error_code(exc: BaseException) -> int | None:
+    """The query engine's code of the first error of a failed SQL++ request, when it gave one."""
+    code = getattr(getattr(exc, "context", None), "first_error_code", None)
+    return code if isinstance(code, int) else None
+
+
+def cause(exc: BaseException, user: str) -> str:
+    """Why a connection attempt failed, by kind, as the log line and /readyz say it: DNS, TLS and
+    the credentials refused by the service's own checks (their messages say so), the credentials
+    refused by the SDK, a timeout, else the SDK's own words. Never the password: no message here
+    is made with it."""
+    if isinstance(exc, cbdns.DnsFailure | cbtls.Refused):
+        return str(exc)
+    if isinstance(exc, cbe.AuthenticationException):
+        return f"authentication: the cluster refused user {user!r} ({describe(exc)})"
+    if isinstance(exc, TIMEOUTS):
+        return f"timeout: no key-value node answered in time ({describe(exc)})"
+    return describe(exc)
+
+
+def every_copy_missing(exc: BaseException) -> bool | None:
+    """Whether a DocumentUnretrievableException is every copy's "not found" (its context's
+    memcached status 1, KEY_ENOENT) rather than no copy answering (no status: a timeout, refused
+    connections); None when the SDK's message does not say (another layout than 4.6's)."""
+    found = re.search(r"'status_code': (\w+)", str(exc))
+    return None if found is None else found.group(1) == "1"
+
+
 def mapped(exc: Exception) -> StoreUnavailable:
     """An SDK error as the store error the handler turns into 503 or 504."""
     if isinstance(exc, TIMEOUTS):
@@ -221,19 +255,19 @@ def ping_nodes(bucket: Any, timeout: timedelta) -> tuple[set[str], dict[str, str
     return answered, {node: why for node, why in lost.items() if node not in answered}
 
 
-def kv_answers(auth: Any, timeout: timedelta) -> bool:
+def kv_answers(auth: Any, token_key: str, timeout: timedelta) -> bool:
     """Whether a get of the token's document is answered (found or not) though no node answered
     the ping: started with a node frozen, SDK 4.6.3's ping can list only the session it still
     bootstraps to that node, and not the one it reads from."""
     try:
-        auth.get(TOKEN_KEY, GetOptions(timeout=timeout))
+        auth.get(token_key, GetOptions(timeout=timeout))
         return True
     except cbe.DocumentNotFoundException:
         return True
     except Exception:  # its active copy may be on the lost node: ask its replicas
         pass
     try:
-        auth.get_any_replica(TOKEN_KEY, GetAnyReplicaOptions(timeout=timeout))
+        auth.get_any_replica(token_key, GetAnyReplicaOptions(timeout=timeout))
         return True
     except Exception:  # "unretrievable" is no proof that a node answered
         return False

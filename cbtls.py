@@ -9,11 +9,13 @@ updated with the image, and every CA trusted is one more that can sign a node's 
 Host names. SDK 4.6.3, the newest the registry serves, verifies a node's certificate chain
 but not that it names the node (CXXCBC-838, fixed in the C++ client 1.4.0, in no Python
 release yet). So the service checks it itself with Python's ``ssl``, against the same trust:
-a handshake to each host of the connection string, then to each node of the cluster's
-configuration, read over that verified connection (``NameCheck``), before the SDK connects,
-again whenever the nodes answering change (a node back, a node added), and every 30 s. A node whose
-certificate does not name it refuses every lookup until a check passes again: its answers
-could come from anyone holding a certificate of that CA.
+a handshake to each node the SDK bootstraps from (the connection string's hosts, or the targets
+of its DNS SRV records: ``cbdns``), then to each node of the cluster's configuration, read over
+such a verified connection (``NameCheck``), before the SDK connects, again whenever the nodes
+answering or the SRV records change (a node back, added or replaced: checked before it is
+trusted; a node gone is no longer asked), and every 30 s. A node whose certificate does not
+name it refuses every lookup until a check passes again: its answers could come from anyone
+holding a certificate of that CA.
 
 Causes. When TLS fails the SDK only says "failed to connect" after its whole bootstrap
 timeout; the handshake here fails at once and names the cause, for the log line.
@@ -27,8 +29,8 @@ import socket
 import ssl
 import struct
 import time
-from urllib.parse import urlsplit
 
+from cbdns import Node, hosts
 from logs import log
 
 # Capella's root CA, as the SDK bundles it (couchbase-cxx-client core/capella_ca.hxx; valid to 2029-12-06):
@@ -53,13 +55,13 @@ fRIiVzm7VFLc7kWbp7ENH39HVG6TZzKnfl9zJYeiklo5vQQhGSMhzBsO70z4RRzi
 DPFAN/4qZAgD5q3AFNIq2WWADFQGSwVJhg==
 -----END CERTIFICATE-----
 """
-KV_TLS_PORT = 11207  # a host of a couchbases:// string without a port
 # A node that takes longer for a handshake, or for its configuration, is in trouble: checked when it answers again.
 HANDSHAKE_TIMEOUT = 2.0
 # Every node checked again this often, whatever the pings see: a certificate changed while its node
 # kept answering (or reconnected between two pings) is found within this.
 RECHECK_SECONDS = 30.0
 SASL_AUTH, SELECT_BUCKET, GET_CLUSTER_CONFIG = 0x21, 0x89, 0xB5
+AUTH_ERROR, NO_ACCESS = 0x20, 0x24  # the key-value status of a login refused, of a bucket not allowed
 
 
 class Refused(Exception):
@@ -68,6 +70,10 @@ class Refused(Exception):
 
 class Unchecked(Refused):
     """No node's certificate could be checked: none answered the check in time."""
+
+
+class Denied(Refused):
+    """A node whose certificate was checked refused the credentials (or the bucket to them)."""
 
 
 def is_tls(connstr: str) -> bool:
@@ -99,16 +105,6 @@ def answering() -> ssl.SSLContext:
     return context
 
 
-def hosts(connstr: str) -> list[tuple[str, int]]:
-    """The hosts of a couchbases:// string, with the TLS key-value port where none is given."""
-    netloc = connstr.split("://", 1)[1].split("?", 1)[0].split("/", 1)[0]
-    found = []
-    for part in filter(None, (p.strip() for p in netloc.split(","))):
-        parsed = urlsplit(f"//{part}")
-        found.append((parsed.hostname or part, parsed.port or KV_TLS_PORT))
-    return found
-
-
 def handshake(host: str, port: int, context: ssl.SSLContext, timeout: float) -> ssl.SSLSocket:
     """A verified TLS connection to the node; Refused naming why it is not trusted, OSError when
     it does not answer."""
@@ -132,6 +128,8 @@ def _call(sock: ssl.SSLSocket, opcode: int, key: bytes = b"", value: bytes = b""
     header = _read(sock, 24)
     _, _, key_len, extras_len, _, status, body_len, _, _ = struct.unpack(">BBHBBHIIQ", header)
     body = _read(sock, body_len)
+    if status in (AUTH_ERROR, NO_ACCESS) and opcode in (SASL_AUTH, SELECT_BUCKET):
+        raise Denied(f"status 0x{status:x}")
     if status != 0:
         raise OSError(f"status 0x{status:x} to opcode 0x{opcode:x}")
     return body[extras_len + key_len :]
@@ -147,13 +145,18 @@ def _read(sock: ssl.SSLSocket, n: int) -> bytes:
     return data
 
 
-def nodes(
-    sock: ssl.SSLSocket, host: str, user: str, password: str, bucket: str, external: bool
-) -> list[tuple[str, int]]:
+def nodes(sock: ssl.SSLSocket, host: str, user: str, password: str, bucket: str, external: bool) -> list[Node]:
     """Every node's (host, TLS key-value port) from the bucket's configuration, read on a verified
-    connection to ``host`` (so PLAIN sends the password to no one else)."""
-    _call(sock, SASL_AUTH, b"PLAIN", b"\0" + user.encode() + b"\0" + password.encode())
-    _call(sock, SELECT_BUCKET, bucket.encode())
+    connection to ``host`` (so PLAIN sends the password to no one else). Denied when the node
+    refuses the credentials or the bucket (its message holds neither)."""
+    try:
+        _call(sock, SASL_AUTH, b"PLAIN", b"\0" + user.encode() + b"\0" + password.encode())
+    except Denied:
+        raise Denied(f"authentication: {host} refused the credentials of user {user!r}") from None
+    try:
+        _call(sock, SELECT_BUCKET, bucket.encode())
+    except Denied:
+        raise Denied(f"authentication: {host}: user {user!r} has no access to the bucket {bucket!r}") from None
     config = json.loads(_call(sock, GET_CLUSTER_CONFIG).replace(b"$HOST", host.encode()))
     found = []
     for node in config.get("nodesExt", []):
@@ -176,26 +179,34 @@ class NameCheck:
         self.ca_cert = ca_cert
         self.user, self.password, self.bucket, self.timeout = user, password, bucket, timeout
         self.refused: str | None = None  # why lookups are refused, since the last check
+        self.checked: set[Node] = set()  # the nodes whose certificates the last check that passed checked
         self._answered: set[str] = set()  # the nodes answering at the last check
         self._checked_at = 0.0  # time.monotonic
 
-    def after_ping(self, answered: set[str]) -> None:
-        """Check again when the nodes answering changed (a node back, another node), while refused
-        (a check that timed out is tried each ping), and every RECHECK_SECONDS (the SDK may have
-        reconnected to a node between two pings)."""
-        if answered != self._answered or self.refused or time.monotonic() - self._checked_at >= RECHECK_SECONDS:
-            self._answered, self._checked_at = answered, time.monotonic()
+    def after_ping(self, answered: set[str], bootstrap: list[Node] | None = None) -> None:
+        """Check again when the nodes answering changed (a node back, another node), when the nodes
+        to bootstrap from changed (DNS SRV), while refused (a check that timed out is tried each
+        ping), and every RECHECK_SECONDS (the SDK may have reconnected to a node between two pings)."""
+        bootstrap = self.bootstrap if bootstrap is None else bootstrap
+        if (
+            answered != self._answered
+            or bootstrap != self.bootstrap
+            or self.refused
+            or time.monotonic() - self._checked_at >= RECHECK_SECONDS
+        ):
+            self._answered, self._checked_at, self.bootstrap = answered, time.monotonic(), bootstrap
             with contextlib.suppress(Refused):  # logged; lookups are refused until a check passes
                 self.check(keep_checked=True)
 
     def check(self, log_refusal: bool = True, keep_checked: bool = False) -> None:
         """Every node's certificate names it, or ``refused`` says why (Refused; logged once, unless
         the caller logs it). ``keep_checked``: connected, names checked before stay trusted when no
-        node answers this check in time (a busy machine), until one does."""
+        node answers this check in time (a busy machine), or refuses the credentials now (the SDK's
+        connections logged in before), until a check passes."""
         try:
             checked, unchecked = self.run()
         except Refused as exc:
-            if keep_checked and isinstance(exc, Unchecked) and self.refused is None:
+            if keep_checked and isinstance(exc, Unchecked | Denied) and self.refused is None:
                 log(f"couchbase: {exc}: the names checked before stay trusted")
                 return
             if log_refusal and self.refused != str(exc):
@@ -204,27 +215,30 @@ class NameCheck:
             raise
         if self.refused is not None:
             log(f"couchbase: TLS: the certificates of {len(checked)} node(s) name them: lookups resume")
-        self.refused = None
+        self.refused, self.checked = None, set(checked)
         if unchecked:
             log(f"couchbase: TLS: names not checked yet (checked when they answer): {'; '.join(unchecked)}")
 
-    def run(self) -> tuple[list[tuple[str, int]], list[str]]:
-        """(the nodes checked, why some were not), trying the connection string's hosts in turn for
-        the configuration. Refused when a certificate is refused, or when no node could be checked;
-        a node that does not answer is only not checked (it is when it answers again)."""
+    def run(self) -> tuple[list[Node], list[str]]:
+        """(the nodes checked, why some were not): every node to bootstrap from, then every node of
+        the configuration read from the first of them that gives it. Refused when a certificate is
+        refused, Denied when the credentials are, Unchecked when no configuration could be read; a
+        node that does not answer is only not checked (it is when it answers again)."""
         if self.context is None:
             try:
                 self.context = trust(self.ca_cert)
             except (OSError, ssl.SSLError) as exc:
                 raise Refused(f"TLS: cannot load COUCHBASE_CA_CERT {self.ca_cert}: {exc}") from None
-        unchecked = []
+        context = self.context
+        checked: list[Node] = []
+        unchecked: list[str] = []
+        tried: set[Node] = set()
+        found: list[Node] | None = None
         for host, port in self.bootstrap:
-            try:
-                sock = handshake(host, port, self.context, self.timeout)
-            except Refused as exc:
-                raise Refused(f"{exc}{self._trusting()}") from None
-            except OSError as exc:
-                unchecked.append(f"{host}:{port}: {exc or type(exc).__name__}")
+            sock = self._handshake(context, host, port, checked, unchecked, tried)
+            if sock is None or found is not None:
+                if sock is not None:
+                    sock.close()
                 continue
             try:
                 with sock:
@@ -232,24 +246,31 @@ class NameCheck:
                     found = nodes(sock, host, self.user, self.password, self.bucket, self.external)
             except (OSError, ValueError) as exc:
                 unchecked.append(f"{host}:{port}: no configuration ({exc or type(exc).__name__})")
-                continue
-            checked = []
-            for name, kv_port in found:
-                try:
-                    handshake(name, kv_port, self.context, self.timeout).close()
-                    checked.append((name, kv_port))
-                except Refused as exc:
-                    raise Refused(f"{exc}{self._trusting()}") from None
-                except OSError as exc:
-                    unchecked.append(f"{name}:{kv_port}: {exc or type(exc).__name__}")
-            if checked:
-                return checked, unchecked
-        # No name checked, so none is trusted: the cluster is down, or its hosts are known only by
-        # a DNS SRV record, which Python's resolver cannot read.
-        raise Unchecked(
-            f"TLS: no node's certificate could be checked ({'; '.join(unchecked)}); "
-            "a DNS SRV name (Capella's) cannot be: name the nodes in COUCHBASE_HOST"
-        )
+        if found is None:
+            raise Unchecked(f"TLS: no node's certificate could be checked ({'; '.join(unchecked) or 'no node'})")
+        for name, kv_port in found:
+            sock = self._handshake(context, name, kv_port, checked, unchecked, tried)
+            if sock is not None:
+                sock.close()
+        return checked, unchecked
+
+    def _handshake(
+        self, context: ssl.SSLContext, host: str, port: int, checked: list[Node], unchecked: list[str], tried: set[Node]
+    ) -> ssl.SSLSocket | None:
+        """A verified connection to a node not tried yet in this check, noted as checked; None when
+        it was tried, or does not answer (noted as unchecked). Refused when its certificate is."""
+        if (host, port) in tried:
+            return None
+        tried.add((host, port))
+        try:
+            sock = handshake(host, port, context, self.timeout)
+        except Refused as exc:
+            raise Refused(f"{exc}{self._trusting()}") from None
+        except OSError as exc:
+            unchecked.append(f"{host}:{port}: {exc or type(exc).__name__}")
+            return None
+        checked.append((host, port))
+        return sock
 
     def _trusting(self) -> str:
         return f" (trusting {self.ca_cert} alone)" if self.ca_cert else " (trusting the system's CAs and Capella's)"

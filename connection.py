@@ -42,6 +42,7 @@ from httpparse import REASONS, HTTPError, Incomplete, Request, read_request
 from logs import log, stamp
 from options import Options
 from service import Answer, Service, refusal
+from tracecontext import Traces, request_id_of
 
 if TYPE_CHECKING:
     from server import UserProfileServer
@@ -93,12 +94,14 @@ class Site:
         options: Options,
         turn: AbstractContextManager | None = None,
         access_log: TextIO | None = None,
+        traces: Traces | None = None,
     ) -> None:
         self.service = service
         self.metrics = service.metrics
         self.options = options  # the settings (settings.py): limits, timeouts, recycling
         self.turn: AbstractContextManager = turn if turn is not None else contextlib.nullcontext()
         self.access_log = access_log  # a text stream, or None
+        self.traces = traces if traces is not None else Traces()  # request ids, trace context, export
         self.keep_alive = keep_alive_header(options.idle_timeout)
         self.date_header = b""
         self.tick()
@@ -172,8 +175,10 @@ class Conversation:
                 return
             site.metrics.timed_out(HEADERS)
             route, answer = routes.NO_ROUTE, refusal(HTTPError(408, "Request not received in time", close=True))
+        # Its request id (the answer's header line) and trace id; with export, a recorded request's span begins.
+        id_line, trace_id, recorded = site.traces.begin(request)
         if request is None:
-            rest = self.reply(None, answer, started)
+            rest = self.reply(None, answer, started, id_line)
         else:
             self.phase = BUSY
             with site.turn:  # see server.py
@@ -181,7 +186,9 @@ class Conversation:
                 service = site.service
                 respond = service.do_GET if request.method == "GET" or request.head else service.do_other
                 route, answer = respond(request)
-                rest = self.writer.send_now(self.reply(request, answer, started))
+                if recorded is not None:  # the span covers the request until its answer is made
+                    site.traces.end(recorded, request.method, route, answer.status)
+                rest = self.writer.send_now(self.reply(request, answer, started, id_line))
         if rest:  # a client slow to read gets the rest outside the turn, so it never holds it
             self.phase, self.deadline = WRITING, time.monotonic() + options.write_timeout
             self.writer.send_all(rest)
@@ -189,13 +196,22 @@ class Conversation:
         site.metrics.observe(route, answer.status, elapsed)
         if site.access_log is not None:
             log_access(
-                site.access_log, request.method if request else "-", route, answer.status, elapsed, len(answer.body)
+                site.access_log,
+                request.method if request else "-",
+                route,
+                answer.status,
+                elapsed,
+                len(answer.body),
+                getattr(request, "caller", "-"),  # set by the token check, if it let the request in
+                id_line,
+                trace_id,
             )
 
-    def reply(self, request: Request | None, answer: Answer, started: float) -> bytes:
-        """The whole answer, status line, headers and body, for one write."""
+    def reply(self, request: Request | None, answer: Answer, started: float, id_line: bytes) -> bytes:
+        """The whole answer, status line, headers and body, for one write; ``id_line`` is its
+        X-Request-Id header line."""
         site = self.site
-        extra = answer.extra
+        extra = answer.extra + id_line
         self.answers_left -= 1
         if (
             request is None
@@ -227,8 +243,22 @@ def too_many_connections(service: Service) -> bytes:
     )
 
 
-def log_access(stream: TextIO, method: str, route: str, status: int, seconds: float, size: int) -> None:
-    stream.write(f"{stamp()} method={method} route={route} status={status} ms={seconds * 1000:.3f} bytes={size}\n")
+def log_access(
+    stream: TextIO,
+    method: str,
+    route: str,
+    status: int,
+    seconds: float,
+    size: int,
+    caller: str,
+    id_line: bytes,
+    trace_id: str,
+) -> None:
+    """One line per answer; ``caller`` is who the token check let in (auth.py), never the token."""
+    stream.write(
+        f"{stamp()} method={method} route={route} status={status} ms={seconds * 1000:.3f} bytes={size}"
+        f" caller={caller} request_id={request_id_of(id_line)} trace_id={trace_id}\n"
+    )
 
 
 class SocketWriter:

@@ -3,14 +3,18 @@
 service token, into the store the environment selects (embedded SQLite, or
 Couchbase when COUCHBASE_HOST is set).
 
-Deterministic for a given --seed: the same ids get the same documents, so a
-second run rewrites the same data (upserts) and changes nothing.
+Deterministic for a given --seed: the same ids get the same documents. It never
+overwrites what a store holds unless told: before writing anything it counts the
+documents already under the keys it would write, and refuses when there are any
+(``--overwrite`` rewrites them, ``--if-empty`` loads only into an empty store).
+``--rotate-token`` replaces the service token alone (docs/data-model.md).
 """
 
 from __future__ import annotations
 
 import base64
 import datetime
+import importlib.util
 import os
 import random
 import secrets
@@ -22,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from typing import TextIO
 
 import settings
-from store import AUTH, IMAGES, PROFILES, TOKEN_KEY, LoadableStore, StoreUnavailable
+from store import Layout, LoadableStore, StoreUnavailable
 from stores import open_store
 
 BATCH = 500
@@ -135,6 +139,22 @@ def image(rng: random.Random, record_id: int) -> dict:
     return {"record_id": record_id, "type": "png", "image": base64.b64encode(avatar(rng)).decode()}
 
 
+SHAPES = ("default", "blog")
+
+
+def documents(shape: str, count: int, seed: int, images: int, layout: Layout) -> Iterator[tuple[dict, dict | None]]:
+    """(profile, image) of a shape (``--shape``: this module's, or the blog generator's,
+    ``blogshape.py``) for ids 1..count; no image document past id ``images``."""
+    if shape == "blog":
+        import blogshape  # its images need Pillow: imported for this shape only
+
+        made = blogshape.generate(count, seed, layout.images)
+    else:
+        made = generate(count, seed)
+    for prof, img in made:
+        yield prof, img if prof["record_id"] <= images else None
+
+
 def generate(count: int, seed: int) -> Iterator[tuple[dict, dict]]:
     """(profile, image) for ids 1..count; the same for the same seed and count."""
     rng = random.Random(seed)
@@ -163,28 +183,72 @@ class Progress:
             self.stream.write("\n")
 
 
-def load(store: LoadableStore, count: int, seed: int) -> float:
-    """Write the profiles and images; return documents written per second."""
+def load(store: LoadableStore, documents: Iterator[tuple[dict, dict | None]], count: int) -> float:
+    """Write the ``count`` profiles and their images (None: no image document); return
+    documents written per second. Each is keyed ``<collection>:<record_id>``."""
+    layout = store.layout
     progress = Progress(count)
     started = time.monotonic()
-    profiles, images = [], []
-    done = 0
-    for prof, img in generate(count, seed):
-        profiles.append((f"{PROFILES}:{prof['record_id']}", prof))
-        images.append((f"{IMAGES}:{img['record_id']}", img))
+    profiles: list[tuple[str, dict]] = []
+    images: list[tuple[str, dict]] = []
+    done = written = 0
+    for prof, img in documents:
+        profiles.append((f"{layout.profiles}:{prof['record_id']}", prof))
+        if img is not None:
+            images.append((f"{layout.images}:{img['record_id']}", img))
         if len(profiles) == BATCH:
-            store.upsert(PROFILES, profiles)
-            store.upsert(IMAGES, images)
+            store.upsert(layout.profiles, profiles)
+            store.upsert(layout.images, images)
             done += len(profiles)
+            written += len(profiles) + len(images)
             profiles, images = [], []
             progress.update(done)
     if profiles:
-        store.upsert(PROFILES, profiles)
-        store.upsert(IMAGES, images)
+        store.upsert(layout.profiles, profiles)
+        store.upsert(layout.images, images)
         done += len(profiles)
+        written += len(profiles) + len(images)
         progress.update(done)
     progress.finish()
-    return 2 * count / max(time.monotonic() - started, 1e-9)
+    return written / max(time.monotonic() - started, 1e-9)
+
+
+def occupied(store: LoadableStore, writes: dict[str, int], token: str | None) -> dict[str, int]:
+    """The documents already under the keys a load would write, by collection (none: nothing to
+    overwrite): ids 1..N of each collection in ``writes``, and the token's when another is stored."""
+    found: dict[str, int] = {}
+    for collection, count in writes.items():
+        for first in range(1, count + 1, BATCH):
+            keys = [f"{collection}:{n}" for n in range(first, min(first + BATCH, count + 1))]
+            found[collection] = found.get(collection, 0) + store.existing(collection, keys)
+    stored = store.read_token()
+    found[store.layout.auth] = int(token is not None and stored is not None and token != stored)
+    return {collection: n for collection, n in found.items() if n}
+
+
+def refusal(found: dict[str, int]) -> str:
+    listed = ", ".join(f"{n} in {collection}" for collection, n in found.items())
+    return (
+        f"loaddata: the store already holds documents under the keys this load would write ({listed}); "
+        "nothing was written. --overwrite replaces them, --if-empty loads only into an empty store, "
+        "--rotate-token replaces the token alone"
+    )
+
+
+def rotate_token(store: LoadableStore, token: str | None) -> str:
+    """Store a new service token (``token``, else a generated one) in place of the one in force:
+    the service reads it within TOKEN_REFRESH_SECONDS, and refuses the old one from then on."""
+    new = token or secrets.token_urlsafe(24)
+    if new == store.read_token():
+        raise ValueError("--rotate-token: that token is already the one in force")
+    store.upsert(store.layout.auth, [(store.layout.token_key, {"token": new})])
+    return new
+
+
+def show_token(token: str) -> None:
+    port = os.environ.get("SERVICE_PORT", settings.BY_NAME["port"].default)
+    print(f"token: {token}")
+    print(f'try:   curl -H "Authorization: Bearer {token}" http://localhost:{port}/api/v1/id/1')
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -193,7 +257,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=10000, help="profiles to generate, ids 1..N (default 10000)")
     p.add_argument("--token", help="the service token to store (default: keep the stored one, or generate one)")
     p.add_argument("--seed", type=int, default=1, help="random seed: the same seed gives the same data")
+    p.add_argument(
+        "--shape",
+        choices=SHAPES,
+        default="default",
+        help="the data's shape: this loader's (PNG identicons), or the blog generator's (blogshape.py: "
+        "~260 nicknames, JPEG 2000 images labelled jpeg; needs Pillow)",
+    )
+    p.add_argument(
+        "--images",
+        type=int,
+        help="image documents for ids 1..N only (default: one per profile); the blog shape's are ~72 kB each",
+    )
     p.add_argument("--if-empty", action="store_true", help="load only when the store holds no profiles")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace documents already under the keys written (without it the load refuses and writes nothing)",
+    )
+    p.add_argument(
+        "--rotate-token",
+        action="store_true",
+        help="only replace the service token (--token, else a new one); the service takes it within "
+        "TOKEN_REFRESH_SECONDS; printed only with --show-token",
+    )
     p.add_argument(
         "--show-token",
         action="store_true",
@@ -202,28 +289,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = settings.finish(p, p.parse_args(argv), settings.STORES)
     if args.count < 0:
         p.error("--count must be 0 or more")
+    images = args.count if args.images is None else min(args.images, args.count)
+    if images < 0:
+        p.error("--images must be 0 or more")
+    if args.shape == "blog" and images and importlib.util.find_spec("PIL") is None:
+        p.error("--shape blog writes JPEG 2000 images with Pillow: pip install pillow (or --images 0)")
+    if args.rotate_token and (args.if_empty or args.overwrite):
+        p.error("--rotate-token writes the token alone: not with --if-empty or --overwrite")
 
     store = open_store(settings.with_defaults(args))
     try:
         store.create_schema()
-        existing = store.count(PROFILES) if args.if_empty else 0
+        if args.rotate_token:
+            rotated = rotate_token(store, args.token)
+            print("token rotated: the service refuses the old one within TOKEN_REFRESH_SECONDS")
+            if args.show_token:
+                show_token(rotated)
+            return 0
+        existing = store.count(store.layout.profiles) if args.if_empty else 0
+        writes = {store.layout.profiles: args.count, store.layout.images: images} if not existing else {}
+        found = {} if args.overwrite else occupied(store, writes, args.token)
+        if found:
+            print(refusal(found), file=sys.stderr)
+            return 1
         if existing:
             print(f"the store already holds {existing} profiles; not loading")
         else:
-            rate = load(store, args.count, args.seed)
-            print(f"loaded {args.count} profiles and {args.count} images ({rate:,.0f} documents/s)")
+            made = documents(args.shape, args.count, args.seed, images, store.layout)
+            rate = load(store, made, args.count)
+            print(f"loaded {args.count} profiles and {images} images ({rate:,.0f} documents/s)")
         token, generated = args.token, False
         if token is None:
             token = store.read_token()
         if token is None:
             token, generated = secrets.token_urlsafe(24), True
         if token != store.read_token():
-            store.upsert(AUTH, [(TOKEN_KEY, {"token": token})])
-        if generated or args.show_token:
+            store.upsert(store.layout.auth, [(store.layout.token_key, {"token": token})])
+        if generated and not args.show_token:
             print(f"token: {token}")
         if args.show_token:
-            port = os.environ.get("SERVICE_PORT", settings.BY_NAME["port"].default)
-            print(f'try:   curl -H "Authorization: Bearer {token}" http://localhost:{port}/api/v1/id/1')
+            show_token(token)
+    except ValueError as exc:
+        print(f"loaddata: {exc}", file=sys.stderr)
+        return 1
     except StoreUnavailable as exc:
         print(f"loaddata: the store is not answering: {exc}", file=sys.stderr)
         return 1

@@ -3,6 +3,7 @@ access log's lines start with (``stamp``). Never a token or a password in either
 
 from __future__ import annotations
 
+import re
 import sys
 from datetime import UTC, datetime
 
@@ -16,3 +17,12 @@ def log(message: str) -> None:
     """One service event on stderr, one line."""
     sys.stderr.write(f"{stamp()} {message}\n")
     sys.stderr.flush()
+
+
+def masked(text: str, secret: str) -> str:
+    """``text`` with every whole occurrence of ``secret`` as ``***``, never its characters inside
+    longer words: a token ``x`` leaves ``Exception`` whole. Better still, a message is never made
+    with a secret (a password reaches none)."""
+    if not secret:
+        return text
+    return re.sub(rf"(?<![\w-]){re.escape(secret)}(?![\w-])", "***", text)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 class Options:
     host: str  # SERVICE_HOST
     port: int  # SERVICE_PORT
+    metrics_port: int | None  # METRICS_PORT
     workers: int  # WORKERS
     token_refresh: float  # TOKEN_REFRESH_SECONDS
     access_log: bool  # ACCESS_LOG
@@ -33,11 +34,28 @@ class Options:
     max_body: int  # MAX_BODY_BYTES
     picture_max_age: int  # PICTURE_MAX_AGE_SECONDS
     retry_after: int  # RETRY_AFTER_SECONDS
+    page_size: int  # PAGE_SIZE
+    max_page_size: int  # MAX_PAGE_SIZE
+    profiles_collection: str  # PROFILES_COLLECTION
+    images_collection: str  # IMAGES_COLLECTION
+    auth_collection: str  # AUTH_COLLECTION
+    auth_mode: str  # AUTH_MODE
+    auth_issuer: str | None  # AUTH_ISSUER
+    auth_jwks_url: str | None  # AUTH_JWKS_URL
+    auth_audience: str | None  # AUTH_AUDIENCE
+    auth_scope: str | None  # AUTH_SCOPE
+    auth_algorithms: str  # AUTH_ALGORITHMS
+    auth_leeway: float  # AUTH_LEEWAY_SECONDS
+    auth_ca_cert: str | None  # AUTH_CA_CERT
+    auth_timeout: float  # AUTH_TIMEOUT_SECONDS
+    auth_jwks_refresh: float  # AUTH_JWKS_REFRESH_SECONDS
+    auth_jwks_cooldown: float  # AUTH_JWKS_COOLDOWN_SECONDS
+    auth_cache_size: int  # AUTH_CACHE_SIZE
     db: str  # USERPROFILE_DB
     sqlite_busy_timeout: float  # SQLITE_BUSY_TIMEOUT_SECONDS
     couchbase_host: str | None  # COUCHBASE_HOST
-    couchbase_user: str  # COUCHBASE_USER
-    couchbase_password: str  # COUCHBASE_PASSWORD
+    couchbase_user: str | None  # COUCHBASE_USER
+    couchbase_password: str | None  # COUCHBASE_PASSWORD
     couchbase_bucket: str  # COUCHBASE_BUCKET
     couchbase_scope: str  # COUCHBASE_SCOPE
     couchbase_tls: bool  # COUCHBASE_TLS
@@ -52,3 +70,10 @@ class Options:
     couchbase_replica_delay: float  # COUCHBASE_REPLICA_DELAY
     couchbase_health_interval: float  # COUCHBASE_HEALTH_INTERVAL
     couchbase_sdk_observability: bool  # COUCHBASE_SDK_OBSERVABILITY
+    otel_endpoint: str | None  # OTEL_EXPORTER_OTLP_ENDPOINT
+    otel_traces_endpoint: str | None  # OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+    otel_protocol: str  # OTEL_EXPORTER_OTLP_PROTOCOL
+    otel_service_name: str  # OTEL_SERVICE_NAME
+    otel_sampler: str  # OTEL_TRACES_SAMPLER
+    otel_sampler_ratio: float  # OTEL_TRACES_SAMPLER_ARG
+    otel_sdk_disabled: bool  # OTEL_SDK_DISABLED

@@ -2,11 +2,11 @@
 
 Each route has its path shape (as in openapi.yaml), the name of the
 ``Service`` method that answers it, whether it needs the token, the methods it
-answers, what caches may do with its answers (``Cache-Control``), and whether
-it is worth compressing. Its name, the ``route`` label of metrics and access
-logs, is the shape without its parameter (never the parameter's value). 404,
-405 and ``Allow`` follow from the table, and so does the ``ETag``: every 200 of
-an ``/api/v1/`` route has one.
+answers, what caches may do with its answers (``Cache-Control``), whether
+it is worth compressing, and whether it answers a page of its matches. Its
+name, the ``route`` label of metrics and access logs, is the shape without its
+parameter (never the parameter's value). 404, 405 and ``Allow`` follow from the
+table, and so does the ``ETag``: every 200 of an ``/api/v1/`` route has one.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ class Route:
     needs_token: bool
     cache: str  # the Cache-Control of its answers but errors; {setting} names a setting's value
     gzip: bool = False  # gzip when the client accepts it: large text (never images or small JSON)
+    paged: bool = False  # answers a page of its matches (?limit=&cursor=, a Link to the next page)
     methods: tuple[str, ...] = ("GET", "HEAD")
     name: str = field(init=False)  # the shape without its parameter
     allow: bytes = field(init=False)  # the Allow header line of a 405
@@ -43,8 +44,8 @@ class Route:
 
 ROUTES = (
     Route("/api/v1/id/{id}", "profile_by_id", needs_token=True, cache=REVALIDATE),
-    Route("/api/v1/nickname/{nickname}", "profiles_by_nickname", needs_token=True, cache=REVALIDATE),
-    Route("/api/v1/username/{username}", "profile_by_username", needs_token=True, cache=REVALIDATE),
+    Route("/api/v1/nickname/{nickname}", "profiles_by_nickname", needs_token=True, cache=REVALIDATE, paged=True),
+    Route("/api/v1/username/{username}", "profiles_by_username", needs_token=True, cache=REVALIDATE, paged=True),
     Route("/api/v1/picture/record/{id}", "image_record", needs_token=True, cache=PICTURE),
     Route("/api/v1/picture/raw/{id}", "image_raw", needs_token=True, cache=PICTURE),
     Route("/healthz", "liveness", needs_token=False, cache=NO_STORE),

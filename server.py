@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from connection import IDLE, Conversation, Handler, Site, too_many_connections
 from logs import log
@@ -27,7 +27,11 @@ from metrics import Metrics
 from options import Options
 from service import Service, TokenKeeper, where
 from store import Store
+from tracecontext import Traces
 from turns import Turn
+
+if TYPE_CHECKING:
+    from accesstoken import Verifier
 
 OPENAPI = Path(__file__).resolve().parent / "openapi.json"  # openapi.yaml as JSON, served as it is
 # The drain closes what is left this long before the grace period ends, so the process has
@@ -100,11 +104,20 @@ class UserProfileServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(
-        self, address: tuple[str, int], store: Store, tokens: TokenKeeper, options: Options, reuse_port: bool = False
+        self,
+        address: tuple[str, int],
+        store: Store,
+        tokens: TokenKeeper,
+        options: Options,
+        reuse_port: bool = False,
+        verifier: Verifier | None = None,
+        traces: Traces | None = None,
     ) -> None:
         self.options = options
         self.metrics = Metrics()
-        self.service = Service(store, tokens, self.metrics, OPENAPI.read_bytes(), self.render_metrics, options)
+        self.service = Service(
+            store, tokens, self.metrics, OPENAPI.read_bytes(), self.render_metrics, options, verifier=verifier
+        )
         self.too_many = too_many_connections(self.service)
         # An embedded store's lookup is this process's CPU, not a wait, so its requests take
         # turns from routing to the first write of the answer: threads that all hold a request
@@ -113,7 +126,7 @@ class UserProfileServer(http.server.ThreadingHTTPServer):
         # and whatever the socket does not take at once, stay outside the turn: a slow client
         # never holds it. A network store's lookups wait on the network and must overlap.
         turn = Turn(patience=options.turn_patience) if store.serial else None
-        self.site = Site(self.service, options, turn, sys.stdout if options.access_log else None)
+        self.site = Site(self.service, options, turn, sys.stdout if options.access_log else None, traces)
         self.request_queue_size = options.backlog  # the standard library's 5 drops connections under load
         self.allow_reuse_port = reuse_port
         self.connections = Connections(options)

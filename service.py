@@ -1,20 +1,20 @@
-"""The answer to a request, without a socket: the routes, the token and the store call.
+"""The answer to a request, without a socket: the routes, the caller and the store call.
 
 ``Service.do_GET`` (``do_HEAD`` is the same) takes a parsed ``httpparse.Request`` and gives an
-``Answer``: ``routes.match`` splits the path once, the token is checked in constant time,
-one store call returns stored JSON as bytes, and every failure becomes its
-status, never an exception. What caches may do with an answer, its ETag and
-its gzip follow from its route (``routes.py``, ``negotiate.py``), with header
-bytes built at start-up. ``TokenKeeper`` holds the bearer token, re-read from
-the store so a rotated token takes effect without a restart. The connection
-(``connection.py``) and the server (``server.py``) are built on top of these.
+``Answer``: ``routes.match`` splits the path once, the caller is checked (``auth.Gate``: the
+token in constant time, or a JWT access token, cached once verified), one store call
+returns stored JSON as bytes, and every failure becomes its status, never an exception.
+What caches may do with an answer, its ETag and its gzip follow from its route
+(``routes.py``, ``negotiate.py``), with header bytes built at start-up. ``TokenKeeper``
+holds the bearer token, re-read from the store so a rotated token takes effect without a
+restart. The connection (``connection.py``) and the server (``server.py``) are built on
+top of these.
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
-import hmac
 import json
 import re
 import threading
@@ -22,31 +22,46 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+from urllib.parse import quote, unquote
 from zlib import crc32
 
+import auth
 import negotiate
 import routes
 import settings
 from httpparse import HTTPError, Request, decode_param
-from logs import log
+from logs import log, masked
 from metrics import Metrics
 from negotiate import ETAG_LINE, TAG
 from options import Options
-from store import Store, StoreTimeout, StoreUnavailable
+from store import FIRST_PAGE, MAX_RECORD_ID, Page, Store, StoreTimeout, StoreUnavailable
+
+if TYPE_CHECKING:
+    from accesstoken import Verifier
 
 JSON = b"application/json"
 TEXT_METRICS = b"text/plain; version=0.0.4; charset=utf-8"
 HEALTHY = b'{"status":"ok"}'
 READY = b'{"status":"ready"}'
-# No token: the challenge alone; a wrong one says so (RFC 6750 3.1), so a client knows to get a new one.
-BEARER_CHALLENGE = b'WWW-Authenticate: Bearer realm="userprofile"\r\n'
-INVALID_TOKEN = b'WWW-Authenticate: Bearer realm="userprofile", error="invalid_token"\r\n'
 ERROR_HEADERS = b"Cache-Control: %s\r\n" % routes.NO_STORE.encode()  # an error is of its moment
 VARY = b"Vary: Accept-Encoding\r\n"  # on a route that compresses, both ways: caches keep them apart
 GZIPPED = b"Content-Encoding: gzip\r\n"
 IMAGE_TYPE = re.compile(r"[a-z0-9.+-]{1,32}")
-NO_TOKEN_YET = "Service Unavailable: no service token has been read yet"
+# An image's type from its first bytes, so a browser can show it whatever its document's label
+# says (the blog's data labels JPEG 2000 "jpeg"): (signature, offset, Content-Type).
+IMAGE_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", 0, b"image/png"),
+    (b"\xff\xd8\xff", 0, b"image/jpeg"),
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", 0, b"image/jp2"),  # the JPEG 2000 file format (RFC 3745)
+    (b"\xff\x4f\xff\x51", 0, b"image/j2c"),  # a bare JPEG 2000 codestream
+    (b"GIF87a", 0, b"image/gif"),
+    (b"GIF89a", 0, b"image/gif"),
+    (b"WEBP", 8, b"image/webp"),  # after "RIFF" and the length
+)
+# A page's query string: ?limit=N&cursor=C, nothing else read (RFC 3986's query, unparsed till here).
+LIMIT = re.compile(r"[0-9]{1,9}")
+CURSOR = re.compile(r"-?[0-9]{1,16}")
 SHUTTING_DOWN = "Service Unavailable: shutting down"
 
 
@@ -92,6 +107,7 @@ class Service:
         openapi: bytes,
         render_metrics: Callable[[], bytes] | None = None,
         options: Options | None = None,
+        verifier: Verifier | None = None,
     ) -> None:
         options = options if options is not None else settings.defaults()
         self.store = store
@@ -99,15 +115,23 @@ class Service:
         self.metrics = metrics
         self.openapi = openapi
         self.render_metrics = render_metrics or (lambda: metrics.render(0, 0))
+        # With METRICS_PORT, /metrics is answered there alone (metricsport.py), and here is no route.
+        self.metrics_elsewhere = options.metrics_port is not None
         self.handlers = {route: getattr(self, route.handler) for route in routes.ROUTES}
         # Per route, read once per answer: its header lines, whether it compresses, whether it has an ETag.
         self.shapes = {route: (route_headers(route, options), route.gzip, route.etag) for route in routes.ROUTES}
         self.compressed = {openapi: negotiate.compress(openapi)}  # the fixed bodies, gzipped once
         self.retry_after = b"Retry-After: %d\r\n" % options.retry_after
+        self.page_size, self.max_page_size = options.page_size, max(options.page_size, options.max_page_size)
         # Set on SIGTERM: readiness fails at once, so load balancers stop sending new work,
         # and every answer from then on closes its connection (connection.py).
         self.draining = False
         self._last_store_log = 0.0
+        # Who may call (AUTH_MODE): a check chosen once, called before every /api/v1/ lookup.
+        self.gate = auth.Gate(
+            options.auth_mode, tokens, verifier, metrics, self.unavailable, options.auth_scope, options.auth_cache_size
+        )
+        self.authorize = self.gate.check
 
     def do_GET(self, request: Request) -> tuple[str, Answer]:
         """The route's name (for metrics and the access log) and the answer to one request: the
@@ -119,15 +143,19 @@ class Service:
             if route is None:
                 raise HTTPError(404)
             if route.needs_token:
-                self.authorize(request.token)
+                self.authorize(request)
+            extra = b""
             if param is None:
                 body, content_type = self.handlers[route]()
             else:
                 value = decode_param(param) if "%" in param else param  # no call for the usual id
                 if not value:
                     raise HTTPError(404)
-                body, content_type = self.handlers[route](value)
-            return name, self.represent(route, request, body, content_type)
+                if route.paged:
+                    body, content_type, extra = self.page(route, value, request.query)
+                else:
+                    body, content_type = self.handlers[route](value)
+            return name, self.represent(route, request, body, content_type, extra)
         except HTTPError as err:
             return name, refusal(err)
         except StoreTimeout as exc:
@@ -142,15 +170,21 @@ class Service:
 
     do_HEAD = do_GET  # the same answer, whose body Conversation.reply leaves out
 
-    def represent(self, route: routes.Route, request: Request, body: bytes, content_type: bytes) -> Answer:
-        """A handler's 200 with its route's headers: gzip if the route and the client want it,
-        then the ETag, and a 304 without a body if the client named it (after the token check)."""
+    def represent(
+        self, route: routes.Route, request: Request, body: bytes, content_type: bytes, extra: bytes = b""
+    ) -> Answer:
+        """A handler's 200 with its route's headers (and the handler's ``extra`` lines): gzip if the
+        route and the client want it, then the ETag, and a 304 without a body if the client named it
+        (after the token check). The ETag covers the extra lines too: a page whose profiles are the
+        same but whose link to a next page is new is another representation."""
         headers, compresses, tagged = self.shapes[route]
+        if extra:
+            headers += extra
         coding = b""
         if compresses and negotiate.accepts_gzip(request.accept_encoding):
             body, coding = self.compressed.get(body) or negotiate.compress(body), GZIPPED
         if tagged:
-            crc = crc32(body)
+            crc = crc32(extra, crc32(body)) if extra else crc32(body)
             headers += ETAG_LINE % crc
             if request.if_none_match is not None and negotiate.none_match(request.if_none_match, TAG % crc):
                 # What a cache needs to refresh what it has, nothing about a body (RFC 9110 15.4.5).
@@ -171,25 +205,15 @@ class Service:
             return routes.NO_ROUTE, refusal(HTTPError(404))
         return route.name, refusal(HTTPError(405, extra=route.allow))
 
-    def authorize(self, given: bytes | None) -> None:
-        token = self.tokens.token
-        if token is None:
-            # No token could be read: refuse the API rather than serve it unauthenticated.
-            raise self.unavailable(NO_TOKEN_YET)
-        if not given:
-            raise HTTPError(401, extra=BEARER_CHALLENGE)
-        if not hmac.compare_digest(given, token):
-            raise HTTPError(401, extra=INVALID_TOKEN)
-
     # -- the routes' handlers (routes.ROUTES names them) ----------------------
     def profile_by_id(self, record_id: str) -> Content:
         return document(self.store.get_profile(record_id))
 
-    def profiles_by_nickname(self, nickname: str) -> Content:
-        return documents(self.store.find_by_nickname(nickname))
+    def profiles_by_nickname(self, nickname: str, after: int, limit: int) -> Page:
+        return self.store.find_by_nickname(nickname, after, limit)
 
-    def profile_by_username(self, username: str) -> Content:
-        return documents(self.store.find_by_username(username))
+    def profiles_by_username(self, username: str, after: int, limit: int) -> Page:
+        return self.store.find_by_username(username, after, limit)
 
     def image_record(self, record_id: str) -> Content:
         return document(self.store.get_image(record_id))
@@ -201,22 +225,49 @@ class Service:
         # The one route that must look inside a document: to decode the image.
         image = json.loads(doc)
         data = base64.b64decode(image["image"], validate=True)
+        for signature, offset, content_type in IMAGE_SIGNATURES:
+            if data.startswith(signature, offset):
+                return data, content_type
+        # Bytes of no type known here: what the document says they are.
         kind = str(image.get("type", "")).lower()
-        content_type = f"image/{kind}".encode() if IMAGE_TYPE.fullmatch(kind) else b"application/octet-stream"
-        return data, content_type
+        return data, f"image/{kind}".encode() if IMAGE_TYPE.fullmatch(kind) else b"application/octet-stream"
+
+    def page(self, route: routes.Route, value: str, query: str) -> tuple[bytes, bytes, bytes]:
+        """A paged route's answer: the page the query string asks for (``page_request``), its
+        profiles as a JSON array (404 when there are none), and a ``Link`` to the next page when
+        there is one (RFC 8288): the same path, the same limit, the cursor after this page."""
+        limit, after = (
+            page_request(query, self.page_size, self.max_page_size) if query else (self.page_size, FIRST_PAGE)
+        )
+        docs, next_after = self.handlers[route](value, after, limit)
+        body, content_type = documents(docs)
+        if next_after is None:
+            return body, content_type, b""
+        target = f"{route.name}/{quote(value, safe='')}?limit={limit}&cursor={next_after}"
+        return body, content_type, b'Link: <%s>; rel="next"\r\n' % target.encode()
 
     def liveness(self) -> Content:
         return HEALTHY, JSON
 
     def readiness(self) -> Content:
+        """200, or a 503 whose message names the cause in the words of its log line (an operator
+        reads it in ``kubectl describe pod``): draining, the store's own (DNS, TLS, authentication,
+        timeout: what its background thread last found, so this waits for nothing), the token's."""
         if self.draining:
             raise self.unavailable(SHUTTING_DOWN)
-        if self.tokens.token is None:
-            raise self.unavailable(NO_TOKEN_YET)
-        self.store.ping()  # StoreUnavailable becomes 503 (StoreTimeout 504)
+        try:
+            self.store.ping()
+        except StoreUnavailable as exc:
+            self.store_failed("unavailable", exc)
+            raise self.unavailable(f"Service Unavailable: {exc}") from None
+        problem = self.gate.not_ready()
+        if problem is not None:
+            raise self.unavailable(problem)
         return READY, JSON
 
     def exposition(self) -> Content:
+        if self.metrics_elsewhere:
+            raise HTTPError(404)
         return self.render_metrics(), TEXT_METRICS
 
     def openapi_json(self) -> Content:
@@ -234,8 +285,29 @@ class Service:
         line = f"error: {type(exc).__name__}: {exc} at {where(exc)} (route {route})"
         token = self.tokens.token
         if token:  # whatever the exception held, the token never reaches the log
-            line = line.replace(token.decode(errors="replace"), "***")
+            line = masked(line, token.decode(errors="replace"))
         log(line)
+
+
+def page_request(query: str, default: int, maximum: int) -> tuple[int, int]:
+    """The page a query string asks for: (limit, the record_id it starts after). ``limit`` is
+    1..maximum (``default`` when absent), ``cursor`` one a ``Link`` gave; each at most once, and
+    other parameters ignored. HTTPError 400 otherwise."""
+    limit: int | None = None
+    after: int | None = None
+    for parameter in query.split("&"):
+        name, _, value = parameter.partition("=")
+        if "%" in parameter:  # "%31" is "1" (RFC 3986 6.2.2.2)
+            name, value = unquote(name), unquote(value)
+        if name == "limit":
+            if limit is not None or not LIMIT.fullmatch(value) or not 1 <= int(value) <= maximum:
+                raise HTTPError(400, f"limit must be given once, an integer from 1 to {maximum}")
+            limit = int(value)
+        elif name == "cursor":
+            if after is not None or not CURSOR.fullmatch(value) or not -MAX_RECORD_ID < int(value) < MAX_RECORD_ID:
+                raise HTTPError(400, "cursor must be given once, as a Link to the next page gives it")
+            after = int(value)
+    return (limit if limit is not None else default), (after if after is not None else FIRST_PAGE)
 
 
 def documents(docs: list[bytes]) -> Content:
@@ -253,14 +325,14 @@ def document(doc: bytes | None) -> Content:
 
 
 class TokenKeeper:
-    """The bearer token from ``service_auth:1``: read at start-up, then re-read
+    """The bearer token from ``<auth collection>:1``: read at start-up, then re-read
     every ``refresh`` seconds so a rotated token takes effect without a restart."""
 
     def __init__(self, store: Store, refresh: float):
         self.store = store
         self.refresh = refresh
         self.token: bytes | None = None
-        self._problem: str | None = None
+        self.problem: str | None = None  # why no token is in force, as logged
         self._stop = threading.Event()
 
     def read(self) -> None:
@@ -268,26 +340,26 @@ class TokenKeeper:
             value = self.store.read_token()
         except StoreUnavailable as exc:
             self._report(
-                f"token: cannot read service_auth:1 from the store ({exc})"
+                f"token: cannot read {self.store.layout.token_key} from the store ({exc})"
                 + ("; the API answers 503 until it can" if self.token is None else "; keeping the token read before")
             )
             return
         if not value:
             self.token = None
-            self._report("token: service_auth:1 has no token; the API answers 503 (run loaddata.py)")
+            self._report(f"token: {self.store.layout.token_key} has no token; the API answers 503 (run loaddata.py)")
             return
         token = value.encode()
         if self.token is not None and token != self.token:
             log("token: a rotated token was read and is now in force")
         elif self.token is None:
-            log("token: read from service_auth:1")
+            log(f"token: read from {self.store.layout.token_key}")
         self.token = token
-        self._problem = None
+        self.problem = None
 
     def _report(self, problem: str) -> None:
-        if problem != self._problem:  # say it once, not at every retry
+        if problem != self.problem:  # say it once, not at every retry
             log(problem)
-            self._problem = problem
+            self.problem = problem
 
     def start(self) -> None:
         threading.Thread(target=self._run, name="token-refresh", daemon=True).start()

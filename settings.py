@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import buildinfo
 from options import Options
 
 
@@ -26,6 +28,48 @@ def boolean(text: str) -> bool:
     if value in ("0", "false", "no", "off", ""):
         return False
     raise ValueError(text)
+
+
+# Couchbase's rule for a collection's name, less `%` and a leading digit or `_`, so that it is
+# also a valid start of an index's name and an SQLite table's: the stores quote it anyway.
+COLLECTION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,250}")
+
+
+def collection_name(text: str) -> str:
+    if not COLLECTION_NAME.fullmatch(text):
+        raise ValueError(text)
+    return text
+
+
+# OpenTelemetry's sampler names (its OTEL_TRACES_SAMPLER values), those of its own samplers.
+SAMPLERS = (
+    "parentbased_traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "traceidratio",
+    "always_on",
+    "always_off",
+)
+
+
+def sampler(text: str) -> str:
+    if text.strip() not in SAMPLERS:
+        raise ValueError(text)
+    return text.strip()
+
+
+def ratio(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise ValueError(text)
+    return value
+
+
+def http_protobuf(text: str) -> str:
+    """OTLP over HTTP with protobuf, OpenTelemetry's default, is the one transport sent."""
+    if text.strip() != "http/protobuf":
+        raise ValueError(text)
+    return text.strip()
 
 
 @dataclass(frozen=True)
@@ -46,6 +90,8 @@ SETTINGS = (
     # -- the server ------------------------------------------------------------------------------
     S("host", "SERVICE_HOST", "--host", "0.0.0.0", str, "listen address"),  # nosec B104  # a container behind a load balancer
     S("port", "SERVICE_PORT", "--port", "8080", int, "listen port", 0),
+    S("metrics_port", "METRICS_PORT", "--metrics-port", None, int,
+      "`/metrics` on this port alone, for a NetworkPolicy to admit only the scraper; unset: on `SERVICE_PORT`", 0),
     S("workers", "WORKERS", "--workers", "1", int,
       "processes sharing the port (`SO_REUSEPORT`)", 1),
     S("token_refresh", "TOKEN_REFRESH_SECONDS", "--token-refresh", "60", float,
@@ -89,6 +135,42 @@ SETTINGS = (
       "how long a client may reuse a picture without asking (`max-age`)", 0),
     S("retry_after", "RETRY_AFTER_SECONDS", "--retry-after", "1", int,
       "a 503 says to retry after this (`Retry-After`)", 0),
+    S("page_size", "PAGE_SIZE", "--page-size", "100", int,
+      "profiles in a page of a nickname or username lookup when the request gives no `limit`", 1),
+    S("max_page_size", "MAX_PAGE_SIZE", "--max-page-size", "1000", int,
+      "the largest `limit` a request may give (a larger one gets 400); at least `PAGE_SIZE`", 1),
+    # -- the data's names: documents are keyed `<collection>:<id>` in both stores ----------------
+    S("profiles_collection", "PROFILES_COLLECTION", "--profiles-collection", "user_data", collection_name,
+      "the profiles' collection (the embedded store's table)"),
+    S("images_collection", "IMAGES_COLLECTION", "--images-collection", "user_images", collection_name,
+      "the pictures' collection"),
+    S("auth_collection", "AUTH_COLLECTION", "--auth-collection", "service_auth", collection_name,
+      "the token's collection (its document `<collection>:1`)"),
+    # -- who may call the API (docs/auth.md) ------------------------------------------------------
+    S("auth_mode", "AUTH_MODE", "--auth-mode", "token", str,
+      "`token`: the token stored in `<AUTH_COLLECTION>:1`; `jwt`: OAuth 2.0 JWT access tokens; `both`: either"),
+    S("auth_issuer", "AUTH_ISSUER", "--auth-issuer", None, str,
+      "the identity provider's issuer URL: its discovery document names the key set; `iss` must equal it"),
+    S("auth_jwks_url", "AUTH_JWKS_URL", "--auth-jwks-url", None, str,
+      "the key set's URL, when the provider has no discovery document"),
+    S("auth_audience", "AUTH_AUDIENCE", "--auth-audience", None, str,
+      "the `aud` a token must contain (required in `jwt` and `both` modes)"),
+    S("auth_scope", "AUTH_SCOPE", "--auth-scope", None, str,
+      "a scope (`scope` or `scp`) a token must carry for the `/api/v1/` lookups; unset: none"),
+    S("auth_algorithms", "AUTH_ALGORITHMS", "--auth-algorithms", "RS256,ES256,PS256,EdDSA", str,
+      "signature algorithms accepted; `none` and HMAC never are"),
+    S("auth_leeway", "AUTH_LEEWAY_SECONDS", "--auth-leeway", "30", float,
+      "clock skew allowed on `exp`, `nbf` and `iat`", 0),
+    S("auth_ca_cert", "AUTH_CA_CERT", "--auth-ca-cert", None, str,
+      "PEM file of the CA of the provider's HTTPS certificate, trusted alone; unset: the system's CAs"),
+    S("auth_timeout", "AUTH_TIMEOUT_SECONDS", "--auth-timeout", "5", float,
+      "seconds for one fetch of the discovery document or the key set", 0.1),
+    S("auth_jwks_refresh", "AUTH_JWKS_REFRESH_SECONDS", "--auth-jwks-refresh", "300", float,
+      "the key set is fetched again this often (sooner if its `max-age` says so); a removed key works until then", 1),
+    S("auth_jwks_cooldown", "AUTH_JWKS_COOLDOWN_SECONDS", "--auth-jwks-cooldown", "30", float,
+      "least time between fetches for an unknown `kid` (a flood of made-up ones costs one fetch)", 0.1),
+    S("auth_cache_size", "AUTH_CACHE_SIZE", "--auth-cache-size", "10000", int,
+      "verified tokens kept, each until it expires or its key leaves the key set", 1),
     # -- the embedded store --------------------------------------------------------------------
     S("db", "USERPROFILE_DB", "--db", "data/userprofile.db", str,
       "the embedded SQLite store (when `COUCHBASE_HOST` is unset)"),
@@ -97,8 +179,10 @@ SETTINGS = (
     # -- Couchbase -----------------------------------------------------------------------------
     S("couchbase_host", "COUCHBASE_HOST", "--couchbase-host", None, str,
       "cluster address or full `couchbase(s)://` connection string; unset: embedded store"),
-    S("couchbase_user", "COUCHBASE_USER", "--couchbase-user", "Administrator", str, "user name"),
-    S("couchbase_password", "COUCHBASE_PASSWORD", None, "password", str, "password (environment only)"),
+    S("couchbase_user", "COUCHBASE_USER", "--couchbase-user", None, str,
+      "user name; no default: required with `COUCHBASE_HOST` (read-only roles: docs/data-model.md)"),
+    S("couchbase_password", "COUCHBASE_PASSWORD", None, None, str,
+      "password (environment only); no default: required with `COUCHBASE_HOST`"),
     S("couchbase_bucket", "COUCHBASE_BUCKET", "--couchbase-bucket", "sample_app", str, "bucket"),
     S("couchbase_scope", "COUCHBASE_SCOPE", "--couchbase-scope", "profiles", str, "scope"),
     S("couchbase_tls", "COUCHBASE_TLS", "--couchbase-tls", "false", boolean,
@@ -125,12 +209,31 @@ SETTINGS = (
       "seconds between key-value health pings", 0.05),
     S("couchbase_sdk_observability", "COUCHBASE_SDK_OBSERVABILITY", "--couchbase-sdk-observability", "false",
       boolean, "the SDK's tracing and metrics, at a CPU cost per request"),
+    # -- traces: OpenTelemetry's standard variables, those the service reads (docs/tracing.md) -----
+    S("otel_endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT", "--otlp-endpoint", None, str,
+      "OTLP/HTTP collector base URL (`/v1/traces` appended); unset, with the next unset: no export"),
+    S("otel_traces_endpoint", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "--otlp-traces-endpoint", None, str,
+      "OTLP/HTTP traces URL, used as it is; wins over the base URL"),
+    S("otel_protocol", "OTEL_EXPORTER_OTLP_PROTOCOL", "--otlp-protocol", "http/protobuf", http_protobuf,
+      "`http/protobuf`, the one OTLP transport the service sends"),
+    S("otel_service_name", "OTEL_SERVICE_NAME", "--otel-service-name", "userprofile-service", str,
+      "`service.name` of the spans"),
+    S("otel_sampler", "OTEL_TRACES_SAMPLER", "--traces-sampler", "parentbased_traceidratio", sampler,
+      "which requests are recorded: OpenTelemetry's sampler names (`always_on`, `parentbased_always_off`...)"),
+    S("otel_sampler_ratio", "OTEL_TRACES_SAMPLER_ARG", "--traces-sampler-arg", "1.0", ratio,
+      "the ratio samplers' share of new traces, 0 to 1 (`parentbased_`: a caller's `traceparent` decides its own)"),
+    S("otel_sdk_disabled", "OTEL_SDK_DISABLED", None, "false", boolean,
+      "no export, whatever the endpoint (environment only: the OpenTelemetry SDK reads it too)"),
 )
 # fmt: on
 del S
 
 BY_NAME = {s.name: s for s in SETTINGS}
-STORES = tuple(s for s in SETTINGS if s.name == "db" or s.name.startswith(("sqlite_", "couchbase_")))
+STORES = tuple(
+    s
+    for s in SETTINGS
+    if s.name == "db" or s.name.startswith(("sqlite_", "couchbase_")) or s.name.endswith("_collection")
+)
 
 
 def parser(
@@ -168,7 +271,22 @@ def finish(
         if value is not None and s.minimum is not None and value < s.minimum:
             p.error(f"{s.flag or s.env} must be at least {s.minimum:g}")
         setattr(args, s.name, value)
+    if getattr(args, "couchbase_host", None):
+        try:
+            couchbase_credentials(args)
+        except ValueError as exc:  # one line, not the usage of every flag
+            p.exit(2, f"{p.prog}: error: {exc}\n")
     return args
+
+
+def couchbase_credentials(options: Any) -> tuple[str, str]:
+    """(user, password) for a Couchbase store; ValueError naming the setting when one is unset
+    or empty. Neither has a default: a cluster's user is the team's own (docs/data-model.md)."""
+    user, password = options.couchbase_user, options.couchbase_password
+    for value, env in ((user, "COUCHBASE_USER"), (password, "COUCHBASE_PASSWORD")):
+        if not value:
+            raise ValueError(f"{env} is not set: COUCHBASE_HOST names a cluster, and its credentials have no default")
+    return user, password
 
 
 def load(
@@ -178,6 +296,7 @@ def load(
 ) -> Options:
     """Command-line flags over environment variables over the defaults of the table."""
     p = parser(description, SETTINGS, environ)
+    p.add_argument("--version", action="version", version=buildinfo.describe())
     return Options(**vars(finish(p, p.parse_args(argv), SETTINGS, environ)))
 
 
@@ -201,7 +320,16 @@ def markdown() -> str:
     return "\n".join(rows)
 
 
-TYPE_NAMES = {str: "str", int: "int", float: "float", boolean: "bool"}
+TYPE_NAMES = {
+    str: "str",
+    int: "int",
+    float: "float",
+    boolean: "bool",
+    collection_name: "str",
+    sampler: "str",
+    ratio: "float",
+    http_protobuf: "str",
+}
 
 
 def options_module() -> str:

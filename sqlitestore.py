@@ -1,8 +1,9 @@
 """The embedded default store: the three collections of the data model in one SQLite file.
 
-Each collection is a table of ``key -> doc`` where ``doc`` is the document's
-JSON as written; ``user_data`` also carries ``nickname`` and ``user_id``
-columns, indexed, for the two lookups that are not by key.
+Each collection is a table of ``key -> doc``, named as the collection (store.Layout), where
+``doc`` is the document's JSON as written; the profiles' table also carries ``nickname``,
+``user_id`` and ``record_id`` columns, indexed by ``(nickname, record_id)`` and
+``(user_id, record_id)``, so the two lookups that are not by key read a page in order.
 """
 
 from __future__ import annotations
@@ -13,39 +14,39 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-from store import (
-    AUTH,
-    COLLECTIONS,
-    IMAGES,
-    MAX_KEY_BYTES,
-    PROFILES,
-    TOKEN_KEY,
-    Store,
-    StoreUnavailable,
-    encode_doc,
-)
+from store import MAX_KEY_BYTES, Layout, Page, Store, StoreUnavailable, encode_doc, page_of, token_of
 
-SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS {PROFILES} (
+
+class Statements:
+    """The store's SQL for one set of names (the settings'). A table's name cannot be a query
+    parameter: the names are quoted, and settings.COLLECTION_NAME lets no quote into them."""
+
+    def __init__(self, layout: Layout) -> None:
+        p, images, auth = (f'"{name}"' for name in layout.all)
+        self.schema = f"""
+CREATE TABLE IF NOT EXISTS {p} (
     key TEXT PRIMARY KEY, doc BLOB NOT NULL, nickname TEXT, user_id TEXT, record_id INTEGER
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS {PROFILES}_nickname ON {PROFILES} (nickname, record_id);
-CREATE INDEX IF NOT EXISTS {PROFILES}_user_id ON {PROFILES} (user_id);
-CREATE TABLE IF NOT EXISTS {IMAGES} (key TEXT PRIMARY KEY, doc BLOB NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS {AUTH} (key TEXT PRIMARY KEY, doc BLOB NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS "{layout.profiles}_nickname" ON {p} (nickname, record_id);
+DROP INDEX IF EXISTS "{layout.profiles}_user_id";
+CREATE INDEX IF NOT EXISTS "{layout.profiles}_user_id_record_id" ON {p} (user_id, record_id);
+CREATE TABLE IF NOT EXISTS {images} (key TEXT PRIMARY KEY, doc BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS {auth} (key TEXT PRIMARY KEY, doc BLOB NOT NULL) WITHOUT ROWID;
 """
-
-GET = {c: f"SELECT doc FROM {c} WHERE key = ?" for c in COLLECTIONS}  # nosec B608  # table names are module constants; the key is a ? parameter
-BY_NICKNAME = f"SELECT doc FROM {PROFILES} WHERE nickname = ? ORDER BY record_id"  # nosec B608  # a constant table name; the nickname is a ? parameter
-BY_USERNAME = f"SELECT doc FROM {PROFILES} WHERE user_id = ?"  # nosec B608  # a constant table name; the username is a ? parameter
-# Written out: a table name cannot be a query parameter.
-PING = "SELECT 1 FROM service_auth LIMIT 1"
-COUNT = {
-    "user_data": "SELECT count(*) FROM user_data",
-    "user_images": "SELECT count(*) FROM user_images",
-    "service_auth": "SELECT count(*) FROM service_auth",
-}
-TOKEN = f"SELECT json_extract(doc, '$.token') FROM {AUTH} WHERE key = ?"  # nosec B608  # a constant table name; the key is a ? parameter
+        quoted = dict(zip(layout.all, (p, images, auth), strict=True))
+        self.get = {name: f"SELECT doc FROM {table} WHERE key = ?" for name, table in quoted.items()}  # nosec B608  # quoted names of the settings; the key is a ? parameter
+        self.count = {name: f"SELECT count(*) FROM {table}" for name, table in quoted.items()}  # nosec B608  # quoted names of the settings
+        # A page: the index (column, record_id) finds the matches in record_id order from `after` on,
+        # so a page costs the same at any depth; one more row than the page says whether another follows.
+        self.by_nickname = (
+            f"SELECT record_id, doc FROM {p} WHERE nickname = ? AND record_id > ? ORDER BY record_id LIMIT ?"  # nosec B608  # a quoted name of the settings; the values are ? parameters
+        )
+        self.by_username = (
+            f"SELECT record_id, doc FROM {p} WHERE user_id = ? AND record_id > ? ORDER BY record_id LIMIT ?"  # nosec B608  # a quoted name of the settings; the values are ? parameters
+        )
+        self.ping = f"SELECT 1 FROM {auth} LIMIT 1"  # nosec B608  # a quoted name of the settings
+        self.insert_profile = f"INSERT OR REPLACE INTO {p} VALUES (?, ?, ?, ?, ?)"  # nosec B608  # a quoted name of the settings
+        self.insert = {name: f"INSERT OR REPLACE INTO {table} VALUES (?, ?)" for name, table in quoted.items()}  # nosec B608  # quoted names of the settings
 
 
 class SQLiteStore(Store):
@@ -57,9 +58,11 @@ class SQLiteStore(Store):
 
     serial = True  # a lookup is a few microseconds of CPU in this process
 
-    def __init__(self, path: str, busy_timeout: float):
+    def __init__(self, path: str, busy_timeout: float, layout: Layout):
         self.path = path
         self.busy_timeout = busy_timeout
+        self.layout = layout
+        self.sql = Statements(layout)
         self._idle: queue.SimpleQueue[sqlite3.Cursor] = queue.SimpleQueue()
         parent = os.path.dirname(path)
         if parent:
@@ -102,27 +105,26 @@ class SQLiteStore(Store):
         key = f"{collection}:{record_id}"
         if len(key.encode()) > MAX_KEY_BYTES:
             return None
-        row = self._query(GET[collection], (key,), sqlite3.Cursor.fetchone)  # a key has one row
+        row = self._query(self.sql.get[collection], (key,), sqlite3.Cursor.fetchone)  # a key has one row
         return row[0] if row else None
 
     def get_profile(self, record_id: str) -> bytes | None:
-        return self._get(PROFILES, record_id)
+        return self._get(self.layout.profiles, record_id)
 
     def get_image(self, record_id: str) -> bytes | None:
-        return self._get(IMAGES, record_id)
+        return self._get(self.layout.images, record_id)
 
-    def find_by_nickname(self, nickname: str) -> list[bytes]:
-        return [row[0] for row in self._query(BY_NICKNAME, (nickname,))]
+    def find_by_nickname(self, nickname: str, after: int, limit: int) -> Page:
+        return page_of(self._query(self.sql.by_nickname, (nickname, after, limit + 1)), limit)
 
-    def find_by_username(self, username: str) -> list[bytes]:
-        return [row[0] for row in self._query(BY_USERNAME, (username,))]
+    def find_by_username(self, username: str, after: int, limit: int) -> Page:
+        return page_of(self._query(self.sql.by_username, (username, after, limit + 1)), limit)
 
     def read_token(self) -> str | None:
-        rows = self._query(TOKEN, (TOKEN_KEY,))
-        return rows[0][0] if rows and rows[0][0] else None
+        return token_of(self._get(self.layout.auth, "1"))
 
     def ping(self) -> None:
-        self._query(PING, ())
+        self._query(self.sql.ping, ())
 
     def close(self) -> None:
         while True:
@@ -135,7 +137,7 @@ class SQLiteStore(Store):
     def create_schema(self) -> None:
         conn = self._connect()
         try:
-            conn.executescript(SCHEMA)
+            conn.executescript(self.sql.schema)
         finally:
             conn.close()
 
@@ -143,23 +145,27 @@ class SQLiteStore(Store):
         conn = self._connect()
         try:
             with conn:
-                if collection == PROFILES:
+                if collection == self.layout.profiles:
                     conn.executemany(
-                        f"INSERT OR REPLACE INTO {PROFILES} VALUES (?, ?, ?, ?, ?)",
+                        self.sql.insert_profile,
                         [(k, encode_doc(d), d.get("nickname"), d.get("user_id"), d.get("record_id")) for k, d in docs],
                     )
                 else:
-                    conn.executemany(
-                        f"INSERT OR REPLACE INTO {collection} VALUES (?, ?)",
-                        [(k, encode_doc(d)) for k, d in docs],
-                    )
+                    conn.executemany(self.sql.insert[collection], [(k, encode_doc(d)) for k, d in docs])
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"sqlite: {exc}") from exc
         finally:
             conn.close()
 
+    def existing(self, collection: str, keys: list[str]) -> int:
+        marks = ",".join("?" * len(keys))
+        try:
+            return self._query(f"SELECT count(*) FROM {collection} WHERE key IN ({marks})", tuple(keys))[0][0]  # nosec B608  # a module constant's table; the keys are ? parameters
+        except StoreUnavailable:
+            return 0  # no table yet
+
     def count(self, collection: str) -> int:
         try:
-            return self._query(COUNT[collection], ())[0][0]
+            return self._query(self.sql.count[collection], ())[0][0]
         except StoreUnavailable:
             return 0  # no table yet

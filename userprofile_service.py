@@ -20,12 +20,15 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
+import auth
 import settings
 from logs import log
+from metricsport import MetricsServer
 from options import Options
 from server import UserProfileServer
 from service import TokenKeeper
 from stores import open_store
+from tracecontext import Traces
 
 
 def raise_fd_limit() -> None:
@@ -33,6 +36,23 @@ def raise_fd_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def traces_for(options: Options) -> Traces:
+    """``Traces``, or with an OTLP endpoint configured ``otelexport.Exporting``, which needs the
+    optional OpenTelemetry packages (requirements-tracing.txt)."""
+    endpoint = options.otel_traces_endpoint or options.otel_endpoint
+    if not endpoint or options.otel_sdk_disabled:
+        return Traces()
+    try:
+        import otelexport  # only now: a service that does not export loads no OpenTelemetry module
+    except ImportError as exc:
+        log(
+            f"traces: export to {endpoint} is configured, but OpenTelemetry is not installed ({exc}): "
+            "pip install -r requirements-tracing.txt, or unset OTEL_EXPORTER_OTLP_ENDPOINT"
+        )
+        raise SystemExit(2) from None
+    return otelexport.Exporting(options)
 
 
 def serve(options: Options, reuse_port: bool = False) -> int:
@@ -53,21 +73,43 @@ def serve(options: Options, reuse_port: bool = False) -> int:
     raise_fd_limit()
     if options.access_log and isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)
-    store = open_store(options)
+    traces = traces_for(options)  # in each worker: the exporter's thread does not survive a fork
+    store = open_store(options, traces.store_tracing())
     tokens = TokenKeeper(store, options.token_refresh)
-    tokens.read()
-    tokens.start()
+    if options.auth_mode != auth.JWT:  # in jwt mode the static token is not accepted, so not read
+        tokens.read()
+        tokens.start()
+    verifier = auth.verifier(options)  # None in token mode: PyJWT is not even imported
     try:
-        server = UserProfileServer((options.host, options.port), store, tokens, options, reuse_port=reuse_port)
+        server = UserProfileServer(
+            (options.host, options.port), store, tokens, options, reuse_port, verifier=verifier, traces=traces
+        )
     except OSError as exc:
         log(f"cannot listen on {options.host}:{options.port}: {exc}")
         return 1
+    if verifier is not None:
+        verifier.keys.start()  # fetched in the background: /readyz says 503 until the first key set
+    metrics_server = None
+    if options.metrics_port is not None:  # /metrics on its own port (metricsport.py), not on the service's
+        try:
+            metrics_server = MetricsServer((options.host, options.metrics_port), server.render_metrics, reuse_port)
+        except OSError as exc:
+            log(f"cannot listen on {options.host}:{options.metrics_port} (METRICS_PORT): {exc}")
+            server.server_close()
+            return 1
+        metrics_server.start()
     if not stopping.is_set():  # else stopped during start-up
-        log(f"serving on http://{options.host}:{server.port} (pid {os.getpid()}, store: {store})")
+        metrics = f"; /metrics on port {metrics_server.server_port}" if metrics_server else ""
+        log(f"serving on http://{options.host}:{server.port} (pid {os.getpid()}, store: {store}{metrics})")
         server.serve_forever(poll_interval=0.5)  # until the drain has no connection left
     server.finish_drain(options.shutdown_grace)
+    if verifier is not None:
+        verifier.keys.stop()
+    if metrics_server is not None:
+        metrics_server.stop()
     tokens.stop()
     store.close()
+    traces.close()
     log("stopped")
     return 0
 
@@ -120,6 +162,10 @@ def serve_workers(options: Options) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = settings.load(argv)
+    problem = auth.config_problem(options)
+    if problem is not None:
+        log(f"cannot start: {problem}")
+        return 2
     return serve_workers(options) if options.workers > 1 else serve(options)
 
 

@@ -15,11 +15,15 @@ round ran back to back, so the ratio cancels load that drifts between rounds).
 
 Each side may run on its own interpreter (--against-python, --python), so the
 same code on two Pythons is an A/B too; --couchbase serves one CAVES cluster
-instead of the SQLite store.
+instead of the SQLite store. --after-env sets a variable for the working tree's side
+alone, and --otlp-collector starts an OpenTelemetry Collector (on wrk's core) that the
+working tree's side exports its traces to: the same tree with and without export.
 
     .venv/bin/python bench/ab.py                           # HEAD~1, 32 connections, 8 rounds
     .venv/bin/python bench/ab.py --against 6946c67 --rounds 12 --conns 128
     .venv/bin/python bench/ab.py --against HEAD --python .venv-3.13/bin/python   # 3.11 vs 3.13
+    .venv/bin/python bench/ab.py --paths nicknames.txt     # other requests: a file of paths
+    .venv/bin/python bench/ab.py --against HEAD --otlp-collector --after-env OTEL_TRACES_SAMPLER_ARG=0.01
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import argparse
 import datetime
 import io
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -40,6 +45,7 @@ from pathlib import Path
 from run import (
     BENCH,
     ROOT,
+    WRK_CORE,
     Server,
     git_commit,
     python_argument,
@@ -77,7 +83,33 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         help="serve from one CAVES cluster instead of the SQLite store (needs .tools/bin/gocaves)",
     )
+    p.add_argument("--paths", help="a file of paths to ask, one a line, instead of random ids (random_id.lua)")
+    p.add_argument(
+        "--after-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for the working tree's side only (repeatable)",
+    )
+    p.add_argument(
+        "--otlp-collector",
+        action="store_true",
+        help="the working tree's side exports its traces to an OpenTelemetry Collector (tools/install_otelcol.sh)",
+    )
     return p.parse_args(argv)
+
+
+def start_collector(work: Path):
+    """An OpenTelemetry Collector on wrk's core (it inherits this process's affinity), its spans
+    received and dropped (os.devnull)."""
+    from testkit.otelcol import Collector
+
+    cores = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {int(WRK_CORE)})
+    try:
+        return Collector(work, output=Path(os.devnull)).start()
+    finally:
+        os.sched_setaffinity(0, cores)
 
 
 def checkout(ref: str, into: Path) -> str:
@@ -109,12 +141,13 @@ def replica_reads(server: Server) -> int | None:
 def measure(root: Path, python: str, env: dict, args, token: str, log_dir: Path, store_pid: int | None) -> dict:
     log_dir.mkdir(parents=True, exist_ok=True)
     server = Server("ours-cb" if args.couchbase else "ours", env, log_dir, root, python)
+    target = f"@{Path(args.paths).resolve()}" if args.paths else args.count
     try:
         server.wait_ready(token)
-        wrk(server, args.conns, args.warmup, token, args.count, store_pid)
+        wrk(server, args.conns, args.warmup, token, target, store_pid)
         wait_quiet(args.settle)
         reads = replica_reads(server)
-        run = wrk(server, args.conns, args.duration, token, args.count, store_pid)
+        run = wrk(server, args.conns, args.duration, token, target, store_pid)
         after = replica_reads(server)
         run["replica_reads"] = after - reads if reads is not None and after is not None else None
         return run
@@ -133,7 +166,13 @@ def main(argv=None) -> int:
     else:
         token = seed(args.db, args.count, args.token)
     pythons = {"before": args.against_python, "after": args.python}
+    envs = {"before": env, "after": {**env, **dict(pair.split("=", 1) for pair in args.after_env)}}
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
+        collector = start_collector(Path(tmp)) if args.otlp_collector else None
+        if collector is not None:
+            envs["after"]["OTEL_EXPORTER_OTLP_ENDPOINT"] = collector.endpoint
+        if args.after_env or collector is not None:
+            print(f"after's own environment: {' '.join(f'{k}={v}' for k, v in envs['after'].items() if k not in env)}")
         labels = {"before": checkout(args.against, Path(tmp)), "after": git_commit()}
         for side in SIDES:
             labels[side] += f" on Python {python_version(pythons[side])}"
@@ -148,7 +187,7 @@ def main(argv=None) -> int:
         try:
             for n in range(args.rounds):
                 for side in SIDES if n % 2 == 0 else SIDES[::-1]:
-                    run = measure(roots[side], pythons[side], env, args, token, raw / "ab" / side, store_pid)
+                    run = measure(roots[side], pythons[side], envs[side], args, token, raw / "ab" / side, store_pid)
                     runs[side].append(run)
                     reads = "" if run["replica_reads"] is None else f"  replica reads {run['replica_reads']}"
                     print(
@@ -160,6 +199,8 @@ def main(argv=None) -> int:
         finally:
             if caves:
                 caves.stop()
+            if collector is not None:
+                collector.stop()
     median = {
         side: {key: statistics.median(r[key] for r in runs[side]) for key in ("rps", "server_us_per_request", "p99_ms")}
         for side in SIDES

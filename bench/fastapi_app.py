@@ -22,6 +22,7 @@ import hmac
 import json
 import os
 import sqlite3
+from collections.abc import Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated
 
@@ -92,7 +93,7 @@ async def lifespan(app: FastAPI):
 app = FastAPI(lifespan=lifespan, openapi_url="/api/v1/openapi.json", docs_url=None, redoc_url=None)
 
 
-def failure(status: int, error: str, headers: dict | None = None) -> JSONResponse:
+def failure(status: int, error: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"status": "failure", "message": {"error": error}}, status, headers=headers)
 
 

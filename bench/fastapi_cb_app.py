@@ -10,13 +10,15 @@ uvicorn with uvloop and httptools:
         --loop uvloop --http httptools --no-access-log
 
 In its strongest form: the SDK's threshold-logging tracer and logging meter
-are off (``enable_tracing=False, enable_metrics=False``). Key-value routes
-only, the ones the benchmark drives: CAVES, the emulator it runs against, has
-no query service for the nickname and username lookups.
+are off (``enable_tracing=False, enable_metrics=False``). The nickname and
+username lookups run our statement (``cbquery.py``, the first page of 100),
+prepared, then get the page's documents concurrently (bench/lookups.py drives
+them on Couchbase's SQL++ engine behind CAVES).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 from contextlib import asynccontextmanager
@@ -24,7 +26,7 @@ from contextlib import asynccontextmanager
 from acouchbase.cluster import Cluster
 from couchbase.auth import PasswordAuthenticator
 from couchbase.exceptions import CouchbaseException, DocumentNotFoundException
-from couchbase.options import ClusterOptions
+from couchbase.options import ClusterOptions, QueryOptions
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi_app import Authorized, Image, Profile, failure, found, http_error, state
@@ -41,6 +43,7 @@ async def lifespan(app: FastAPI):
     bucket = cluster.bucket(env("COUCHBASE_BUCKET", "sample_app"))
     await bucket.on_connect()
     scope = bucket.scope(env("COUCHBASE_SCOPE", "profiles"))
+    state["scope"] = scope
     state["collections"] = {name: scope.collection(name) for name in ("user_data", "user_images")}
     token = await scope.collection("service_auth").get("service_auth:1")
     state["token"] = token.content_as[dict].get("token", "")
@@ -74,6 +77,32 @@ async def healthz() -> dict:
 async def get_by_id(record_id: str):
     doc = await get("user_data", record_id)
     return found([doc] if doc else [])
+
+
+PAGE = 100
+STATEMENT = (  # cbquery.py's, for the default collection names
+    "SELECT RAW [META().id, record_id] FROM `user_data` WHERE {field} = ${param}"
+    " AND record_id > $after ORDER BY record_id LIMIT $limit"
+)
+
+
+async def find(field: str, param: str, value: str) -> list[dict]:
+    """The first page of the profiles whose ``field`` is ``value``: the statement, then the documents."""
+    options = QueryOptions(named_parameters={param: value, "after": -(2**53), "limit": PAGE + 1}, adhoc=False)
+    result = state["scope"].query(STATEMENT.format(field=field, param=param), options)
+    keys = [row[0] async for row in result.rows()][:PAGE]
+    found = await asyncio.gather(*(state["collections"]["user_data"].get(key) for key in keys))
+    return [doc.content_as[dict] for doc in found]
+
+
+@app.get("/api/v1/nickname/{nickname}", response_model=list[Profile], dependencies=Authorized)
+async def get_by_nickname(nickname: str):
+    return found(await find("nickname", "nickname", nickname))
+
+
+@app.get("/api/v1/username/{username}", response_model=list[Profile], dependencies=Authorized)
+async def get_by_username(username: str):
+    return found(await find("user_id", "username", username))
 
 
 @app.get("/api/v1/picture/record/{record_id}", response_model=list[Image], dependencies=Authorized)

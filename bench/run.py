@@ -155,7 +155,7 @@ def seed(db: str, count: int, token: str) -> str:
         print(f"seeding {db} with {count} profiles", flush=True)
         loader = [sys.executable, str(ROOT / "loaddata.py"), "--count", str(count), "--seed", "1"]
         subprocess.run(
-            [*loader, "--token", token],
+            [*loader, "--token", token, "--overwrite"],  # the benchmark's own file, topped up
             env={**os.environ, "USERPROFILE_DB": db},
             cwd=ROOT,
             check=True,
@@ -329,7 +329,19 @@ def process_cpu(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def wrk(server: Server, conns: int, duration: float, token: str, count: int, store_pid: int | None) -> dict:
+def wrk(
+    server: Server,
+    conns: int,
+    duration: float,
+    token: str,
+    count: int | str,
+    store_pid: int | None,
+    timeout: float = 2,
+    script: str | None = None,
+) -> dict:
+    """One wrk run with a script (``random_id.lua`` unless another is named): random ids of
+    1..count, or the paths of the file ``@FILE``; an answer slower than ``timeout`` seconds
+    counts as an error (wrk's default: 2)."""
     argv = [
         "taskset",
         "-c",
@@ -339,8 +351,9 @@ def wrk(server: Server, conns: int, duration: float, token: str, count: int, sto
         f"-c{conns}",
         f"-d{duration:g}s",
         "--latency",
+        f"--timeout={timeout:g}s",
         "-s",
-        str(BENCH / "random_id.lua"),
+        script or str(BENCH / "random_id.lua"),
         f"http://127.0.0.1:{server.port}",
         "--",
         token,
@@ -777,7 +790,7 @@ def start_caves(args, envs: dict):
     finally:
         os.sched_setaffinity(0, cores)
     caves.add_bucket("sample_app")
-    cluster = {"COUCHBASE_HOST": caves.connstr}
+    cluster = caves.env()
     for impl in COUCHBASE_IMPLS:
         envs[impl] = cluster
     print(f"loading {args.count} profiles into CAVES", flush=True)

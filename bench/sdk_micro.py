@@ -45,6 +45,10 @@ from couchbase.cluster import Cluster
 from couchbase.options import ClusterOptions, ClusterTimeoutOptions, GetOptions
 
 import cbconn  # the service's own store (the project is installed: make)
+from testkit import caves as emulator
+
+# COUCHBASE_USER and COUCHBASE_PASSWORD from the environment (--connstr), else the emulator's (--caves).
+CREDENTIALS = {name: os.environ.get(name, value) for name, value in emulator.CREDENTIALS.items()}
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,7 +58,7 @@ KV_TIMEOUT = timedelta(seconds=2.5)
 def cluster(connstr: str, observability: bool, on_cluster: bool) -> Cluster:
     extra = {"transcoder": cbconn.RAW} if on_cluster else {}
     options = ClusterOptions(
-        PasswordAuthenticator("Administrator", "password"),
+        PasswordAuthenticator(CREDENTIALS["COUCHBASE_USER"], CREDENTIALS["COUCHBASE_PASSWORD"]),
         timeout_options=ClusterTimeoutOptions(kv_timeout=KV_TIMEOUT),
         enable_tracing=observability,
         enable_metrics=observability,
@@ -81,6 +85,7 @@ def open_store(connstr, bucket, scope, observability: str = "false") -> cbconn.C
     store = cbconn.CouchbaseStore.from_environ(
         {
             "COUCHBASE_HOST": connstr,
+            **CREDENTIALS,
             "COUCHBASE_BUCKET": bucket,
             "COUCHBASE_SCOPE": scope,
             "COUCHBASE_SDK_OBSERVABILITY": observability,
@@ -296,7 +301,7 @@ def start_caves(count: int):
     caves.add_bucket("sample_app")
     subprocess.run(
         [sys.executable, str(ROOT / "loaddata.py"), "--count", str(count), "--seed", "1"],
-        env={**os.environ, "COUCHBASE_HOST": caves.connstr},
+        env={**os.environ, **caves.env()},
         cwd=ROOT,
         check=True,
         stdout=subprocess.DEVNULL,

@@ -19,7 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import settings
+from store import Layout, Page
+
 ROOT = Path(__file__).resolve().parent.parent
+LAYOUT = Layout.of(settings.defaults())  # the collections' default names, as the tests load them
 
 
 def free_port() -> int:
@@ -40,16 +44,20 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
 
 
 def run_loaddata(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """loaddata.py with these settings over the environment's; raises when it fails."""
-    return subprocess.run(
+    """loaddata.py with these settings over the environment's; raises when it fails (CalledProcessError),
+    its stderr written out first, where a failing test shows it."""
+    done = subprocess.run(
         [sys.executable, str(ROOT / "loaddata.py"), *args],
         env={**os.environ, **env},
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=timeout,
-        check=True,
     )
+    if done.returncode:
+        sys.stderr.write(f"loaddata.py {' '.join(args)} exited {done.returncode}:\n{done.stderr}")
+        done.check_returncode()
+    return done
 
 
 class BytesWriter:
@@ -70,6 +78,7 @@ class EmptyStore:
     """A ``store.Store`` that holds nothing and always answers: for tests where no lookup matters."""
 
     serial = False
+    layout = LAYOUT
 
     def counters(self) -> dict[str, int]:
         return {}
@@ -77,11 +86,11 @@ class EmptyStore:
     def get_profile(self, record_id: str) -> bytes | None:
         return None
 
-    def find_by_nickname(self, nickname: str) -> list[bytes]:
-        return []
+    def find_by_nickname(self, nickname: str, after: int, limit: int) -> Page:
+        return [], None
 
-    def find_by_username(self, username: str) -> list[bytes]:
-        return []
+    def find_by_username(self, username: str, after: int, limit: int) -> Page:
+        return [], None
 
     def get_image(self, record_id: str) -> bytes | None:
         return None

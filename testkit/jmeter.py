@@ -1,5 +1,6 @@
-"""JMeter for the load test (jmeter/loadtest.py) and the fleet (tools/fleet_clients.py):
-the launcher, installed on first use, and the numbers of its CSV results."""
+"""JMeter for the load test (jmeter/loadtest.py), the fleet (tools/fleet_clients.py) and the
+Kubernetes e2e (tools/k8s_e2e.py): the launcher, installed on first use, the plan's request mix
+and its lookups file, and the numbers of its CSV results."""
 
 from __future__ import annotations
 
@@ -8,9 +9,41 @@ import math
 import subprocess
 from pathlib import Path
 
-from testkit import ROOT
+from testkit import LAYOUT, ROOT
 
 INSTALL = ROOT / "tools" / "install_jmeter.sh"
+# The routes of the plan's mix (its weight_<name> properties) and the /metrics route of each.
+MIX_ROUTES = {
+    "id": "/api/v1/id",
+    "nickname": "/api/v1/nickname",
+    "username": "/api/v1/username",
+    "picture": "/api/v1/picture/raw",
+}
+
+
+def mix_properties(mix: str) -> dict[str, int]:
+    """``id=70,nickname=10,...`` as the plan's weight_<route> properties (routes not named: 0)."""
+    weights = dict.fromkeys(MIX_ROUTES, 0)
+    for part in mix.split(","):
+        name, _, weight = part.partition("=")
+        if name.strip() not in MIX_ROUTES or not weight.strip().isdigit():
+            raise ValueError(f"a mix is route=weight,... of the routes {', '.join(MIX_ROUTES)}: {mix!r}")
+        weights[name.strip()] = int(weight)
+    if not sum(weights.values()):
+        raise ValueError(f"the weights of a mix add up to more than 0: {mix!r}")
+    return {f"weight_{name}": weight for name, weight in weights.items()}
+
+
+def write_lookups(path: Path, count: int, seed: int, shape: str = "default") -> Path:
+    """The plan's ``lookups`` file: a "nickname,username" line for each profile of the data
+    ``loaddata.py --count --seed --shape`` writes, made again here (the same seed, the same
+    documents), so it needs no store."""
+    import loaddata
+
+    with open(path, "w", encoding="utf-8") as out:
+        for profile, _ in loaddata.documents(shape, count, seed, 0, LAYOUT):
+            out.write(f"{profile['nickname']},{profile['user_id']}\n")
+    return path
 
 
 def jmeter_jar() -> Path:
@@ -63,8 +96,11 @@ def summarise(jtl: Path) -> dict:
     elapsed = sorted(int(r["elapsed"]) for r in rows)
     errors = [r for r in rows if r["success"] != "true"]
     codes: dict[str, int] = {}
+    routes: dict[str, int] = {}
     for r in rows:
         codes[r["responseCode"]] = codes.get(r["responseCode"], 0) + 1
+        route = r.get("URL", "").partition("/api/v1/")[2].rpartition("/")[0]
+        routes[route] = routes.get(route, 0) + 1
     if rows:
         start = min(int(r["timeStamp"]) for r in rows)
         end = max(int(r["timeStamp"]) + int(r["elapsed"]) for r in rows)
@@ -79,6 +115,7 @@ def summarise(jtl: Path) -> dict:
             :5
         ],
         "response_codes": codes,
+        "routes": routes,  # samples by the route of their URL: id, nickname, username, picture/raw
         "seconds": round(span, 3),
         "throughput_per_s": round(len(rows) / span, 1) if span else 0.0,
         "mean_ms": round(sum(elapsed) / len(elapsed), 2) if elapsed else math.nan,

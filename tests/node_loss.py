@@ -126,8 +126,8 @@ class Load:
     """Keep-alive clients asking random ids until stopped; each answer kept as
     (time it ended, status, seconds)."""
 
-    def __init__(self, port: int, connections: int):
-        self.port, self.stop = port, threading.Event()
+    def __init__(self, port: int, connections: int, token: str = TOKEN, count: int = COUNT):
+        self.port, self.stop, self.token, self.count = port, threading.Event(), token, count
         self.answers: list[list] = [[] for _ in range(connections)]
         self.threads = [threading.Thread(target=self._client, args=(mine,), daemon=True) for mine in self.answers]
 
@@ -139,13 +139,13 @@ class Load:
     def _client(self, answers: list) -> None:
         conn: http.client.HTTPConnection | None = None
         rng = random.Random()  # load, not secrets
-        headers = {"Authorization": f"Bearer {TOKEN}"}
+        headers = {"Authorization": f"Bearer {self.token}"}
         while not self.stop.is_set():
             if conn is None:
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
             started = time.monotonic()
             try:
-                conn.request("GET", f"/api/v1/id/{rng.randint(1, COUNT)}", headers=headers)
+                conn.request("GET", f"/api/v1/id/{rng.randint(1, self.count)}", headers=headers)
                 resp = conn.getresponse()
                 resp.read()
                 status, closing = resp.status, resp.will_close
@@ -298,7 +298,7 @@ def main() -> None:
         nodes = caves.connstr.split("://", 1)[1].split(",")
         report["second_node"] = nodes[1]
         firewalls = [Firewall(int(node.rsplit(":", 1)[1])) for node in nodes]
-        env = {"COUCHBASE_HOST": caves.connstr, "COUCHBASE_KV_TIMEOUT": str(KV_TIMEOUT)}
+        env = caves.env(COUCHBASE_KV_TIMEOUT=str(KV_TIMEOUT))
         try:
             run_loaddata(env, "--count", str(COUNT), "--token", TOKEN)
         except subprocess.CalledProcessError as exc:

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from testkit import free_port
+from testkit.caves import PASSWORD, USER
 
 WRONG_NAME = "not-this-host.example"
 
@@ -31,7 +32,8 @@ def openssl(*args: str, cwd: Path) -> None:
 
 class Pki:
     """``ca.pem``; ``server.pem`` (certificate and key) for 127.0.0.1 and localhost, signed by it;
-    ``wrong-name.pem`` for another name, signed by it; ``other-ca.pem``, another CA."""
+    ``wrong-name.pem`` for another name, signed by it; ``other-ca.pem``, another CA; and more
+    certificates of that CA for other names (``certificate``)."""
 
     def __init__(self, work: Path):
         self.dir = work
@@ -52,42 +54,47 @@ class Pki:
                 f"{ca}.pem",
                 cwd=work,
             )
-        for name, san in (("server", "IP:127.0.0.1,DNS:localhost"), ("wrong-name", f"DNS:{WRONG_NAME}")):
-            openssl(
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                f"/CN={san.split(':')[1].split(',')[0]}",
-                "-keyout",
-                f"{name}.key",
-                "-out",
-                f"{name}.csr",
-                cwd=work,
-            )
-            (work / f"{name}.ext").write_text(f"subjectAltName={san}\n")
-            openssl(
-                "x509",
-                "-req",
-                "-in",
-                f"{name}.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                f"{name}.ext",
-                "-out",
-                f"{name}.crt",
-                cwd=work,
-            )
-            (work / f"{name}.pem").write_text((work / f"{name}.crt").read_text() + (work / f"{name}.key").read_text())
         self.ca, self.other_ca = work / "ca.pem", work / "other-ca.pem"
-        self.server, self.wrong_name = work / "server.pem", work / "wrong-name.pem"
+        self.server = self.certificate("server", "IP:127.0.0.1,DNS:localhost")
+        self.wrong_name = self.certificate("wrong-name", f"DNS:{WRONG_NAME}")
+
+    def certificate(self, name: str, san: str) -> Path:
+        """``<name>.pem``, a certificate and its key for the subjectAltName ``san``, signed by the CA."""
+        work = self.dir
+        openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN={san.split(':')[1].split(',')[0]}",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            cwd=work,
+        )
+        (work / f"{name}.ext").write_text(f"subjectAltName={san}\n")
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            f"{name}.ext",
+            "-out",
+            f"{name}.crt",
+            cwd=work,
+        )
+        (work / f"{name}.pem").write_text((work / f"{name}.crt").read_text() + (work / f"{name}.key").read_text())
+        return work / f"{name}.pem"
 
 
 def _call(sock: socket.socket, opcode: int, key: bytes = b"", value: bytes = b"") -> bytes:
@@ -108,7 +115,7 @@ def kv_ports(connstr: str, bucket: str) -> list[tuple[int, int]]:
     bucket's configuration read on the first node's plain port."""
     plain = [int(node.rsplit(":", 1)[1]) for node in connstr.split("://", 1)[1].split(",")]
     with socket.create_connection(("127.0.0.1", plain[0]), 10) as sock:
-        _call(sock, 0x21, b"PLAIN", b"\0Administrator\0password")  # SASL_AUTH
+        _call(sock, 0x21, b"PLAIN", f"\0{USER}\0{PASSWORD}".encode())  # SASL_AUTH
         _call(sock, 0x89, bucket.encode())  # SELECT_BUCKET
         config = json.loads(_call(sock, 0xB5))  # GET_CLUSTER_CONFIG
     tls = {node["services"]["kv"]: node["services"]["kvSSL"] for node in config["nodesExt"]}
@@ -299,7 +306,7 @@ def sdk_alone_reads(connstr: str, ca: Path) -> bool:
         cluster = Cluster(
             connstr,
             ClusterOptions(
-                PasswordAuthenticator("Administrator", "password"),
+                PasswordAuthenticator(USER, PASSWORD),
                 trust_store_path=str(ca),
                 timeout_options=ClusterTimeoutOptions(bootstrap_timeout=timedelta(seconds=10)),
             ),
@@ -373,7 +380,7 @@ def main() -> None:
     with Caves(log_path=work / "caves.log") as caves:
         caves.add_bucket("sample_app", replicas=1)
         ports = kv_ports(caves.connstr, "sample_app")
-        plain_env = {"COUCHBASE_HOST": caves.connstr, "COUCHBASE_CONNECT_TIMEOUT": str(args.connect_timeout)}
+        plain_env = caves.env(COUCHBASE_CONNECT_TIMEOUT=str(args.connect_timeout))
         run_loaddata(plain_env, "--count", str(args.count), "--token", token)
         paths = [
             f"/api/v1/{route}/{n}"

@@ -1,8 +1,9 @@
 """The service on Couchbase over the SDK's real wire protocol, against CAVES.
 
 CAVES emulates the key-value and management services (collections, sub-document
-lookups) but has no SQL++ engine: the query path is covered in test_cbconn.py
-and, against a real cluster, in test_real_cluster.py.
+lookups) but has no SQL++ engine of its own: here the nickname and username lookups are a
+fast 503; test_cbquery.py runs them on Couchbase's engine behind CAVES, test_cbconn.py at
+the SDK boundary, and test_real_cluster.py against a real cluster.
 
 Everything here is real processes: the emulator, ``loaddata.py`` and the service.
 The key-value routes are compared byte for byte with the embedded-store
@@ -12,6 +13,7 @@ service of conftest.py, loaded with the same --count/--seed/--token.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pytest
@@ -20,7 +22,7 @@ from couchbase.exceptions import DocumentNotFoundException
 
 import cbconn
 from testkit import ServiceProcess, run_loaddata, wait_until
-from testkit.caves import Caves
+from testkit.caves import PASSWORD, Caves
 
 pytestmark = pytest.mark.external
 
@@ -30,14 +32,13 @@ NOT_FOUND = {"status": "failure", "message": {"error": "Not Found"}}
 
 
 def couchbase_env(caves: Caves) -> dict:
-    # The CAVES cluster has the default credentials; the bucket is the service's
-    # default one, added over the control socket (CAVES only makes `default`).
-    return {
-        "COUCHBASE_HOST": caves.connstr,
-        "COUCHBASE_KV_TIMEOUT": str(KV_TIMEOUT),
-        "COUCHBASE_CONNECT_TIMEOUT": "3",
-        "COUCHBASE_QUERY_TIMEOUT": "2",
-    }
+    # The emulator's credentials (testkit.caves); the bucket is the service's default one,
+    # added over the control socket (CAVES only makes `default`).
+    return caves.env(
+        COUCHBASE_KV_TIMEOUT=str(KV_TIMEOUT),
+        COUCHBASE_CONNECT_TIMEOUT="3",
+        COUCHBASE_QUERY_TIMEOUT="2",
+    )
 
 
 def start_caves(tmp_path) -> Caves:
@@ -54,7 +55,7 @@ def start_service(env: dict, tmp_path, wait_for: str = "/readyz") -> ServiceProc
 def check_log(svc: ServiceProcess, *secrets: str) -> None:
     log = svc.log()
     assert "Traceback" not in log
-    for secret in (TOKEN, "password", *secrets):  # CAVES's password is `password`
+    for secret in (TOKEN, PASSWORD, *secrets):
         assert secret not in log
 
 
@@ -94,10 +95,17 @@ def test_loaddata_writes_to_couchbase_and_reports_its_rate(loaded):
     assert TOKEN not in loaded.stdout + loaded.stderr
 
 
-def test_loaddata_again_is_idempotent(cluster, loaded, cb_server):
-    before = cb_server.get("/api/v1/id/1", TOKEN)[2]
-    run_loaddata(couchbase_env(cluster), "--count", str(COUNT), "--seed", str(SEED), "--token", TOKEN)
-    assert cb_server.get("/api/v1/id/1", TOKEN)[2] == before
+def test_loaddata_again_refuses_and_changes_nothing_unless_told_to_overwrite(cluster, loaded, cb_server):
+    before = [cb_server.get(f"/api/v1/id/{n}", TOKEN)[2] for n in (1, COUNT)]
+    env = couchbase_env(cluster)
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        run_loaddata(env, "--count", str(COUNT), "--seed", str(SEED + 1), "--token", TOKEN)  # other people
+    assert refused.value.returncode == 1
+    assert f"({COUNT} in user_data, {COUNT} in user_images)" in refused.value.stderr
+    assert "--overwrite" in refused.value.stderr and "nothing was written" in refused.value.stderr
+    assert [cb_server.get(f"/api/v1/id/{n}", TOKEN)[2] for n in (1, COUNT)] == before
+    run_loaddata(env, "--count", str(COUNT), "--seed", str(SEED), "--token", TOKEN, "--overwrite")
+    assert [cb_server.get(f"/api/v1/id/{n}", TOKEN)[2] for n in (1, COUNT)] == before  # the same documents
 
 
 # -- the key-value routes, byte for byte as on the embedded store --------------------------
@@ -158,12 +166,12 @@ def test_query_routes_are_503_without_a_query_service(cb_server):
 def test_token_rotation_takes_effect_without_a_restart(cluster, cb_server):
     rotated = "rotated-token-1c9d0a4b"
     env = couchbase_env(cluster)
-    run_loaddata(env, "--count", "0", "--token", rotated)
+    run_loaddata(env, "--rotate-token", "--token", rotated)
     try:
         assert wait_until(lambda: cb_server.get("/api/v1/id/1", rotated)[0] == 200, REFRESH + 3)
         assert cb_server.get("/api/v1/id/1", TOKEN)[0] == 401
     finally:
-        run_loaddata(env, "--count", "0", "--token", TOKEN)
+        run_loaddata(env, "--rotate-token", "--token", TOKEN)
     assert wait_until(lambda: cb_server.get("/api/v1/id/1", TOKEN)[0] == 200, REFRESH + 3)
     check_log(cb_server, rotated)
 
@@ -271,6 +279,10 @@ def test_start_up_before_the_cluster_answers(tmp_path):
         assert svc.get("/readyz")[0] == 503
         status, seconds = timed_get(svc, "/api/v1/id/1")
         assert status == 503 and seconds < 0.5
+        # Once the first attempt has timed out, /readyz says so, as the log line does.
+        assert wait_until(lambda: b"failed: timeout: " in svc.get("/readyz")[2], 15), svc.get("/readyz")
+        why = json.loads(svc.get("/readyz")[2])["message"]["error"]
+        assert why.split("not connected: ", 1)[1] in svc.log()
         caves.thaw()
         assert wait_until(lambda: svc.get("/api/v1/id/1", TOKEN)[0] == 200, 15)
         assert svc.get("/readyz")[0] == 200
@@ -280,3 +292,20 @@ def test_start_up_before_the_cluster_answers(tmp_path):
             svc.stop()
         caves.stop()
     check_log(svc)
+
+
+def test_credentials_refused_are_the_cause_readyz_names(cluster, loaded, tmp_path):
+    """A wrong password: not ready, /readyz naming the refusal in the log line's words; neither
+    says the password."""
+    env = {**couchbase_env(cluster), "COUCHBASE_PASSWORD": "wrong-password-5d1"}
+    svc = start_service(env, tmp_path, wait_for="/healthz")
+    try:
+        assert wait_until(lambda: b"authentication" in svc.get("/readyz")[2], 15), svc.get("/readyz")
+        status, _, body = svc.get("/readyz")
+        why = json.loads(body)["message"]["error"]
+        assert status == 503 and "authentication: the cluster refused user 'Administrator'" in why, why
+        assert why.split("not connected: ", 1)[1] in svc.log()
+        assert svc.get("/api/v1/id/1", TOKEN)[0] == 503
+    finally:
+        svc.stop()
+    check_log(svc, "wrong-password-5d1")

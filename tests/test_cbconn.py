@@ -11,6 +11,7 @@ runs against CAVES in test_caves.py and, with a node lost, test_node_loss.py.
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 
@@ -20,12 +21,17 @@ from couchbase.diagnostics import PingState, ServiceType
 from couchbase.transcoder import RawJSONTranscoder
 
 import cbconn
+import cbdns
 import cbhealth
+import cbquery
 import cbsdk
+import cbtls
 import settings
+import store as store_module
 from metrics import Metrics
-from store import StoreTimeout, StoreUnavailable
+from store import FIRST_PAGE, StoreTimeout, StoreUnavailable
 from testkit import EmptyStore
+from testkit.caves import CREDENTIALS
 
 pytestmark = pytest.mark.inprocess
 
@@ -137,44 +143,85 @@ def make_store(scope=None, profiles=None, auth=None, connected=True, healthy=Tru
 
 
 # -- the query path --------------------------------------------------------------
-def test_nickname_is_a_prepared_query_with_a_named_parameter():
+FIRST = store_module.FIRST_PAGE
+NICKNAME_STATEMENT = (
+    "SELECT RAW [META().id, record_id] FROM `user_data` WHERE nickname = $nickname "
+    "AND record_id > $after ORDER BY record_id LIMIT $limit"
+)
+
+
+def test_nickname_is_a_prepared_query_of_a_page_with_named_parameters():
     nickname = "o'brien\" OR 1=1 --"
-    scope = FakeScope(rows=["user_data:7", "user_data:2"])
-    profiles = FakeCollection({"user_data:7": b'{"record_id":7}', "user_data:2": b'{"record_id":2}'})
+    scope = FakeScope(rows=[["user_data:7", 2], ["user_data:2", 7]])
+    profiles = FakeCollection({"user_data:7": b'{"record_id":2}', "user_data:2": b'{"record_id":7}'})
     store = make_store(scope, profiles)
 
-    assert store.find_by_nickname(nickname) == [b'{"record_id":7}', b'{"record_id":2}']  # query order
+    assert store.find_by_nickname(nickname, FIRST, 100) == (
+        [b'{"record_id":2}', b'{"record_id":7}'],
+        None,
+    )  # query order
 
     ((statement, options),) = scope.queries
-    assert statement == "SELECT RAW META().id FROM user_data WHERE nickname = $nickname ORDER BY record_id"
+    assert statement == NICKNAME_STATEMENT
     assert nickname not in statement
-    assert options["named_parameters"] == {"nickname": nickname}
+    assert options["named_parameters"] == {"nickname": nickname, "after": FIRST, "limit": 101}  # one more than a page
     assert options["adhoc"] is False
     assert options["timeout"] == timedelta(seconds=3)
     # No options per call: the cluster's transcoder and kv timeout (test_cluster_options).
     assert profiles.calls == [("get_multi", ["user_data:7", "user_data:2"], ())]
 
 
-def test_username_is_a_prepared_query_with_a_named_parameter():
-    scope = FakeScope(rows=["user_data:3"])
+def test_a_full_page_gets_the_page_and_names_the_cursor():
+    """One row more than the page came back: the page's documents only, and its last record_id."""
+    rows = [[f"user_data:{n}", n] for n in (3, 5, 8)]
+    profiles = FakeCollection({f"user_data:{n}": b"{%d}" % n for n in (3, 5, 8)})
+    store = make_store(FakeScope(rows=rows), profiles)
+    assert store.find_by_nickname("x", 1, 2) == ([b"{3}", b"{5}"], 5)
+    assert profiles.calls == [("get_multi", ["user_data:3", "user_data:5"], ())]  # not the one more
+    assert store.scope.queries[0][1]["named_parameters"]["after"] == 1
+
+
+def test_username_is_a_prepared_query_of_a_page_with_named_parameters():
+    scope = FakeScope(rows=[["user_data:3", 3]])
     store = make_store(scope, FakeCollection({"user_data:3": b'{"user_id":"jsmith3"}'}))
-    assert store.find_by_username("jsmith3") == [b'{"user_id":"jsmith3"}']
+    assert store.find_by_username("jsmith3", FIRST, 10) == ([b'{"user_id":"jsmith3"}'], None)
     ((statement, options),) = scope.queries
-    assert statement == "SELECT RAW META().id FROM user_data WHERE user_id = $username"
-    assert options["named_parameters"] == {"username": "jsmith3"}
+    assert statement == NICKNAME_STATEMENT.replace("nickname = $nickname", "user_id = $username")
+    assert options["named_parameters"] == {"username": "jsmith3", "after": FIRST, "limit": 11}
     assert options["adhoc"] is False
+
+
+def test_renamed_collections_are_in_the_statements_and_keys():
+    store = make_store(
+        FakeScope(rows=[["people:1", 1]]),
+        PROFILES_COLLECTION="people",
+        IMAGES_COLLECTION="pics",
+        AUTH_COLLECTION="secrets",
+    )
+    store.collections = {
+        "people": FakeCollection({"people:1": b"{}"}),
+        "pics": FakeCollection(),
+        "secrets": FakeCollection({"secrets:1": b'{"token":"t"}'}),
+    }
+    assert store.find_by_nickname("n", FIRST, 5) == ([b"{}"], None)
+    assert "FROM `people` WHERE" in store.scope.queries[0][0]
+    assert store.get_profile("1") == b"{}" and store.read_token() == "t"
+    assert store.sql.indexes == (
+        "CREATE INDEX `people_nickname` IF NOT EXISTS ON `people`(nickname, record_id)",
+        "CREATE INDEX `people_user_id_record_id` IF NOT EXISTS ON `people`(user_id, record_id)",
+    )
 
 
 def test_no_match_makes_no_key_value_call():
     profiles = FakeCollection()
-    assert make_store(FakeScope(rows=[]), profiles).find_by_nickname("nobody") == []
+    assert make_store(FakeScope(rows=[]), profiles).find_by_nickname("nobody", FIRST, 10) == ([], None)
     assert profiles.calls == []
 
 
 def test_a_document_deleted_since_the_query_is_skipped():
-    scope = FakeScope(rows=["user_data:1", "user_data:2"])
+    scope = FakeScope(rows=[["user_data:1", 1], ["user_data:2", 2]])
     store = make_store(scope, FakeCollection({"user_data:2": b"{}"}))
-    assert store.find_by_nickname("x") == [b"{}"]
+    assert store.find_by_nickname("x", FIRST, 10) == ([b"{}"], None)
 
 
 @pytest.mark.parametrize(
@@ -191,7 +238,7 @@ def test_a_document_deleted_since_the_query_is_skipped():
 def test_query_errors_map_to_store_errors(error, expected):
     store = make_store(FakeScope(fail=error))
     with pytest.raises(expected) as raised:
-        store.find_by_nickname("x")
+        store.find_by_nickname("x", FIRST, 10)
     assert type(error).__name__ in str(raised.value)
     if expected is StoreUnavailable:
         assert not isinstance(raised.value, StoreTimeout)
@@ -199,9 +246,48 @@ def test_query_errors_map_to_store_errors(error, expected):
 
 def test_a_failing_fetch_after_the_query_is_a_store_error():
     failing = FakeCollection(fail=cbe.UnAmbiguousTimeoutException())
-    store = make_store(FakeScope(rows=["user_data:1"]), failing)
+    store = make_store(FakeScope(rows=[["user_data:1", 1]]), failing)
     with pytest.raises(StoreTimeout):
-        store.find_by_username("x")
+        store.find_by_username("x", FIRST, 10)
+
+
+class Stream:
+    """The SDK's stream of a query's rows, as far as the watch uses it."""
+
+    def __init__(self):
+        self.cancelled = threading.Event()
+
+    def cancel(self):
+        self.cancelled.set()
+
+    def is_cancelled(self):
+        return self.cancelled.is_set()
+
+
+class Unanswered:
+    """A query the SDK sent and never answers (its re-prepare: cbquery's docstring), until cancelled."""
+
+    def __init__(self):
+        self._request = type("Request", (), {"_streaming_result": Stream()})()
+
+    def rows(self):
+        stream = self._request._streaming_result
+        yield from ()
+        stream.cancelled.wait(30)
+        raise cbe.InternalSDKException(message="no metadata")  # what the SDK raises once cancelled
+
+
+def test_a_query_the_sdk_never_answers_is_cancelled_after_its_timeout(capsys):
+    store = make_store(COUCHBASE_QUERY_TIMEOUT="0.2")
+    store.scope.query = lambda statement, options: Unanswered()
+    started = time.monotonic()
+    try:
+        with pytest.raises(StoreTimeout, match="did not answer"):
+            store.find_by_nickname("x", FIRST, 10)
+    finally:
+        store.close()
+    assert 0.2 + cbquery.WATCH_GRACE <= time.monotonic() - started < 0.2 + cbquery.WATCH_GRACE + 2
+    assert "cancelled (504)" in capsys.readouterr().err
 
 
 # -- key-value path ----------------------------------------------------------------
@@ -527,7 +613,7 @@ def test_not_connected_or_unhealthy_fails_at_once():
     for store in (make_store(connected=False), make_store(healthy=False)):
         for call, args in (
             (store.get_profile, ("1",)),
-            (store.find_by_nickname, ("x",)),
+            (store.find_by_nickname, ("x", FIRST, 10)),
             (store.read_token, ()),
             (store.ping, ()),
         ):
@@ -561,14 +647,14 @@ def test_not_connected_or_unhealthy_fails_at_once():
     ],
 )
 def test_connection_string(env, expected):
-    assert cbsdk.connection_string(settings.defaults(env)) == expected
+    assert cbsdk.connection_string(settings.defaults({**CREDENTIALS, **env})) == expected
 
 
 def test_environment_defaults_and_timeouts(monkeypatch):
     started = []
     monkeypatch.setattr(cbconn.CouchbaseStore, "start", lambda self: started.append(self))  # no connecting
     s = cbconn.CouchbaseStore.from_environ(
-        {"COUCHBASE_HOST": "h", "COUCHBASE_KV_TIMEOUT": "0.75", "COUCHBASE_QUERY_TIMEOUT": "4"}
+        {"COUCHBASE_HOST": "h", **CREDENTIALS, "COUCHBASE_KV_TIMEOUT": "0.75", "COUCHBASE_QUERY_TIMEOUT": "4"}
     )
     assert started == [s]
     assert (s.bucket_name, s.scope_name) == ("sample_app", "profiles")
@@ -580,7 +666,7 @@ def test_cluster_options(monkeypatch):
     """What the key-value calls no longer pass is set once on the cluster; SDK observability
     is off unless asked for (its effect on a connected cluster: test_caves.py)."""
     monkeypatch.setattr(cbconn.CouchbaseStore, "start", lambda self: None)  # no connecting
-    env = {"COUCHBASE_HOST": "h", "COUCHBASE_KV_TIMEOUT": "0.75"}
+    env = {"COUCHBASE_HOST": "h", **CREDENTIALS, "COUCHBASE_KV_TIMEOUT": "0.75"}
     for setting, expected in ((None, False), ("true", True), ("1", True), ("false", False), ("off", False)):
         store = cbconn.CouchbaseStore.from_environ(
             env if setting is None else {**env, "COUCHBASE_SDK_OBSERVABILITY": setting}
@@ -621,3 +707,146 @@ def test_a_ping_that_finds_no_node_does_not_refuse_lookups_that_are_answered():
     assert store.health.healthy
     store.health.after_ping(set(), {"a:1": "timeout", "b:2": "timeout"})  # nothing answered since
     assert not store.health.healthy
+
+
+# -- least privilege: the service only reads ----------------------------------------------
+WRITES = {"upsert", "insert", "replace", "remove", "mutate_in", "touch", "get_and_lock", "unlock"}
+
+
+def test_the_service_issues_no_write_and_no_ddl():
+    """What a read-only user (docs/data-model.md) may do is all the service does at the SDK
+    boundary: every lookup, the token's re-read, readiness, a node lost (every copy asked), the
+    direct calls' check and the probe of a lost node's token are key-value gets, and every
+    statement is a SELECT. The fakes record every call, writes included (upsert_multi)."""
+    scope = FakeScope(rows=[["user_data:1", 1]])
+    auth = FakeCollection(dict(TOKEN_DOC))
+    store = make_store(scope, FakeCollection(dict(PROFILE_DOCS)), auth)
+    store.collections["user_images"].docs = {"user_images:1": b'{"record_id":1}'}
+    calls: list = []
+    store.direct.unchecked = fake_core({**PROFILE_DOCS, **TOKEN_DOC}, calls)
+    store._check_direct()
+    for degraded in (False, True):
+        store.health.degraded = degraded
+        store.get_profile("1"), store.get_image("1"), store.get_profile("404")
+        store.find_by_nickname("x", FIRST_PAGE, 10), store.find_by_username("y", FIRST_PAGE, 10)
+        store.read_token(), store.ping()
+    cbsdk.kv_answers(auth, store.layout.token_key, timedelta(seconds=0.5))
+    made = {call[0] for collection in store.collections.values() for call in collection.calls}
+    assert made <= {"get", "get_any_replica", "get_multi"} and not {w for m in made for w in WRITES if w in m}
+    assert {opcode for opcode, _, _ in calls} <= {cbsdk.GET, cbsdk.GET_ANY_REPLICA}
+    assert scope.queries and all(statement.startswith("SELECT ") for statement, _ in scope.queries)
+
+
+def test_only_the_loader_writes_or_defines():
+    """The writes and the DDL (upserts, scope, collections, indexes) are the loader's: cbload.py and
+    the embedded store's write side, called from loaddata.py; no module the service runs calls them."""
+    import re
+
+    from testkit import ROOT
+
+    # cbquery.py declares the loader's index statements beside the lookups' (one place for SQL++);
+    # cbload.py runs them.
+    writers = {"loaddata.py", "cbload.py", "cbquery.py", "sqlitestore.py", "store.py"}
+    for path in ROOT.glob("*.py"):
+        if path.name not in writers:
+            found = re.search(r"\.(upsert|create_schema|insert|remove)(_multi)?\(|CREATE |DROP ", path.read_text())
+            assert found is None, (path.name, found)
+
+
+# -- why not ready: the cause, in the words of its log line -----------------------------------
+@pytest.mark.parametrize(
+    "failure, cause",
+    [
+        (
+            cbdns.DnsFailure("DNS: no answer for _couchbases._tcp.cb.x SRV within 2s from 10.0.0.2"),
+            "DNS: no answer for _couchbases._tcp.cb.x SRV",
+        ),
+        (
+            cbtls.Refused("TLS: the certificate of n0.cb.x:11207 is refused: Hostname mismatch"),
+            "TLS: the certificate of n0.cb.x:11207 is refused: Hostname mismatch",
+        ),
+        (
+            cbtls.Denied("authentication: n0.cb.x refused the credentials of user 'user'"),
+            "authentication: n0.cb.x refused the credentials of user 'user'",
+        ),
+        (
+            cbe.AuthenticationException(message="Failed to connect"),
+            "authentication: the cluster refused user 'user' (AuthenticationException: Failed to connect)",
+        ),
+        (
+            cbe.UnAmbiguousTimeoutException(message="unambiguous_timeout"),
+            "timeout: no key-value node answered in time (UnAmbiguousTimeoutException: unambiguous_timeout)",
+        ),
+    ],
+)
+@pytest.mark.parametrize("password", ["x", "password", "timeout", "Ex"])
+def test_not_connected_the_store_says_why_as_its_log_line_does(monkeypatch, capsys, failure, cause, password):
+    """What /readyz answers (Service.readiness: the store's ping) is the attempt's log line's cause;
+    whatever the password, no message holds it or a mask of its letters."""
+    store = make_store(connected=False, COUCHBASE_PASSWORD=password)
+    with pytest.raises(StoreUnavailable, match="not connected: connecting: the first attempt is under way"):
+        store.ping()
+
+    def connect_once():
+        store._stop.set()
+        store._ping_now.set()
+        raise failure
+
+    monkeypatch.setattr(store, "_connect_once", connect_once)
+    store._run()
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "(attempt 1)" in line]
+    with pytest.raises(StoreUnavailable) as raised:
+        store.ping()
+    why = str(raised.value)
+    # The same words whatever the password: none is masked, since none is in them.
+    attempt = "connecting to couchbase://fake (bucket sample_app) failed"
+    assert why == f"couchbase: not connected: {attempt}: {cbsdk.cause(failure, 'user')}"
+    assert cause in why and why.split("couchbase: not connected: ", 1)[1] in line, (why, line)
+
+
+def test_connected_with_no_node_answering_the_store_names_each_and_why():
+    store = make_store()
+    store.health.after_ping(set(), {"10.0.0.1:11210": "timeout", "10.0.0.2:11210": "error: connection refused"})
+    with pytest.raises(StoreUnavailable) as raised:
+        store.ping()
+    assert str(raised.value) == (
+        "couchbase: no key-value node answers (10.0.0.1:11210: timeout; 10.0.0.2:11210: error: connection refused)"
+    )
+
+
+def unretrievable(status: str) -> cbe.DocumentUnretrievableException:
+    """As SDK 4.6.3 raises it: its context holds each copy's memcached status (1: not found)."""
+    context = f"KeyValueErrorContext:{{'key': 'user_data:1', 'opaque': 0, 'status_code': {status}}}"
+    return cbe.DocumentUnretrievableException(message="Operation failed", context=context)
+
+
+def test_every_copy_refusing_at_once_is_no_not_found():
+    """Connections refused on every node: the SDK's "unretrievable" comes at once, as a "not found"
+    from every copy does. Its context tells them apart: a 503, never a 404 (or a token read as gone)."""
+    profiles = FakeCollection(dict(PROFILE_DOCS))
+    store = make_store(profiles=profiles, auth=FakeCollection(dict(TOKEN_DOC)))
+    store.health.after_ping({"a:1"}, {"b:2": "error: connection refused"})  # every get asks every copy
+    profiles.replica_fail = unretrievable("None")
+    with pytest.raises(StoreUnavailable) as raised:
+        store.get_profile("1")
+    assert not isinstance(raised.value, StoreTimeout) and "no copy of user_data:1 answered" in str(raised.value)
+    profiles.replica_fail = unretrievable("1")
+    assert store.get_profile("1") is None
+    assert cbsdk.every_copy_missing(cbe.DocumentUnretrievableException()) is None  # no context: the timing decides
+
+
+def test_the_loaders_check_of_existing_keys_counts_as_an_answer():
+    """As its writes do (above): the token read after the check is not refused by a ping that
+    lists only a node still bootstrapping."""
+
+    class Exists:
+        def __init__(self, exists: bool):
+            self.exists = exists
+
+    profiles = FakeCollection()
+    profiles.exists_multi = lambda keys: MultiResult({k: Exists(k == "user_data:2") for k in keys}, {})  # type: ignore[attr-defined]
+    store = make_store(profiles=profiles, auth=FakeCollection(dict(TOKEN_DOC)))
+    store.health.after_ping(set(), {"127.0.0.1:11210": "error: Bootstrap incomplete, cannot perform ping."})
+    assert store.existing("user_data", ["user_data:1", "user_data:2", "user_data:3"]) == 1
+    store.health.after_ping(set(), {"127.0.0.1:11210": "error: Bootstrap incomplete, cannot perform ping."})
+    assert store.read_token() == "t-1"

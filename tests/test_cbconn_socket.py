@@ -24,6 +24,7 @@ def test_start_up_does_not_wait_for_an_absent_cluster(capfd):
     store = cbconn.CouchbaseStore.from_environ(
         {
             "COUCHBASE_HOST": "couchbase://127.0.0.1:1",
+            "COUCHBASE_USER": "app",
             "COUCHBASE_PASSWORD": "pw-9c1e77",
             "COUCHBASE_CONNECT_TIMEOUT": "0.5",
         }
@@ -39,12 +40,12 @@ def test_start_up_does_not_wait_for_an_absent_cluster(capfd):
         assert time.monotonic() - started < 1
         deadline = time.monotonic() + 10
         err = ""
-        while "failed (attempt 1)" not in err and time.monotonic() < deadline:
+        while "(attempt 1)" not in err and time.monotonic() < deadline:
             time.sleep(0.1)
             err += capfd.readouterr().err
     finally:
         store.close()
-    lines = [line for line in err.splitlines() if "failed (attempt" in line]
+    lines = [line for line in err.splitlines() if "(attempt 1)" in line]
     assert lines, err
     assert "retrying in" in lines[0] and "127.0.0.1:1" in lines[0]
     assert "pw-9c1e77" not in err
@@ -77,3 +78,38 @@ def test_a_node_answers_a_noop_on_a_new_connection():
         assert time.monotonic() - started < 1
     assert not cbsdk.answers_noop(answering_node, 0.2)  # closed now
     assert not cbsdk.answers_noop("unnamed", 0.2)
+
+
+def first_attempt(capfd, password: str) -> tuple[str, str]:
+    """The real SDK against a port nothing listens on: the first failed attempt's log line (its
+    stamp cut) and what the store's ping, /readyz's answer, says then."""
+    store = cbconn.CouchbaseStore.from_environ(
+        {
+            "COUCHBASE_HOST": "couchbase://127.0.0.1:1",
+            "COUCHBASE_USER": "app",
+            "COUCHBASE_PASSWORD": password,
+            "COUCHBASE_CONNECT_TIMEOUT": "0.5",
+        }
+    )
+    try:
+        err, deadline = "", time.monotonic() + 10
+        while "(attempt 1)" not in err and time.monotonic() < deadline:
+            time.sleep(0.05)
+            err += capfd.readouterr().err
+        with pytest.raises(StoreUnavailable) as raised:
+            store.ping()
+    finally:
+        store.close()
+    (line,) = [line.split(" ", 1)[1] for line in err.splitlines() if "(attempt 1)" in line]
+    return line, str(raised.value)
+
+
+def test_a_password_of_one_letter_or_a_word_masks_nothing_in_what_the_store_says(capfd):
+    """No message is made with the password, so none is masked: with `x`, `password` or `timeout`
+    the attempt's line and /readyz's cause are word for word those of a random password."""
+    reference = first_attempt(capfd, "Zq8-unguessable-41c0")
+    line, why = reference
+    assert "***" not in line and "Exception" in line, line
+    assert why.split("couchbase: not connected: ", 1)[1] in line
+    for password in ("x", "password", "timeout"):
+        assert first_attempt(capfd, password) == reference, password

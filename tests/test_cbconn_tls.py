@@ -15,16 +15,13 @@ import cbtls
 import settings
 from store import StoreUnavailable
 from testkit import ROOT
+from testkit.caves import CREDENTIALS
 
 pytestmark = pytest.mark.inprocess
 
 
-def test_the_hosts_of_a_connection_string_with_the_tls_port_by_default():
-    assert cbtls.hosts("couchbases://a.example.com,b.example.com:1207, [::1]?network=external") == [
-        ("a.example.com", 11207),
-        ("b.example.com", 1207),
-        ("::1", 11207),
-    ]
+def test_tls_is_the_couchbases_scheme():
+    # The hosts checked, the TLS port by default and DNS SRV: test_cbdns.py.
     assert cbtls.is_tls("couchbases://x") and not cbtls.is_tls("couchbase://x")
 
 
@@ -46,7 +43,7 @@ def test_without_a_ca_python_trusts_capellas_as_the_sdk_does():
 
 def store(monkeypatch, **env):
     monkeypatch.setattr(cbconn.CouchbaseStore, "start", lambda self: None)  # no connecting
-    return cbconn.CouchbaseStore.from_environ({"COUCHBASE_PASSWORD": "pw", **env})
+    return cbconn.CouchbaseStore.from_environ({**CREDENTIALS, **env})
 
 
 def test_cluster_options_over_tls_only(monkeypatch):
@@ -61,12 +58,13 @@ def test_cluster_options_over_tls_only(monkeypatch):
 
 
 class Wire:
-    """A node's answers to the configuration's three requests, in order, as bytes on a socket."""
+    """A node's answers to the configuration's three requests, in order, as bytes on a socket
+    (``statuses``: of the login, the bucket's selection and the configuration)."""
 
-    def __init__(self, config: dict, status: int = 0):
+    def __init__(self, config: dict, status: int = 0, statuses: tuple[int, int] = (0, 0)):
         self.sent: list[bytes] = []
         body = json.dumps(config).encode()
-        answers = [(0, b""), (0, b""), (status, body)]
+        answers = [(statuses[0], b""), (statuses[1], b""), (status, body)]
         self.data = b"".join(struct.pack(">BBHBBHIIQ", 0x81, 0, 0, 0, 0, s, len(b), 0, 0) + b for s, b in answers)
 
     def sendall(self, data: bytes) -> None:
@@ -140,20 +138,20 @@ def test_a_refused_certificate_refuses_lookups_until_a_check_passes(monkeypatch,
     assert err.count("lookups refused") == 1 and err.count("lookups resume") == 1
 
 
-def test_the_deployment_patch_mounts_the_ca_where_its_setting_names_it():
-    """k8s/tls/ca.yaml (k8s/README.md): the settings it sets exist, and the file the service reads
-    is the Secret's key, mounted read-only."""
-    patch = yaml.safe_load((ROOT / "k8s" / "tls" / "ca.yaml").read_text())
-    pod = patch["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
-    env = {e["name"]: e["value"] for e in container["env"]}
+def test_the_ca_component_mounts_the_ca_where_its_setting_names_it():
+    """k8s/components/couchbase-ca (k8s/README.md): the settings it sets exist, and the file the
+    service reads is the ConfigMap's key, mounted read-only."""
+    component = ROOT / "k8s" / "components" / "couchbase-ca"
+    patches = yaml.safe_load((component / "kustomization.yaml").read_text())["patches"]
+    (config_patch,) = [p for p in patches if p["target"]["kind"] == "ConfigMap"]
+    env = {op["path"].removeprefix("/data/"): op["value"] for op in yaml.safe_load(config_patch["patch"])}
     assert env.keys() <= {s.env for s in settings.SETTINGS} and settings.boolean(env["COUCHBASE_TLS"])
-    (mount,) = container["volumeMounts"]
-    (volume,) = pod["volumes"]
-    (item,) = volume["secret"]["items"]
+    assert {p["path"] for p in patches if p["target"]["kind"] != "ConfigMap"} == {"mount-ca.yaml"}
+    volume, mount = (op["value"] for op in yaml.safe_load((component / "mount-ca.yaml").read_text()))
+    (item,) = volume["configMap"]["items"]
     assert mount["readOnly"] is True and mount["name"] == volume["name"]
     assert env["COUCHBASE_CA_CERT"] == f"{mount['mountPath']}/{item['path']}"
-    assert "optional" not in volume["secret"]  # no CA, no pod: never one trusting what it should not
+    assert "optional" not in volume["configMap"]  # no CA, no pod: never one trusting what it should not
 
 
 def test_names_are_checked_again_when_the_nodes_answering_change_while_refused_and_now_and_then(monkeypatch):
@@ -213,3 +211,82 @@ def test_connected_a_check_no_node_answers_in_time_keeps_the_names_checked_befor
     with pytest.raises(cbtls.Refused):
         check.check(keep_checked=True)
     assert check.refused and "Hostname mismatch" in check.refused
+
+
+@pytest.mark.parametrize(
+    "statuses, said",
+    [
+        ((0x20, 0), "authentication: n1 refused the credentials of user 'app'"),
+        ((0, 0x24), "authentication: n1: user 'app' has no access to the bucket 'sample_app'"),
+    ],
+)
+def test_credentials_refused_by_a_checked_node_are_named_without_the_password(statuses, said):
+    """At the wire: CAVES takes any password over PLAIN (what TLS logs in with), so no test through
+    the terminator can see a refusal; the SDK's own (SCRAM, plain) on CAVES: test_caves.py."""
+    wire = Wire({}, statuses=statuses)
+    with pytest.raises(cbtls.Denied) as denied:
+        cbtls.nodes(wire, "n1", "app", "timeout", "sample_app", external=False)  # type: ignore[arg-type]
+    assert str(denied.value) == said
+
+
+class Handshaken:
+    """What run() does with a verified connection: closes it, or reads the configuration on it."""
+
+    def close(self):
+        pass
+
+    def settimeout(self, timeout):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+def test_every_node_to_bootstrap_from_is_checked_then_every_node_of_the_configuration(monkeypatch):
+    """The SRV targets (or the hosts written) each, since the SDK bootstraps from any of them; the
+    configuration from the first that answers; each node once."""
+    shaken: list = []
+
+    def handshake(host, port, context, timeout):
+        shaken.append((host, port))
+        if host == "renamed":
+            raise cbtls.Refused(f"TLS: the certificate of {host}:{port} is refused: Hostname mismatch")
+        if host == "down":
+            raise OSError("timed out")
+        return Handshaken()
+
+    monkeypatch.setattr(cbtls, "handshake", handshake)
+    monkeypatch.setattr(cbtls, "nodes", lambda sock, host, *rest: [("n0", 11207), ("n2", 11207)])
+    check = cbtls.NameCheck("couchbases://cb.example.net", None, "app", "pw", "bucket", 1.0)
+    assert check.bootstrap == [("cb.example.net", 11207)]  # until DNS is asked (cbconn sets the targets)
+    check.bootstrap = [("down", 11207), ("n0", 11207), ("n1", 11207)]
+    checked, unchecked = check.run()
+    assert shaken == [("down", 11207), ("n0", 11207), ("n1", 11207), ("n2", 11207)]
+    assert checked == [("n0", 11207), ("n1", 11207), ("n2", 11207)] and unchecked == ["down:11207: timed out"]
+    check.check()
+    assert check.checked == {("n0", 11207), ("n1", 11207), ("n2", 11207)}
+    check.bootstrap = [("n0", 11207), ("renamed", 11207)]  # a new SRV target, behind another name's certificate
+    with pytest.raises(cbtls.Refused, match="renamed:11207 is refused"):
+        check.check()
+    assert check.refused and "renamed" in check.refused
+
+
+def test_connected_credentials_refused_now_keep_the_names_checked_before(monkeypatch, capsys):
+    check = cbtls.NameCheck("couchbases://a", None, "u", "pw", "bucket", 1.0)
+    outcome: list = [([("a", 11207)], [])]
+
+    def run():
+        if isinstance(outcome[0], Exception):
+            raise outcome[0]
+        return outcome[0]
+
+    monkeypatch.setattr(check, "run", run)
+    check.check()
+    outcome[0] = cbtls.Denied("authentication: a refused the credentials of user 'u'")
+    check.check(keep_checked=True)  # the SDK's sessions logged in before
+    assert check.refused is None and "stay trusted" in capsys.readouterr().err
+    with pytest.raises(cbtls.Denied):
+        check.check(log_refusal=False)  # connecting: the attempt fails, naming it

@@ -52,6 +52,17 @@ def test_a_lost_node_and_its_return_are_logged_once_at_most_a_line_a_second(caps
     assert "key-value node b:2 answers again" in lines[1]
 
 
+def test_a_lost_node_no_longer_pinged_is_gone_not_back(capsys):
+    """Every node of a cluster lost, then a connection to another (its records moved): the lost
+    nodes are no longer pinged, and the log says they are gone, not that they answer."""
+    health = NodeHealth(replica_reads=True)
+    health.after_ping({"a:1"}, {"b:2": "timeout"})
+    health._logged_at -= 1
+    health.after_ping({"m:3", "n:4"}, {})
+    lines = capsys.readouterr().err.splitlines()
+    assert "key-value node b:2 is gone" in lines[-1] and "answers again" not in lines[-1], lines
+
+
 def test_no_node_answering_and_its_end_are_logged(capsys):
     health = NodeHealth(replica_reads=True)
     health.after_ping(set(), {"a:1": "timeout", "b:2": "timeout"})

@@ -12,6 +12,7 @@ the service still serves, and nothing it logged holds a traceback or the token.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import socket
 import time
@@ -27,7 +28,9 @@ from connection import Conversation, Site
 from metrics import Metrics
 from service import Service, TokenKeeper
 from sqlitestore import SQLiteStore
+from store import Layout
 from testkit import ROOT, BytesWriter, ServiceProcess
+from tracecontext import REQUEST_ID
 
 CORPUS = Path(__file__).resolve().parent / "requests"
 FOLDERS = ("valid", "invalid", "either")
@@ -104,7 +107,7 @@ def test_the_store_is_the_one_the_corpus_was_written_for(store):
 # -- in-process: the parser and the service, no socket -------------------------------
 @pytest.fixture(scope="module")
 def store(seeded_db):
-    s = SQLiteStore(str(seeded_db), OPTIONS.sqlite_busy_timeout)
+    s = SQLiteStore(str(seeded_db), OPTIONS.sqlite_busy_timeout, Layout.of(OPTIONS))
     yield s
     s.close()
 
@@ -130,6 +133,7 @@ def converse(service, data: bytes) -> list[Response]:
 
 
 def conversation_bytes(rfile, site: Site) -> bytes:
+    site.traces.count = itertools.count(1)  # the same request ids each run, so two runs' bytes compare
     writer = BytesWriter()
     conversation = Conversation(rfile, writer, site)
     while not conversation.closing:
@@ -188,6 +192,7 @@ def check_headers(answer: Response) -> None:
     """What every answer says to caches and browsers; a 304 its tag and nothing of a body."""
     assert answer.headers["x-content-type-options"] == "nosniff", answer.head
     assert answer.headers["cache-control"], answer.head
+    assert REQUEST_ID.fullmatch(answer.headers["x-request-id"].encode()), answer.head  # never junk echoed
     if answer.status >= 400:
         assert answer.headers["cache-control"] == "no-store", answer.head
     if answer.status == 304:

@@ -41,6 +41,27 @@ def test_the_token_is_bearer_first_then_x_access_token():
     assert parse(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").token is None
 
 
+def test_where_the_token_came_from():
+    """A JWT is taken from Authorization: Bearer only (auth.py): the request says which it was."""
+    bearer = parse(b"GET / HTTP/1.1\r\nHost: h\r\nx-access-token: t2\r\nAuthorization: Bearer t1\r\n\r\n")
+    assert (bearer.token, bearer.bearer, getattr(bearer, "caller", "-")) == (b"t1", True, "-")
+    header = parse(b"GET / HTTP/1.1\r\nHost: h\r\nx-access-token: t2\r\n\r\n")
+    assert (header.token, header.bearer) == (b"t2", False)
+
+
+@pytest.mark.parametrize("pad", [0, 200], ids=["short", "long"])  # a long line is read in two steps
+@pytest.mark.parametrize("byte", range(256))
+def test_a_header_value_holds_htab_visible_ascii_and_obs_text_only(byte, pad):
+    value = b"a" * pad + bytes([byte]) + b"b"
+    data = b"GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer %s\r\n\r\n" % value
+    if byte == 9 or 0x20 <= byte <= 0x7E or byte >= 0x80:
+        assert parse(data).token == value.strip(b" \t")
+    else:
+        with pytest.raises(HTTPError) as refused:
+            parse(data)
+        assert refused.value.status == 400
+
+
 @pytest.mark.parametrize(
     "version, connection, keep_alive, says_keep_alive",
     [

@@ -7,7 +7,7 @@ Deployment's pod spec played by podman.
 - Containers run with a read-only root, no capabilities, no-new-privileges, the image's own
   user and a volume at /data, on the host's network: the only network here is loopback, and
   CAVES (the Couchbase emulator, testkit/caves.py) listens there.
-- `podman kube play` plays k8s/configmap.yaml and k8s/deployment.yaml, with the changes a
+- `podman kube play` plays k8s/base/configmap.yaml and k8s/base/deployment.yaml, with the changes a
   single host forces (see play_manifests), against CAVES.
 
 podman is required: when it is missing these tests fail (tools/install_podman.sh installs it).
@@ -29,6 +29,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import tomllib
 import uuid
 from pathlib import Path
 from typing import Any
@@ -38,12 +39,12 @@ import yaml
 from conftest import TOKEN
 
 from testkit import free_port, wait_until
-from testkit.caves import Caves
+from testkit.caves import PASSWORD, USER, Caves
 
 pytestmark = pytest.mark.external
 
 ROOT = Path(__file__).resolve().parent.parent
-K8S = ROOT / "k8s"
+K8S = ROOT / "k8s" / "base"
 CONF = ROOT / "tools" / "containers.conf"
 ENV = {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(CONF))}
 COUNT = 300
@@ -182,6 +183,18 @@ def test_image_is_small_and_holds_no_build_tools(image, capsys):
     ), "a pip cache in the image, or the code not byte-compiled"
 
 
+def test_the_image_carries_the_projects_version(image):
+    """pyproject.toml's version: the tag, the OCI labels, and what the service in it reports."""
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert image["tag"] == f"userprofile-service:{version}"
+    labels = image["info"]["Config"].get("Labels") or {}
+    assert labels.get("org.opencontainers.image.version") == version, labels
+    assert labels.get("org.opencontainers.image.licenses") == "MIT", labels
+    assert labels.get("org.opencontainers.image.title") == "userprofile-service", labels
+    out = podman("run", "--rm", *HARDENING, image["tag"], "python3", "userprofile_service.py", "--version").stdout
+    assert out.startswith(f"userprofile-service {version} (Python 3.13."), out
+
+
 def test_dependencies_have_their_own_layer_and_no_ca_bundle_is_baked_in(image, tmp_path):
     layers = dockerfile_layers(image, tmp_path)
     deps = layer_index(layers, r"-packages/couchbase/__init__\.py$")
@@ -205,7 +218,9 @@ def test_a_code_change_reuses_the_dependency_layer_and_new_modules_are_copied(im
         ROOT / "Dockerfile",
         ROOT / ".dockerignore",
         ROOT / "requirements.txt",
+        ROOT / "requirements-tracing.txt",
         ROOT / "openapi.json",
+        ROOT / "pyproject.toml",
         *ROOT.glob("*.py"),
     ]:
         (context / p.name).write_bytes(p.read_bytes())
@@ -404,7 +419,7 @@ def cluster(tmp_path):
 
 
 def test_serves_from_caves_from_inside_the_container(image, cluster):
-    env = {"COUCHBASE_HOST": cluster.connstr, "COUCHBASE_KV_TIMEOUT": "1", "COUCHBASE_CONNECT_TIMEOUT": "3"}
+    env = cluster.env(COUCHBASE_KV_TIMEOUT="1", COUCHBASE_CONNECT_TIMEOUT="3")
     with Container(image, env) as c:
         assert f"store: Couchbase at {cluster.connstr}" in c.logs()
         loaded = c.exec("python3", "loaddata.py", "--count", str(COUNT), "--token", TOKEN)
@@ -422,8 +437,8 @@ def test_serves_from_caves_from_inside_the_container(image, cluster):
 # -- the Deployment's pod spec ----------------------------------------------------------------
 def play_manifests(connstr: str, port: int) -> tuple[dict, dict]:
     """The ConfigMap and the Deployment as the repository has them, except what one host needs:
-    - ConfigMap: COUCHBASE_HOST is CAVES, SERVICE_HOST/PORT a free loopback port (the pod
-      shares the host's network), and the token re-read every half second;
+    - ConfigMap: COUCHBASE_HOST is CAVES, SERVICE_HOST/PORT and METRICS_PORT free loopback ports
+      (the pod shares the host's network), and the token re-read every half second;
     - Deployment: one replica (every pod would bind the same host port), hostNetwork (CAVES
       is on loopback), and no `ports:` list, which podman 4.3 publishes on the host, and
       publishing cannot be combined with the host's network.
@@ -433,8 +448,10 @@ def play_manifests(connstr: str, port: int) -> tuple[dict, dict]:
     config["data"].update(
         {
             "COUCHBASE_HOST": connstr,
+            "COUCHBASE_USER": USER,
             "SERVICE_HOST": "127.0.0.1",
             "SERVICE_PORT": str(port),
+            "METRICS_PORT": str(free_port()),
             "TOKEN_REFRESH_SECONDS": "0.5",
         }
     )
@@ -451,16 +468,19 @@ def test_the_deployment_pod_spec_runs_in_podman(image, cluster, tmp_path):
     pod_spec = deployment["spec"]["template"]["spec"]
     (spec,) = pod_spec["containers"]
     assert spec["image"] == image["tag"], "the Deployment runs another image than tools/image.sh builds"
-    (password_ref,) = [e["valueFrom"]["secretKeyRef"] for e in spec["env"] if e["name"] == "COUCHBASE_PASSWORD"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in spec["env"]}
+    assert set(refs) == {"COUCHBASE_USER", "COUCHBASE_PASSWORD"}, "the credentials come from the Secret"
+    (secret_name,) = {ref["name"] for ref in refs.values()}
     # The Secret's data is created out of git (secret.yaml holds none), as `kubectl create secret`
-    # would: CAVES's password. Given to podman as JSON, which is what its secretKeyRef reads.
-    password = "password"
-    secret = json.dumps({password_ref["key"]: base64.b64encode(password.encode()).decode()})
+    # would: CAVES's credentials. Given to podman as JSON, which is what its secretKeyRef reads.
+    password = PASSWORD
+    credentials = {refs["COUCHBASE_USER"]["key"]: USER, refs["COUCHBASE_PASSWORD"]["key"]: password}
+    secret = json.dumps({key: base64.b64encode(value.encode()).decode() for key, value in credentials.items()})
     played = tmp_path / "play.yaml"
     played.write_text(yaml.safe_dump_all([config, deployment]))
-    podman("secret", "rm", password_ref["name"], check=False)
+    podman("secret", "rm", secret_name, check=False)
     created = subprocess.run(
-        ["podman", "secret", "create", password_ref["name"], "-"],
+        ["podman", "secret", "create", secret_name, "-"],
         input=secret,
         env=ENV,
         capture_output=True,
@@ -476,7 +496,7 @@ def test_the_deployment_pod_spec_runs_in_podman(image, cluster, tmp_path):
         check_the_pod(image, containers[0], config, spec, pod_spec, password)
     finally:
         podman("kube", "down", str(played), check=False)
-        podman("secret", "rm", password_ref["name"], check=False)
+        podman("secret", "rm", secret_name, check=False)
 
 
 def quantity(text: str) -> float:
@@ -500,15 +520,17 @@ def check_the_pod(image: dict, name: str, config: dict, spec: dict, pod_spec: di
     assert process_status(c)["Seccomp"] == ["2"], "no seccomp filter (RuntimeDefault)"
     mounts = {v["mountPath"] for v in spec["volumeMounts"]}
     assert mounts == {"/data", "/tmp"}
-    # env from both: every ConfigMap key as written, and the password from the Secret (compared
-    # by digest, so it never appears in the output).
+    # env from both: every ConfigMap key as written, and the user and password from the Secret
+    # (the password compared by digest, so it never appears in the output).
     probe = (
         "import hashlib, json, os, sys; env = {k: os.environ.get(k) for k in sys.argv[1:]}; "
+        "env['user'] = os.environ.get('COUCHBASE_USER'); "
         "env['pw'] = hashlib.sha256(os.environ.get('COUCHBASE_PASSWORD', '').encode()).hexdigest(); "
         "print(json.dumps(env))"
     )
     seen = json.loads(c.exec("python3", "-c", probe, *config["data"]).stdout)
     assert seen.pop("pw") == hashlib.sha256(password.encode()).hexdigest(), "COUCHBASE_PASSWORD is not the Secret's"
+    assert seen.pop("user") == USER, "COUCHBASE_USER is not the Secret's"
     assert seen == config["data"]
     # resources: the memory and CPU limits in the container's cgroup (v1 or v2 files).
     limits = spec["resources"]["limits"]
@@ -530,6 +552,13 @@ def check_the_pod(image: dict, name: str, config: dict, spec: dict, pod_spec: di
         path = spec[probe_name]["httpGet"]["path"]
         assert wait_until(functools.partial(c.answers, path), 20), f"{probe_name} {path}: {c.logs()[-2000:]}"
     assert wait_until(lambda: c.answers("/api/v1/id/9", TOKEN), 10)
+    # /metrics on METRICS_PORT alone, as the NetworkPolicy and the ServiceMonitor expect it.
+    assert not c.answers("/metrics")
+    metrics_port = int(config["data"]["METRICS_PORT"])
+    with socket.create_connection(("127.0.0.1", metrics_port), timeout=10) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: pod\r\nConnection: close\r\n\r\n")
+        scraped = b"".join(iter(lambda: s.recv(65536), b""))
+    assert scraped.startswith(b"HTTP/1.1 200") and b"userprofile_build_info{" in scraped, scraped[:300]
     # Stopped as the kubelet stops it: SIGTERM, and the grace period before SIGKILL.
     pod = json.loads(podman("inspect", name).stdout)[0]["Pod"]
     podman("pod", "stop", "--time", str(pod_spec["terminationGracePeriodSeconds"]), pod, timeout=120)

@@ -73,3 +73,15 @@ def test_both_stores_ran_and_nothing_failed(report):
     assert report["failures"] == []
     for store in report["stores"].values():
         assert store["first_pod_ready_s"] < 60, store
+
+
+def test_the_kustomize_of_the_tests_is_the_clusters_kubectl():
+    """tests/test_kustomize.py builds k8s/ with kustomize (tools/install_manifest_tools.sh); the
+    cluster's kubectl (tools/k8s/VERSION) embeds its own: the two are the same version."""
+    version = (ROOT / "tools" / "k8s" / "VERSION").read_text().strip()
+    kubectl = ROOT / ".tools" / f"k8s-{version}" / "bin" / "kubectl"
+    assert kubectl.exists(), f"no {kubectl}: tools/install_k8s.sh builds it (make k8s-e2e does)"
+    said = subprocess.run([kubectl, "version", "--client"], capture_output=True, text=True, timeout=30).stdout
+    script = (ROOT / "tools" / "install_manifest_tools.sh").read_text()
+    wanted = script.split("KUSTOMIZE=", 1)[1].split()[0]
+    assert f"Client Version: {version}" in said and f"Kustomize Version: {wanted}" in said, said

@@ -1,4 +1,5 @@
-"""loaddata.py: determinism, idempotence, the token, real images."""
+"""loaddata.py: determinism, the refusal to overwrite, the token and its rotation, real images.
+(Against CAVES: test_caves.py; the rotation seen by a running service: test_userprofile_service.py.)"""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import base64
 import json
 import sqlite3
 import struct
+import subprocess
 import zlib
 
 import pytest
@@ -24,7 +26,15 @@ def dump(db) -> dict:
         }
 
 
-def test_same_seed_same_documents_and_a_second_run_changes_nothing(tmp_path):
+def refused(env: dict, *args: str) -> str:
+    """loaddata.py's refusal: exit 1, and what it said on stderr."""
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        run_loaddata(env, *args)
+    assert failed.value.returncode == 1 and "Traceback" not in failed.value.stderr
+    return failed.value.stderr
+
+
+def test_same_seed_same_documents_and_a_second_run_refuses_and_changes_nothing(tmp_path):
     a, b = tmp_path / "a.db", tmp_path / "b.db"
     out = run_loaddata({"USERPROFILE_DB": str(a)}, "--count", "120", "--seed", "9", "--token", "tk").stdout
     assert "loaded 120 profiles and 120 images" in out and "documents/s" in out
@@ -32,10 +42,26 @@ def test_same_seed_same_documents_and_a_second_run_changes_nothing(tmp_path):
     first = dump(a)
     assert first == dump(b)
     assert len(first["user_data"]) == len(first["user_images"]) == 120
-    run_loaddata({"USERPROFILE_DB": str(a)}, "--count", "120", "--seed", "9", "--token", "tk")
-    assert dump(a) == first  # idempotent: upserts of the same documents
-    run_loaddata({"USERPROFILE_DB": str(b)}, "--count", "120", "--seed", "10", "--token", "tk")
+    # Again, even a smaller load of other people: refused, how many named, the flag said, nothing written.
+    said = refused({"USERPROFILE_DB": str(a)}, "--count", "150", "--seed", "10", "--token", "tk")
+    assert "120 in user_data, 120 in user_images" in said and "--overwrite" in said and "nothing was written" in said
+    assert dump(a) == first
+    run_loaddata({"USERPROFILE_DB": str(a)}, "--count", "120", "--seed", "9", "--token", "tk", "--overwrite")
+    assert dump(a) == first  # the same documents, rewritten
+    run_loaddata({"USERPROFILE_DB": str(b)}, "--count", "120", "--seed", "10", "--token", "tk", "--overwrite")
     assert dump(b)["user_data"] != first["user_data"]  # another seed, other people
+
+
+def test_keys_beyond_those_a_load_writes_are_no_reason_to_refuse(tmp_path):
+    env = {"USERPROFILE_DB": str(tmp_path / "more.db")}
+    run_loaddata(env, "--count", "10", "--token", "tk")
+    with sqlite3.connect(tmp_path / "more.db") as conn:
+        conn.execute("DELETE FROM user_data WHERE key != 'user_data:10'")
+        conn.execute("DELETE FROM user_images")
+    said = refused(env, "--count", "12", "--token", "tk")
+    assert "(1 in user_data)" in said
+    run_loaddata(env, "--count", "5", "--token", "tk")  # ids 1..5 are free: loaded
+    assert len(dump(tmp_path / "more.db")["user_data"]) == 6
 
 
 def test_a_record_does_not_depend_on_the_count(tmp_path):
@@ -78,11 +104,32 @@ def test_token_generated_once_then_kept_unless_given(tmp_path):
     out = run_loaddata(env, "--count", "5").stdout
     [generated] = [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("token: ")]
     assert len(generated) >= 32
-    assert "token:" not in run_loaddata(env, "--count", "5").stdout  # kept, and not printed again
+    assert "token:" not in run_loaddata(env, "--count", "5", "--overwrite").stdout  # kept, and not printed again
     stored = json.loads(dump(tmp_path / "t.db")["service_auth"]["service_auth:1"])
     assert stored == {"token": generated}
-    run_loaddata(env, "--count", "0", "--token", "given")
-    assert json.loads(dump(tmp_path / "t.db")["service_auth"]["service_auth:1"]) == {"token": "given"}
+    # Another token given with a load: the token in force is not replaced on the way.
+    assert "1 in service_auth" in refused(env, "--count", "0", "--token", "given")
+    assert json.loads(dump(tmp_path / "t.db")["service_auth"]["service_auth:1"]) == {"token": generated}
+
+
+def test_rotate_token_replaces_the_token_alone_and_prints_it_only_when_asked(tmp_path):
+    db = tmp_path / "r.db"
+    env = {"USERPROFILE_DB": str(db)}
+    run_loaddata(env, "--count", "5", "--token", "first")
+    before = dump(db)
+    out = run_loaddata(env, "--rotate-token").stdout
+    assert "token rotated" in out and "token:" not in out
+    rotated = json.loads(dump(db)["service_auth"]["service_auth:1"])["token"]
+    assert len(rotated) >= 32 and rotated != "first"
+    assert {k: v for k, v in dump(db).items() if k != "service_auth"} == {
+        k: v for k, v in before.items() if k != "service_auth"
+    }
+    out = run_loaddata(env, "--rotate-token", "--token", "second", "--show-token").stdout
+    assert "token: second" in out and "Bearer second" in out
+    assert "already the one in force" in refused(env, "--rotate-token", "--token", "second")
+    with pytest.raises(subprocess.CalledProcessError) as misused:
+        run_loaddata(env, "--rotate-token", "--overwrite")
+    assert misused.value.returncode == 2 and "not with --if-empty or --overwrite" in misused.value.stderr
 
 
 def test_if_empty_skips_a_seeded_store_and_show_token_prints_a_curl_line(tmp_path):

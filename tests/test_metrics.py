@@ -8,6 +8,8 @@ and then the count must be exact (never more).
 from __future__ import annotations
 
 import json
+import os
+import resource
 import shutil
 import socket
 import sqlite3
@@ -17,8 +19,8 @@ import pytest
 from conftest import TOKEN
 from prometheus_client.parser import text_string_to_metric_families
 
-from store import PROFILES
-from testkit import ServiceProcess
+import buildinfo
+from testkit import LAYOUT, ServiceProcess
 
 pytestmark = pytest.mark.socket
 
@@ -28,6 +30,12 @@ FAMILIES = {  # family name as the parser gives it (counters lose _total) -> typ
     "userprofile_request_duration_seconds": "histogram",
     "userprofile_requests_in_flight": "gauge",
     "userprofile_store_errors": "counter",
+    "userprofile_build_info": "gauge",
+    "process_cpu_seconds": "counter",
+    "process_resident_memory_bytes": "gauge",
+    "process_open_fds": "gauge",
+    "process_max_fds": "gauge",
+    "process_start_time_seconds": "gauge",
 }
 
 
@@ -162,11 +170,11 @@ def test_store_errors_are_counted(seeded_db, tmp_path):
         before = Scrape(svc)
         # Take the profiles away from under the running service (another process, as a fault would).
         admin = sqlite3.connect(db, isolation_level=None)
-        admin.execute(f"ALTER TABLE {PROFILES} RENAME TO {PROFILES}_away")
+        admin.execute(f"ALTER TABLE {LAYOUT.profiles} RENAME TO {LAYOUT.profiles}_away")
         try:
             assert svc.get(f"{ID}/1", TOKEN)[0] in (503, 504)
         finally:
-            admin.execute(f"ALTER TABLE {PROFILES}_away RENAME TO {PROFILES}")
+            admin.execute(f"ALTER TABLE {LAYOUT.profiles}_away RENAME TO {LAYOUT.profiles}")
             admin.close()
 
         def failed(scrape):
@@ -185,3 +193,23 @@ def test_store_errors_are_counted(seeded_db, tmp_path):
     finally:
         assert svc.stop() == 0
     assert TOKEN not in svc.log()
+
+
+def test_process_metrics_describe_the_service_process(server):
+    """The names Prometheus client libraries give them, with the values /proc has for the service's pid."""
+    pid = server.proc.pid
+    before = Scrape(server)
+    for _ in range(300):  # some work, so its CPU seconds move
+        server.get("/api/v1/id/1", token=TOKEN)
+    after = Scrape(server)
+    with open(f"/proc/{pid}/statm") as statm:
+        resident = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    assert 0.5 * resident < after.get("process_resident_memory_bytes") < 2 * resident
+    assert 3 <= after.get("process_open_fds") <= len(os.listdir(f"/proc/{pid}/fd")) + 5
+    assert after.get("process_max_fds") == resource.getrlimit(resource.RLIMIT_NOFILE)[1]  # raised to the hard limit
+    started = os.stat(f"/proc/{pid}").st_mtime  # /proc/<pid> is made when the process starts
+    assert abs(after.get("process_start_time_seconds") - started) < 5
+    assert before.get("process_start_time_seconds") == after.get("process_start_time_seconds")
+    assert 0 < before.get("process_cpu_seconds_total") < after.get("process_cpu_seconds_total")
+    (info,) = after.labels("userprofile_build_info")
+    assert info["version"] == buildinfo.VERSION and after.get("userprofile_build_info", **info) == 1

@@ -11,15 +11,9 @@ is skipped, saying why. About 4 minutes, over plain and over TLS.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
-
 import pytest
 
-from testkit import ROOT
+from testkit import ROOT, netns
 
 pytestmark = pytest.mark.external
 
@@ -27,40 +21,15 @@ PHASE = 10  # seconds of each phase
 STARTUP_RUNS = 5  # start-ups with each node frozen: the SDK bootstraps from either, at random
 
 
-def unavailable() -> str | None:
-    """Why this machine cannot run the driver, or None."""
-    if os.geteuid() != 0:
-        return "needs root for unshare -n and iptables (CI runs as root)"
-    for tool in ("unshare", "iptables", "ip"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed"
-    probe = subprocess.run(
-        ["unshare", "-n", "sh", "-c", "ip link set lo up && iptables -L INPUT -n"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    if probe.returncode != 0:
-        return f"no private network namespace with iptables here: {probe.stderr.strip()[:200]}"
-    return None
-
-
 @pytest.fixture(scope="module", params=["plain", "tls"])
 def report(request):
     """The scenario over the plain key-value ports, then over TLS (couchbases:// through
     tests/terminator.py, the node frozen behind its terminator)."""
-    reason = unavailable()
+    reason = netns.unavailable()
     if reason:
         pytest.fail(f"cannot run here: {reason} (tests/README.md, external tier)")
-    driver = (
-        f"ip link set lo up && exec {sys.executable} {ROOT / 'tests' / 'node_loss.py'} --phase {PHASE} "
-        f"--startup-runs {STARTUP_RUNS}{' --tls' if request.param == 'tls' else ''}"
-    )
-    done = subprocess.run(["unshare", "-n", "sh", "-c", driver], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    found = json.loads(done.stdout)
-    print(json.dumps(found, indent=1))  # shown when a test fails
-    return found
+    args = ["--phase", str(PHASE), "--startup-runs", str(STARTUP_RUNS), *(["--tls"] if request.param == "tls" else [])]
+    return netns.run(ROOT / "tests" / "node_loss.py", *args)
 
 
 def test_a_frozen_node_costs_no_answer_and_little_time(report):

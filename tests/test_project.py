@@ -4,7 +4,6 @@ tests, tools and bench import the service's modules without touching sys.path.""
 from __future__ import annotations
 
 import ast
-import re
 import tomllib
 
 import pytest
@@ -57,7 +56,6 @@ def test_dependencies_are_the_pinned_requirements():
     assert PYPROJECT["project"]["dependencies"] == [p for p in pinned if p]
 
 
-def test_the_version_is_the_image_tag():
-    found = re.search(r"image: userprofile-service:(\S+)", (ROOT / "k8s" / "deployment.yaml").read_text())
-    assert found, "no userprofile-service image in k8s/deployment.yaml"
-    assert PYPROJECT["project"]["version"] == found.group(1)
+def test_the_tracing_extra_is_the_pinned_tracing_requirements():
+    pinned = [line.split("#")[0].strip() for line in (ROOT / "requirements-tracing.txt").read_text().splitlines()]
+    assert PYPROJECT["project"]["optional-dependencies"]["tracing"] == [p for p in pinned if p]

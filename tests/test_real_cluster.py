@@ -42,7 +42,7 @@ INDEX_CATCH_UP = 30  # seconds for the indexes to see freshly loaded documents
 
 @pytest.fixture(scope="module")
 def loaded():
-    return run_loaddata(ENV, "--count", str(COUNT), "--seed", str(SEED), "--token", TOKEN)
+    return run_loaddata(ENV, "--count", str(COUNT), "--seed", str(SEED), "--token", TOKEN, "--overwrite")
 
 
 @pytest.fixture(scope="module")
@@ -117,10 +117,10 @@ def test_auth_and_health(cb_server):
 
 def test_token_rotation(cb_server):
     rotated = "rotated-token-real-7f3e"
-    run_loaddata(ENV, "--count", "0", "--token", rotated)
+    run_loaddata(ENV, "--rotate-token", "--token", rotated)
     try:
         assert wait_until(lambda: cb_server.get("/api/v1/id/1", rotated)[0] == 200, 5)
         assert cb_server.get("/api/v1/id/1", TOKEN)[0] == 401
     finally:
-        run_loaddata(ENV, "--count", "0", "--token", TOKEN)
+        run_loaddata(ENV, "--rotate-token", "--token", TOKEN)
     assert wait_until(lambda: cb_server.get("/api/v1/id/1", TOKEN)[0] == 200, 5)

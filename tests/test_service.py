@@ -16,7 +16,7 @@ import httpparse
 import settings
 from metrics import Metrics
 from service import Service, TokenKeeper
-from store import Store
+from store import Store, StoreUnavailable
 from testkit import EmptyStore
 
 pytestmark = pytest.mark.inprocess
@@ -62,3 +62,38 @@ def test_a_bug_is_a_500_logged_on_one_line_with_where_it_was_raised_and_never_th
         line,
     ), line
     assert TOKEN not in line and TOKEN[:-1] not in line
+
+
+WHY = "connecting to couchbases://cb.x (bucket b) failed: DNS: no answer for _couchbases._tcp.cb.x SRV"
+
+
+class NotConnected(EmptyStore):
+    """A store whose background thread found why it cannot connect: its ping says so at once."""
+
+    def ping(self) -> None:
+        raise StoreUnavailable(f"couchbase: not connected: {WHY}")
+
+
+def readyz(service: Service) -> tuple[int, str]:
+    request = httpparse.read_request(io.BytesIO(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"), settings.defaults())
+    _, answer = service.do_GET(request)
+    return answer.status, json.loads(answer.body)["message"]["error"] if answer.status != 200 else "ready"
+
+
+def test_readyz_names_the_cause_draining_then_the_store_then_the_token():
+    """A 503's JSON body says why, in the words of the log line that said it first: the store's
+    cause before the token's (a token not read because the store is not connected is the store's)."""
+    tokens = TokenKeeper(NotConnected(), refresh=60)
+    service = Service(NotConnected(), tokens, Metrics(), b"{}")
+    assert readyz(service) == (503, f"Service Unavailable: couchbase: not connected: {WHY}")
+    service.draining = True
+    assert readyz(service) == (503, "Service Unavailable: shutting down")
+    service = Service(EmptyStore(), tokens, Metrics(), b"{}")
+    assert readyz(service) == (503, "Service Unavailable: no service token has been read yet")
+    tokens.read()  # the empty store holds no token: why, logged and kept
+    assert readyz(service) == (
+        503,
+        "Service Unavailable: token: service_auth:1 has no token; the API answers 503 (run loaddata.py)",
+    )
+    tokens.token = TOKEN.encode()
+    assert readyz(service) == (200, "ready")

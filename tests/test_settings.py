@@ -47,8 +47,18 @@ def test_the_password_has_no_flag():
     [
         ({"SERVICE_PORT": "eighty"}, "--port: invalid int value: 'eighty'"),
         ({"ACCESS_LOG": "maybe"}, "ACCESS_LOG: invalid boolean value: 'maybe'"),
+        ({"PROFILES_COLLECTION": "user data"}, "--profiles-collection: invalid collection_name value: 'user data'"),
+        ({"AUTH_COLLECTION": "_system"}, "--auth-collection: invalid collection_name value: '_system'"),
         ({"WORKERS": "0"}, "--workers must be at least 1"),
         ({"WRITE_TIMEOUT_SECONDS": "0"}, "--write-timeout must be at least 0.01"),
+        # A cluster's credentials have no default: a missing (or empty) one stops start-up.
+        ({"COUCHBASE_HOST": "db.example.net"}, "COUCHBASE_USER is not set"),
+        ({"COUCHBASE_HOST": "db.example.net", "COUCHBASE_USER": "app"}, "COUCHBASE_PASSWORD is not set"),
+        (
+            {"COUCHBASE_HOST": "db.example.net", "COUCHBASE_USER": "app", "COUCHBASE_PASSWORD": ""},
+            "COUCHBASE_PASSWORD is not set",
+        ),
+        ({"COUCHBASE_HOST": "db.example.net", "COUCHBASE_PASSWORD": "pw"}, "COUCHBASE_USER is not set"),
     ],
 )
 def test_a_bad_value_is_a_clear_error_naming_the_setting(env, message):
@@ -65,7 +75,8 @@ def test_a_bad_value_is_a_clear_error_naming_the_setting(env, message):
 
 def test_the_stores_settings_are_the_loaders_options():
     names = {s.name for s in settings.STORES}
-    assert names == {s.name for s in settings.SETTINGS if s.env.startswith(("COUCHBASE_", "SQLITE_"))} | {"db"}
+    stores = {s.name for s in settings.SETTINGS if s.env.startswith(("COUCHBASE_", "SQLITE_")) or "COLLECTION" in s.env}
+    assert names == stores | {"db"}
 
 
 def test_the_documented_configuration_table_is_this_table():
@@ -89,3 +100,79 @@ def test_nothing_else_reads_the_environment_for_configuration():
         if path.name in ("settings.py", "loaddata.py"):
             continue  # loaddata.py reads SERVICE_PORT only to print a curl line for the service
         assert not re.search(r"environ(\.get|\[)|getenv\(", path.read_text()), path.name
+
+
+def test_no_credential_has_a_default_and_the_embedded_store_needs_none():
+    assert settings.BY_NAME["couchbase_user"].default is None
+    assert settings.BY_NAME["couchbase_password"].default is None
+    assert settings.defaults({}).couchbase_host is None  # the embedded store: nothing else asked
+    options = settings.defaults({"COUCHBASE_HOST": "h", "COUCHBASE_USER": "app", "COUCHBASE_PASSWORD": "x"})
+    assert settings.couchbase_credentials(options) == ("app", "x")
+
+
+def test_the_service_stops_at_start_up_naming_the_missing_credential(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "userprofile_service.py"), "--port", "0"],
+        cwd=tmp_path,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "COUCHBASE_HOST": "couchbases://cb.example.cloud.couchbase.com",
+            "COUCHBASE_USER": "app",
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "userprofile_service.py: error: COUCHBASE_PASSWORD is not set: COUCHBASE_HOST names a cluster, "
+        "and its credentials have no default"
+    ]
+
+
+# What the OpenTelemetry SDK reads of the environment while the service exports (otelexport.py):
+# every read of os.environ recorded, in a fresh interpreter, through a request's span and the close.
+SDK_READS = """
+import io, os
+read = set()
+get = os._Environ.__getitem__
+def recording(self, key):
+    read.add(key)
+    return get(self, key)
+os._Environ.__getitem__ = recording
+import settings, userprofile_service
+from httpparse import read_request
+options = settings.defaults({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
+traces = userprofile_service.traces_for(options)
+request = read_request(io.BytesIO(
+    b"GET /api/v1/id/1 HTTP/1.1\\r\\nHost: x\\r\\n"
+    b"traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\\r\\ntracestate: a=b\\r\\n\\r\\n"
+), options)
+request_id, trace_id, recorded = traces.begin(request)
+traces.end(recorded, "GET", "/api/v1/id", 200)
+import cbconn
+print(" ".join(sorted(key for key in read if key.startswith("OTEL_"))))
+"""
+
+
+def test_what_the_opentelemetry_sdk_reads_by_itself_is_documented_exactly():
+    """The rule above has one exception, the OpenTelemetry SDK, which reads its own variables:
+    those the table declares are passed to it explicitly, and docs/tracing.md lists exactly
+    the others, so a new SDK that reads one more is caught here."""
+    found = subprocess.run(
+        [sys.executable, "-c", SDK_READS],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    read = set(found.stdout.split())
+    declared = {s.env for s in settings.SETTINGS if s.env.startswith("OTEL_")}
+    page = (ROOT / "docs" / "tracing.md").read_text()
+    section = page.split("reads these by itself", 1)[1].split("It also reads", 1)[0]
+    documented = set(re.findall(r"`(OTEL_\w+)`", section))
+    assert read - declared == documented
+    # Of the declared ones, the SDK reads only these two itself, to the same effect (docs/tracing.md).
+    assert read & declared == {"OTEL_SERVICE_NAME", "OTEL_SDK_DISABLED"}

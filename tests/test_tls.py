@@ -13,21 +13,18 @@ with a node frozen over TLS: test_node_loss.py. About 60 seconds.
 
 from __future__ import annotations
 
-import json
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from datetime import datetime
 
 import pytest
-from test_node_loss import unavailable
 
 import cbsdk
 import cbtls
-from testkit import ROOT
+from testkit import ROOT, netns
 
 pytestmark = pytest.mark.external
 
@@ -36,18 +33,10 @@ CONNECT_TIMEOUT = 5
 
 @pytest.fixture(scope="module")
 def report():
-    reason = unavailable()
+    reason = netns.unavailable("haproxy", "openssl")
     if reason:
         pytest.fail(f"cannot run here: {reason} (tests/README.md, external tier)")
-    driver = (
-        f"ip link set lo up && exec {sys.executable} {ROOT / 'tests' / 'terminator.py'} "
-        f"--connect-timeout {CONNECT_TIMEOUT}"
-    )
-    done = subprocess.run(["unshare", "-n", "sh", "-c", driver], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    found = json.loads(done.stdout)
-    print(json.dumps(found, indent=1))  # shown when a test fails
-    return found
+    return netns.run(ROOT / "tests" / "terminator.py", "--connect-timeout", str(CONNECT_TIMEOUT))
 
 
 def test_the_right_ca_serves_every_key_value_route_as_the_plain_path(report):

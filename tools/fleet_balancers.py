@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fleet_instances import Instance, free_port, wait_for_port
 
-PRESTOP_SECONDS = 5  # k8s/deployment.yaml's preStop sleep
+PRESTOP_SECONDS = 5  # k8s/base/deployment.yaml's preStop sleep
 ENDPOINT_DELAY_SECONDS = 1  # a new pod ready -> an old pod leaves the endpoints
 # How nginx follows endpoint changes: "slots" without a reload (as ingress-nginx does, in its
 # case with Lua), "reloads" with a new configuration and SIGHUP at each change (the control).

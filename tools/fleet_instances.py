@@ -151,9 +151,9 @@ class Instance:
 
 
 def grace_seconds() -> float:
-    """terminationGracePeriodSeconds of k8s/deployment.yaml: the kubelet's SIGKILL comes after it."""
-    text = (ROOT / "k8s" / "deployment.yaml").read_text()
+    """terminationGracePeriodSeconds of k8s/base/deployment.yaml: the kubelet's SIGKILL comes after it."""
+    text = (ROOT / "k8s" / "base" / "deployment.yaml").read_text()
     found = re.search(r"terminationGracePeriodSeconds:\s*(\d+)", text)
     if found is None:
-        raise SystemExit("k8s/deployment.yaml: no terminationGracePeriodSeconds")
+        raise SystemExit("k8s/base/deployment.yaml: no terminationGracePeriodSeconds")
     return float(found.group(1))

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the service's image from the Dockerfile: `make image`, and tests/test_image.py.
-# Usage: tools/image.sh [TAG]   (default: the image k8s/deployment.yaml runs)
+# Usage: tools/image.sh [TAG]   (default: userprofile-service:<pyproject.toml's version>, the image
+#        the manifests run)
 #
 # - The engine is podman, or docker when only docker has a running daemon (ENGINE= overrides).
 # - podman uses tools/containers.conf (runc, no default ulimits) unless CONTAINERS_CONF is set.
@@ -12,7 +13,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-tag=${1:-$(sed -n 's/^ *image: *\([^ ]*\).*/\1/p' k8s/deployment.yaml | head -n 1)}
+version=$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' pyproject.toml | head -n 1)
+[ -n "$version" ] || { echo "image.sh: no version in pyproject.toml" >&2; exit 1; }
+tag=${1:-userprofile-service:$version}
 base=$(sed -n 's/^FROM *\([^ ]*\).*/\1/p' Dockerfile | head -n 1)
 
 engine=${ENGINE:-}
@@ -53,7 +56,7 @@ if [ -n "$standin" ]; then
     echo "image.sh: NOTE: built on a STAND-IN for $full ($standin), not the official image"
 fi
 
-build=("$engine" build --tag "$tag" --file Dockerfile)
+build=("$engine" build --tag "$tag" --file Dockerfile --build-arg "VERSION=$version")
 if [ "$engine" = podman ]; then
     # docker format keeps HEALTHCHECK (OCI has no field for it).
     build+=(--format docker)

@@ -11,12 +11,13 @@
 # tree with `replace`, which a dependent module ignores; so the wrapper replaces each of them with
 # its published tag (v0.$MINOR.$PATCH), as the release tooling does.
 # metrics-server is built in its own module, with its own go.mod (its k8s libraries differ).
-# Usage: tools/install_k8s.sh      (VERSION=v1.34.3 METRICS_SERVER=v0.8.0 by default)
+# Usage: tools/install_k8s.sh      (the version of tools/k8s/VERSION; METRICS_SERVER=v0.8.0 by default)
 set -euo pipefail
 
-VERSION="${K8S_VERSION:-v1.34.3}"
-METRICS_SERVER="${METRICS_SERVER_VERSION:-v0.8.0}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# Declared once, in tools/k8s/VERSION: this script, tools/k8s_cluster.py and tools/lint.sh read it.
+VERSION="$(cat "$ROOT/tools/k8s/VERSION")"
+METRICS_SERVER="${METRICS_SERVER_VERSION:-v0.8.0}"
 DEST="$ROOT/.tools/k8s-$VERSION"
 BIN="$DEST/bin"
 GO="$(command -v go || echo /usr/local/go/bin/go)"

@@ -1,4 +1,6 @@
-"""CAVES as the cluster's Couchbase: on the node, loaded by loaddata.py, reached through a Service.
+"""CAVES as the cluster's Couchbase: on the node, loaded by loaddata.py, reached through a Service;
+Couchbase's SQL++ engine beside it (testkit.caves.QueryEngine, on the node's loopback), so the pods'
+nickname and username lookups are answered as on a cluster.
 
 The pods reach it as a user's pods reach a Couchbase cluster outside Kubernetes: the Service
 `couchbase` has no selector, a fixed ClusterIP (this cluster runs no DNS) and an EndpointSlice that
@@ -21,7 +23,8 @@ from pathlib import Path
 
 import k8s_config as cfg
 
-from testkit.caves import Caves
+from testkit import LAYOUT
+from testkit.caves import Caves, QueryEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_IP = "10.96.0.50"  # k8s/overlays/caves names it in COUCHBASE_HOST
@@ -48,7 +51,8 @@ def listening_ports(pid: int) -> list[int]:
 
 
 def serve(run: Path) -> int:
-    caves = Caves(log_path=run / "logs" / "caves.log").start()
+    engine = QueryEngine(run / "cbq-datastore", [LAYOUT.profiles], log_path=run / "logs" / "cbq-engine.log").start()
+    caves = Caves(log_path=run / "logs" / "caves.log", engine=engine).start()
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     try:
@@ -56,7 +60,12 @@ def serve(run: Path) -> int:
         kv = int(caves.connstr.rsplit(":", 1)[1])
         assert caves.proc is not None  # started
         ports = listening_ports(caves.proc.pid)
-        env = {**os.environ, "COUCHBASE_HOST": caves.connstr, "COUCHBASE_PASSWORD": "password"}
+        env = {
+            **os.environ,
+            "COUCHBASE_HOST": caves.connstr,
+            "COUCHBASE_USER": "Administrator",
+            "COUCHBASE_PASSWORD": "password",
+        }
         token = (run / "token").read_text()
         subprocess.run(
             [sys.executable, str(ROOT / "loaddata.py"), "--count", "10000", "--seed", "1", "--token", token],
@@ -70,7 +79,7 @@ def serve(run: Path) -> int:
         while not stop:
             time.sleep(0.5)
     finally:
-        caves.stop()
+        caves.stop()  # and its engine
     return 0
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A real one-node Kubernetes (v1.34) for the service, inside a private network and mount namespace.
+"""A real one-node Kubernetes (tools/k8s/VERSION) for the service, inside a private network and mount namespace.
 
     tools/k8s_cluster.py up [--store embedded|caves]   start it, load the images, apply k8s/overlays/<store>
     tools/k8s_cluster.py kubectl -n userprofile get pods     kubectl inside the cluster's network
@@ -27,17 +27,21 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import k8s_config as cfg
 
 ROOT = Path(__file__).resolve().parent.parent
-VERSION = "v1.34.3"
+VERSION = (ROOT / "tools" / "k8s" / "VERSION").read_text().strip()  # declared once (install_k8s.sh, lint.sh)
 BIN = ROOT / ".tools" / f"k8s-{VERSION}" / "bin"
 RUN = ROOT / "data" / "k8s"
 LOGS_KEPT = ROOT / "data" / "k8s-logs"
 NAMESPACE = "userprofile"
-SERVICE_IMAGE = "localhost/userprofile-service:0.1.0"
+# The image `make image` builds, with pyproject.toml's version as its tag, as k8s/overlays/one-node names it.
+SERVICE_IMAGE = (
+    f"localhost/userprofile-service:{tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']['version']}"
+)
 PAUSE_IMAGE = "localhost/userprofile-k8s/pause:static"
 # The kubelet sets these sysctls when they differ (and panics on oops is not ours to set on a shared
 # host): inside the mount namespace a file with the value it wants is mounted over each.
@@ -375,10 +379,8 @@ def import_images(pid: int, saver: subprocess.Popen) -> None:
 
 
 def apply_overlay(store: str) -> None:
-    """kubectl's kustomize, with the base's files outside the overlay (k8s/overlays/one-node says why)."""
-    rendered = kubectl(
-        "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(ROOT / "k8s" / "overlays" / store), capture=True
-    ).stdout
+    """The overlay as kubectl's own kustomize builds it, plainly (the base is a resource directory)."""
+    rendered = kubectl("kustomize", str(ROOT / "k8s" / "overlays" / store), capture=True).stdout
     kubectl("apply", "-f", "-", stdin=rendered, capture=True)
 
 
@@ -425,7 +427,7 @@ def up(store: str) -> int:
     kubectl("apply", "-f", "-", stdin=cfg.METRICS_API, capture=True)
     import_images(pid, saver)
     # The namespace and its default ServiceAccount before any pod: without it the first pods are refused.
-    kubectl("apply", "-f", str(ROOT / "k8s" / "namespace.yaml"), capture=True)
+    kubectl("apply", "-f", str(ROOT / "k8s" / "base" / "namespace.yaml"), capture=True)
     wait_for(
         "the default ServiceAccount",
         lambda: kubectl("-n", NAMESPACE, "get", "serviceaccount", "default", check=False, capture=True).returncode == 0,
@@ -441,16 +443,7 @@ def up(store: str) -> int:
         f"--from-file=USERPROFILE_TOKEN={RUN / 'token'}",
         capture=True,
     )
-    kubectl(
-        "-n",
-        NAMESPACE,
-        "create",
-        "secret",
-        "generic",
-        "userprofile-couchbase",
-        "--from-literal=COUCHBASE_PASSWORD=password",
-        capture=True,
-    )  # CAVES' own password
+    # The Couchbase credentials: none on the embedded store, CAVES's own in the caves overlay.
     if store == "caves":
         import k8s_caves
 
@@ -459,6 +452,15 @@ def up(store: str) -> int:
     wait_for("the first pod Ready", ready_pods, 180)
     first = time.monotonic() - started
     kubectl("-n", NAMESPACE, "rollout", "status", "deploy/userprofile-service", "--timeout=180s", capture=True)
+    if store == "caves":  # the seeding Job (components/seed) ran with its own Secret, under the restricted profile
+        waited = kubectl(
+            "-n", NAMESPACE, "wait", "--for=condition=complete", "job/userprofile-seed", "--timeout=180s",
+            capture=True, check=False, timeout=200,
+        )  # fmt: skip
+        said = kubectl("-n", NAMESPACE, "logs", "job/userprofile-seed", capture=True, check=False).stdout.strip()
+        if waited.returncode != 0:
+            raise SystemExit(f"k8s: the seeding Job did not complete: {waited.stderr.strip()} {said[-1000:]}")
+        log(f"the seeding Job completed: {said.splitlines()[-1] if said else '(no output)'}")
     print(
         f"cluster from nothing to first pod Ready: {first:.0f} s "
         f"(all {len(ready_pods())} pods Ready at {time.monotonic() - started:.0f} s; store: {store})",

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import k8s_config as cfg
 
+from testkit.jmeter import MIX_ROUTES
+
 NAMESPACE = "userprofile"
-ROUTE = "/api/v1/id"
 COUNTER = re.compile(r"^userprofile_requests_total\{([^}]*)\}\s+([0-9.eE+-]+)", re.M)
 
 
@@ -33,10 +34,10 @@ def api_context(pki: Path) -> ssl.SSLContext:
 
 
 def counts(metrics: str) -> tuple[int, int]:
-    """(answers 200, answers of any other status) on the lookup route, from a pod's /metrics."""
+    """(answers 200, answers of any other status) on the lookup routes JMeter's mix sends, from a pod's /metrics."""
     ok = other = 0
     for labels, value in COUNTER.findall(metrics):
-        if f'route="{ROUTE}"' in labels:
+        if any(f'route="{route}"' in labels for route in MIX_ROUTES.values()):
             if 'status="200"' in labels:
                 ok += int(float(value))
             else:
@@ -48,6 +49,7 @@ def counts(metrics: str) -> tuple[int, int]:
 class Pod:
     name: str
     ip: str = ""
+    metrics_port: int = 8080  # the container's port named "metrics" (METRICS_PORT), else the service's
     ready_at: float | None = None  # epoch seconds of the Ready condition's last change to True
     deleted: bool = False  # being deleted, or gone from the API
     ready: bool = False  # Ready at the last look
@@ -102,6 +104,11 @@ class Watch:
             with self.lock:
                 pod = self.pods.setdefault(name, Pod(name))
             pod.ip = item["status"].get("podIP", "") or pod.ip
+            # /metrics on the container's port named "metrics" (METRICS_PORT), else on the service's.
+            named = {
+                p.get("name"): p["containerPort"] for ct in item["spec"]["containers"] for p in ct.get("ports", [])
+            }
+            pod.metrics_port = named.get("metrics", named.get("http", 8080))
             pod.deleted = "deletionTimestamp" in item["metadata"]
             conditions = {c["type"]: c for c in item["status"].get("conditions", [])}
             c = conditions.get("Ready", {})
@@ -112,7 +119,8 @@ class Watch:
             if not pod.ip or pod.name not in present:
                 continue  # not started yet, or gone: its last look stands
             try:
-                with urllib.request.urlopen(f"http://{pod.ip}:8080/metrics", timeout=2) as r:  # nosec B310  # a pod's address
+                url = f"http://{pod.ip}:{pod.metrics_port}/metrics"
+                with urllib.request.urlopen(url, timeout=2) as r:  # nosec B310  # a pod's address
                     ok, other = counts(r.read().decode())
                 pod.samples.append((time.time(), ok, other))
             except OSError:

@@ -74,12 +74,11 @@ class CavesStore:
 
         self.caves = Caves(log_path=workdir / "caves.log").start()
         self.caves.add_bucket("sample_app")
-        self.env = {
-            "COUCHBASE_HOST": self.caves.connstr,
-            "COUCHBASE_KV_TIMEOUT": str(timeout),
-            "COUCHBASE_QUERY_TIMEOUT": str(timeout),
-            "COUCHBASE_HEALTH_INTERVAL": "0.5",
-        }
+        self.env = self.caves.env(
+            COUCHBASE_KV_TIMEOUT=str(timeout),
+            COUCHBASE_QUERY_TIMEOUT=str(timeout),
+            COUCHBASE_HEALTH_INTERVAL="0.5",
+        )
         run_loaddata(self.env, "--count", str(COUNT), "--token", TOKEN)
 
     def fault(self) -> None:
