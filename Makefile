@@ -9,7 +9,7 @@ PIP    := $(VENV)/bin/pip --disable-pip-version-check --quiet
 PYTHON313 ?= python3.13
 VENV313   := .venv-3.13
 
-.PHONY: run load test test-3.13 check lint bench bench-ab loadtest soak clean image fleet openapi settings-table k8s k8s-down k8s-e2e
+.PHONY: run load test test-3.13 test-integration check lint bench bench-ab loadtest soak clean image fleet openapi settings-table k8s k8s-down k8s-e2e
 
 # The project itself is installed editable (pyproject.toml), so tests, tools and bench
 # import its modules from the working tree without touching sys.path.
@@ -36,12 +36,12 @@ LOAD_ARGS ?= --count 10000
 load: $(VENV)/.runtime
 	$(PY) loaddata.py $(LOAD_ARGS)
 
-# The whole suite, as CI runs it: the linters, then every tier (tests/README.md): in-process,
-# over real sockets, and with outside programs (the CAVES emulator and Couchbase's SQL++ engine, JMeter, the container
-# image, a fleet behind haproxy and nginx, Keycloak, dnsmasq, an OpenTelemetry Collector, kustomize and kube-score on
-# the manifests, promtool on the alerts and the dashboard) on Python 3.11, the oldest the code supports;
-# then the in-process and socket tiers again on 3.13, the image's. The 3.13 venv is made
-# first, so a missing python3.13 stops the run at once.
+# The suite, as CI runs it first: the linters, then the tiers in-process, over real sockets, and
+# with outside programs (the CAVES emulator and Couchbase's SQL++ engine, JMeter, the container image,
+# a fleet behind haproxy and nginx, dnsmasq, promtool on the alerts and the dashboard) on Python 3.11,
+# the oldest the code supports; then the in-process and socket tiers again on 3.13, the image's.
+# (tests/README.md: the tiers; `make test-integration` and `make k8s-e2e` run the other two.)
+# The 3.13 venv is made first, so a missing python3.13 stops the run at once.
 test: $(VENV)/.dev $(VENV313)/.dev
 	bash tools/install_caves.sh
 	bash tools/install_cbq_engine.sh
@@ -49,13 +49,22 @@ test: $(VENV)/.dev $(VENV313)/.dev
 	bash tools/install_podman.sh
 	bash tools/install_fleet.sh
 	bash tools/install_debs.sh dnsmasq=dnsmasq-base
-	bash tools/install_keycloak.sh >/dev/null
-	bash tools/install_otelcol.sh >/dev/null
-	bash tools/install_manifest_tools.sh
 	bash tools/install_debs.sh promtool=prometheus
 	bash tools/lint.sh
 	$(PY) -m pytest
 	$(MAKE) --no-print-directory test-3.13
+
+# The counterparts a deployment meets, each built or started here as a user would meet it:
+# Keycloak issuing access tokens, an OpenTelemetry Collector receiving the spans, kustomize and
+# kube-score on the manifests (the `integration` tier, tests/README.md). Their cold installs
+# (Go builds, Keycloak's distribution) take minutes, so they have a target of their own, which CI
+# runs after `make test`.
+test-integration: $(VENV)/.dev
+	bash tools/install_caves.sh
+	bash tools/install_keycloak.sh >/dev/null
+	bash tools/install_otelcol.sh >/dev/null
+	bash tools/install_manifest_tools.sh
+	$(PY) -m pytest -m integration
 
 # A pyenv shim runs python3.13 only when 3.13 is among pyenv's selected versions; failing
 # that, the shim is asked for pyenv's 3.13 by name (PYENV_VERSION changes nothing but pyenv's shims).

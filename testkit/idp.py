@@ -38,7 +38,7 @@ KEY_PROVIDER = "org.keycloak.keys.KeyProvider"
 
 
 def keycloak_home() -> Path:
-    """The installed Keycloak (tools/install_keycloak.sh, which make test runs)."""
+    """The installed Keycloak (tools/install_keycloak.sh, which make test-integration runs)."""
     found = subprocess.run(["bash", str(INSTALL)], capture_output=True, text=True, timeout=900)
     if found.returncode != 0:
         raise RuntimeError(f"Keycloak is not installed and could not be: {found.stderr[-2000:]}")

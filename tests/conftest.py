@@ -2,9 +2,11 @@
 
 Every test has exactly one tier marker (pyproject.toml lists them; tests/README.md says
 what each needs and how to run it): ``inprocess`` (no service process, no socket),
-``socket`` (the service process, or the SDK, over real sockets on loopback) or
+``socket`` (the service process, or the SDK, over real sockets on loopback),
 ``external`` (a program from outside the Python environment: CAVES, podman, JMeter,
-HAProxy, nginx, iptables). A test with none, or with two, stops the collection.
+HAProxy, nginx, iptables), ``integration`` (Keycloak, an OpenTelemetry Collector, kustomize
+and kube-score) or ``k8s`` (a real Kubernetes). A test with none, or with two, stops the
+collection.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from testkit.idp import OTHER_CLIENT, OTHER_SECRET, SCOPE, SHORT_CLIENT, SHORT_S
 from testkit.issuer import AUDIENCE, SigningKey, claims, hs256_with, segment, unsigned
 from testkit.jmeter import summarise
 
-pytestmark = pytest.mark.external
+pytestmark = pytest.mark.integration
 
 COOLDOWN = 60  # the main service's: the unknown-kid flood must cost one fetch
 

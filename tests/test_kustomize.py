@@ -5,7 +5,7 @@ the Kubernetes of tools/k8s/VERSION), checked for what a platform's checks ask (
 HPA, ephemeral storage on every container, a NetworkPolicy on every pod), and scored by kube-score,
 whose findings must each be listed with its reason in k8s/README.md ("Kubernetes linters").
 
-kustomize and kube-score come from tools/install_manifest_tools.sh (make test runs it); without them
+kustomize and kube-score come from tools/install_manifest_tools.sh (make test-integration runs it); without them
 these tests fail, saying so.
 """
 
@@ -23,7 +23,7 @@ import yaml
 
 from testkit import ROOT
 
-pytestmark = pytest.mark.external
+pytestmark = pytest.mark.integration
 
 K8S = ROOT / "k8s"
 TOOLS = ROOT / ".tools" / "manifest-tools" / "bin"
@@ -45,7 +45,7 @@ KUBE_SCORE_OPTIONAL = [
 
 def tool(name: str) -> Path:
     path = TOOLS / name
-    assert path.exists(), f"{name} is not installed: run tools/install_manifest_tools.sh (make test does)"
+    assert path.exists(), f"{name} is not installed: run tools/install_manifest_tools.sh (make test-integration does)"
     return path
 
 

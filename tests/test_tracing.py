@@ -17,7 +17,7 @@ from testkit import ServiceProcess, free_port, run_loaddata
 from testkit.caves import Caves
 from testkit.otelcol import Collector
 
-pytestmark = pytest.mark.external
+pytestmark = pytest.mark.integration
 
 SDK_SCOPE = "com.couchbase.client/python"  # the Couchbase SDK's instrumentation scope
 SERVER, CLIENT = 2, 3  # OTLP's span kinds
