@@ -13,7 +13,7 @@ import pytest
 import settings
 from connection import Conversation, Site, keep_alive_header
 from metrics import Metrics
-from service import Service, TokenKeeper
+from service import Service, Serving, TokenKeeper
 from testkit import BytesWriter, EmptyStore
 
 pytestmark = pytest.mark.inprocess
@@ -95,7 +95,9 @@ def test_the_first_answer_past_the_connection_age_closes_it():
 
 def test_while_draining_every_answer_closes_its_connection_and_readiness_fails():
     conv, writer = conversation(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n" + HEALTHZ)
-    conv.site.service.draining = True
+    drain = conv.site.drain
+    assert isinstance(drain, Serving)
+    drain.draining = True  # as server.Connections says after SIGTERM
     run(conv)
     [answer] = heads(writer.written)
     assert answer.startswith("503 ") and "Connection: close" in answer

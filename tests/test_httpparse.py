@@ -9,7 +9,8 @@ import io
 import pytest
 
 import settings
-from httpparse import HTTPError, Incomplete, read_request
+from answers import HTTPError
+from httpparse import Incomplete, read_request
 
 pytestmark = pytest.mark.inprocess
 
