@@ -80,7 +80,8 @@ class Request:
     version: str
     keep_alive: bool  # the connection stays open after the answer
     keep_alive_10: bool  # an HTTP/1.0 client asked to keep it open: the answer says so
-    token: bytes | None  # from Authorization: Bearer, else x-access-token (Bearer wins when both are sent)
+    # From Authorization: Bearer, else x-access-token; when both are sent, Authorization wins, whatever its scheme.
+    token: bytes | None
     head: bool  # HEAD: the answer without its body
     # Kept as they came (repeated lines joined), read only by the routes that use them.
     if_none_match: bytes | None = None

@@ -227,6 +227,7 @@ def test_connections_beyond_the_cap_get_503_and_no_thread(seeded_db, tmp_path):
             assert b"Connection: close" in head
             assert b"\r\nRetry-After: 1\r\n" in head and b"\r\nCache-Control: no-store\r\n" in head
             assert b"\r\nX-Content-Type-Options: nosniff\r\n" in head
+            assert b"\r\nDate: " in head  # like every other answer
             assert json.loads(body) == {
                 "status": "failure",
                 "message": {"error": "Service Unavailable: too many connections"},
