@@ -200,3 +200,25 @@ def test_what_the_opentelemetry_sdk_reads_by_itself_is_documented_exactly():
     assert read - declared == documented
     # Of the declared ones, the SDK reads only these two itself, to the same effect (docs/tracing.md).
     assert read & declared == {"OTEL_SERVICE_NAME", "OTEL_SDK_DISABLED"}
+
+
+def test_no_configmap_repeats_a_default():
+    """The manifests set what differs from settings.py's defaults, and nothing else: a value
+    copied from the table would go stale when the default moves. Read from the ConfigMaps
+    and from the components' patches that add to one."""
+    import yaml
+
+    defaults = {s.env: s.default for s in settings.SETTINGS}
+    values: list[tuple[str, str, str]] = []
+    for path in sorted((ROOT / "k8s").rglob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and doc.get("kind") == "ConfigMap":
+                values += [(path.name, name, str(value)) for name, value in (doc.get("data") or {}).items()]
+            for patch in doc.get("patches", []) if isinstance(doc, dict) else []:
+                operations = yaml.safe_load(patch.get("patch", "")) if isinstance(patch, dict) else None
+                for op in operations if isinstance(operations, list) else []:
+                    if str(op.get("path", "")).startswith("/data/") and "value" in op:
+                        values.append((str(path.relative_to(ROOT)), op["path"][6:], str(op["value"])))
+    assert {"METRICS_PORT", "AUTH_MODE"} <= {name for _, name, _ in values}  # the walk finds both kinds
+    repeated = [(where, name, value) for where, name, value in values if name in defaults and defaults[name] == value]
+    assert repeated == []
