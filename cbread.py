@@ -5,8 +5,8 @@ what a lookup does with them. Replica reads (COUCHBASE_REPLICA_READS): a get giv
 active copy COUCHBASE_REPLICA_DELAY, then asks every copy (``get_any_replica``) and takes
 the first answer. While a ping finds a node lost (``cbhealth``), gets ask every copy at once;
 while many gets are slow and every node answers, hedging pauses. A replica's answer may be
-stale by the replication lag; they are counted (``counters``, on /metrics). A get calls the
-SDK's C++ get directly (``cbsdk.DirectCalls``) once a check against the public one agrees.
+stale by the replication lag; they are counted (``counters``, on /metrics). How a get reaches
+the SDK (``cbsdk.DirectCalls``) is set up by the connection (cbconn.py).
 """
 
 from __future__ import annotations
