@@ -27,7 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from httpparse import HTTPError, Request
+from answers import HTTPError
+from httpparse import Request
 from logs import log
 from metrics import Metrics
 from options import Options

@@ -8,13 +8,9 @@ answers (neither a ping nor a lookup), every lookup raises ``StoreUnavailable``
 at once; otherwise every SDK call ends within the cluster's timeout for its
 service, so nothing waits past it.
 
-Replica reads (COUCHBASE_REPLICA_READS): a key-value get gives the active copy
-COUCHBASE_REPLICA_DELAY, then asks every copy (``get_any_replica``) and takes
-the first answer. While a ping finds a node lost, gets ask every copy at once,
-so a frozen node costs no wait per request; when it is back, new connections
-replace the SDK's stalled ones. While many gets are slow and every node answers,
-hedging pauses (``cbhealth``). A replica's answer may be stale by the
-replication lag; they are counted (``counters``, on /metrics).
+The key-value reads, with their replica reads (COUCHBASE_REPLICA_READS), are ``cbread``'s.
+While a ping finds a node lost, gets ask every copy at once, so a frozen node costs no wait
+per request; when it is back, new connections replace the SDK's stalled ones.
 
 Documents are written and read as raw JSON bytes (``RawJSONTranscoder``) made
 by ``store.encode_doc``, so the service sends exactly the bytes the embedded
@@ -41,15 +37,12 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from couchbase import exceptions as cbe
 from couchbase.auth import PasswordAuthenticator
 from couchbase.cluster import Cluster
 from couchbase.diagnostics import ClusterState, ServiceType
 from couchbase.options import (
     ClusterOptions,
     ClusterTimeoutOptions,
-    GetAnyReplicaOptions,
-    GetOptions,
     WaitUntilReadyOptions,
 )
 
@@ -59,27 +52,23 @@ import settings
 from cbhealth import NodeHealth
 from cbload import Loading
 from cbquery import Querying, QueryWatch, Statements
+from cbread import Reading
 from cbsdk import (
-    ACTIVE,
-    ANY_COPY,
     RAW,
-    TIMEOUTS,
     DirectCalls,
     answers_noop,
     cause,
     connection_string,
     describe,
-    every_copy_missing,
     kv_answers,
-    mapped,
     ping_nodes,
 )
 from logs import log
 from options import Options
-from store import MAX_KEY_BYTES, Layout, Store, StoreTimeout, StoreUnavailable, token_of
+from store import Layout, Store, StoreUnavailable
 
 
-class CouchbaseStore(Loading, Querying, Store):
+class CouchbaseStore(Reading, Loading, Querying, Store):
     def __init__(self, options: Options, tracing: Any = None) -> None:
         """Configured from the ``couchbase_*`` settings (settings.py); ``start()`` connects.
         ``tracing`` (``otelexport.StoreTracing``): the SDK's spans go to its tracer."""
@@ -99,14 +88,7 @@ class CouchbaseStore(Loading, Querying, Store):
         self.retry_max = options.couchbase_retry_max
         self.health_interval = options.couchbase_health_interval
         self.observability = options.couchbase_sdk_observability
-        self.replica_reads = options.couchbase_replica_reads
-        # With replica reads the active copy gets the delay, the copies the rest of the kv timeout.
-        delay = min(timedelta(seconds=options.couchbase_replica_delay), self.kv_timeout)
-        self._hedge_options = (GetOptions(timeout=delay),)
-        self._hedge_timeout_ms = max(1, round(delay.total_seconds() * 1000))
-        self._hedge_seconds = delay.total_seconds()
-        self._after_delay = GetAnyReplicaOptions(timeout=max(self.kv_timeout - delay, timedelta(milliseconds=1)))
-        self._any_copy_options = GetAnyReplicaOptions(timeout=self.kv_timeout)
+        self._plan_reads(options.couchbase_replica_reads, options.couchbase_replica_delay, self.kv_timeout)
         # Pings and the direct calls' check run between pings, briefly: a node that takes
         # half a second to answer a ping is in trouble, and the replicas spare requests the wait.
         self._between_pings = min(self.kv_timeout, timedelta(seconds=0.5))
@@ -145,8 +127,6 @@ class CouchbaseStore(Loading, Querying, Store):
         # Why the store is not connected, in the words of the attempt's log line: /readyz says it.
         self.cause = "connecting: the first attempt is under way"
         self._retired: list[tuple[float, Cluster]] = []  # (when to close, cluster) after a reconnection
-        self._replica_reads = 0
-        self._count_lock = threading.Lock()
         self._stop = threading.Event()
         self._ping_now = threading.Event()  # set on close too, so that the watch ends
         self._thread: threading.Thread | None = None
@@ -165,10 +145,6 @@ class CouchbaseStore(Loading, Querying, Store):
 
     def __str__(self) -> str:
         return f"Couchbase at {self.connstr}, bucket {self.bucket_name}, scope {self.scope_name}"
-
-    def counters(self) -> dict[str, int]:
-        with self._count_lock:
-            return {"replica_reads": self._replica_reads}
 
     # -- connection ----------------------------------------------------------
     def start(self) -> None:
@@ -338,84 +314,6 @@ class CouchbaseStore(Loading, Querying, Store):
 
     def _check_direct(self) -> None:
         self.direct.check(self.collections[self.layout.auth], self._between_pings)
-
-    # -- read side -----------------------------------------------------------
-    def _active(self, collection: str, coll: Any, key: str, hedge: bool) -> bytes:
-        """The active copy, within the replica delay when hedging, else the kv timeout."""
-        if hedge:
-            return self.direct.get(ACTIVE, collection, key, self._hedge_timeout_ms, coll.get, *self._hedge_options)[0]
-        return self.direct.get(ACTIVE, collection, key, 0, coll.get)[0]
-
-    def _first_copy(self, collection: str, coll: Any, key: str, options: Any) -> tuple[bytes, bool]:
-        return self.direct.get(
-            ANY_COPY, collection, key, round(options["timeout"].total_seconds() * 1000), coll.get_any_replica, options
-        )
-
-    def _any_copy(self, collection: str, coll: Any, key: str, options: Any) -> bytes | None:
-        """The first copy to answer, active or replica."""
-        started = time.monotonic()
-        try:
-            value, from_replica = self._first_copy(collection, coll, key, options)
-        except cbe.DocumentUnretrievableException as exc:
-            # The SDK's answer both when every copy said "not found" and when none answered (or
-            # each failed at once: connections refused). Its context tells them apart; without
-            # one, only an answer before the deadline is a "not found".
-            early = time.monotonic() - started < options["timeout"].total_seconds() * 0.9
-            missing = every_copy_missing(exc)
-            if missing or (missing is None and early):
-                self.health.answered = True
-                return None
-            error = StoreUnavailable if early else StoreTimeout
-            raise error(f"couchbase: no copy of {key} answered: {describe(exc)}") from exc
-        except Exception as exc:
-            raise mapped(exc) from exc
-        self.health.answered = True
-        if from_replica:
-            with self._count_lock:
-                self._replica_reads += 1
-        return value
-
-    def _get(self, collection: str, key: str) -> bytes | None:
-        if len(key.encode()) > MAX_KEY_BYTES:
-            return None  # Couchbase refuses such a key: it cannot exist
-        coll = self._collection(collection)
-        health = self.health
-        if health.degraded:
-            return self._any_copy(collection, coll, key, self._any_copy_options)
-        health.gets += 1
-        hedge = health.hedging
-        started = 0.0 if hedge else time.monotonic()
-        try:
-            found = self._active(collection, coll, key, hedge)
-            # A node answers, whatever the next ping finds (on a busy machine it can time out on every node).
-            health.answered = True
-            return found
-        except cbe.DocumentNotFoundException:
-            health.answered = True
-            return None
-        except Exception as exc:
-            # Unhedged (paused: a busy machine), a timeout has used the whole budget; an error
-            # within the replica delay (a node just killed: its connection reset) leaves the
-            # replicas time to answer.
-            if not hedge and (
-                not self.replica_reads or isinstance(exc, TIMEOUTS) or time.monotonic() - started > self._hedge_seconds
-            ):
-                raise mapped(exc) from exc
-        if health.hedged():
-            self._ping_now.set()
-        return self._any_copy(collection, coll, key, self._after_delay)
-
-    def get_profile(self, record_id: str) -> bytes | None:
-        profiles = self.layout.profiles
-        return self._get(profiles, f"{profiles}:{record_id}")
-
-    def get_image(self, record_id: str) -> bytes | None:
-        images = self.layout.images
-        return self._get(images, f"{images}:{record_id}")
-
-    def read_token(self) -> str | None:
-        # The whole (small) document, so that a lost node's token is read from a replica too.
-        return token_of(self._get(self.layout.auth, self.layout.token_key))
 
     def ping(self) -> None:
         """What the background pings last found: answers at once, for /readyz."""

@@ -4,8 +4,9 @@ The request path, top to bottom:
 
   Conversation.step   wait for a request's first byte; httpparse.read_request parses it
   Service.do_GET      (service.py) the route, the token, one store call: an Answer
-  Conversation.reply  status line, prebuilt headers and body as one bytes object, written
-                      at once (Writer.send_now); what the socket does not take, after the turn
+  Conversation.reply  builds the status line, prebuilt headers and body as one bytes object,
+                      which step writes at once (Writer.send_now); what the socket does not
+                      take, after the turn
 
 An answer closes its connection, and says so, when the request asked for it
 (HTTP/1.0 without keep-alive, ``Connection: close``), when the answer needs it
@@ -34,20 +35,16 @@ import random
 import socket
 import time
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Protocol, TextIO
+from typing import Any, Protocol, TextIO, cast
 
 import httpparse
 import routes
-from httpparse import REASONS, HTTPError, Incomplete, Request, read_request
+from answers import STATUS_LINES, Answer, HTTPError, refusal, unavailable
+from httpparse import Incomplete, Request, read_request
 from logs import log, stamp
 from options import Options
-from service import Answer, Service, refusal
 from tracecontext import Traces, request_id_of
 
-if TYPE_CHECKING:
-    from server import UserProfileServer
-
-STATUS_LINES = {code: f"HTTP/1.1 {code} {reason}\r\n".encode() for code, reason in REASONS.items()}
 # On every answer: a browser must not guess another type than the one said (a JSON error
 # rendered as HTML, say).
 NOSNIFF = b"X-Content-Type-Options: nosniff\r\n"
@@ -58,6 +55,9 @@ NOT_MODIFIED = STATUS_LINES[304] + NOSNIFF + b"%s%s\r\n"  # no body, and nothing
 # The phases of a connection; each but BUSY has a deadline, enforced by the server's watchdog.
 # BUSY (routing and the store call) is bounded by the store's own timeouts instead.
 IDLE, HEADERS, BUSY, WRITING = "idle", "headers", "busy", "write"
+# The phases with a deadline, and what a connection ended at one did not do: the label values
+# of metrics' timed-out counter, and their explanation.
+DEADLINES = {IDLE: "no next request", HEADERS: "request not received in time", WRITING: "answer not taken"}
 # The client went away: not worth a log line.
 CLIENT_GONE = (errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED, errno.ENOTCONN, errno.ESHUTDOWN, errno.ETIMEDOUT)
 # Connections born together (a client's pool, a restarted balancer) would all be recycled at
@@ -85,12 +85,37 @@ def keep_alive_header(idle_timeout: float) -> bytes:
     return b"Keep-Alive: timeout=%d\r\n" % seconds if seconds >= 1 else b""
 
 
+class Counts(Protocol):
+    """What a connection counts (``metrics.Metrics``)."""
+
+    def observe(self, route: str, status: int, seconds: float) -> None: ...
+
+    def timed_out(self, phase: str) -> None: ...
+
+
+class Draining(Protocol):
+    @property
+    def draining(self) -> bool: ...
+
+
+class Responder(Protocol):
+    """What answers a connection's requests (``service.Service``)."""
+
+    @property
+    def metrics(self) -> Counts: ...
+
+    @property
+    def drain(self) -> Draining: ...
+
+    def do_GET(self, request: Request) -> tuple[str, Answer]: ...
+
+
 class Site:
     """What every connection of one server shares."""
 
     def __init__(
         self,
-        service: Service,
+        service: Responder,
         options: Options,
         turn: AbstractContextManager | None = None,
         access_log: TextIO | None = None,
@@ -98,6 +123,7 @@ class Site:
     ) -> None:
         self.service = service
         self.metrics = service.metrics
+        self.drain = service.drain  # the server's: draining after SIGTERM
         self.options = options  # the settings (settings.py): limits, timeouts, recycling
         self.turn: AbstractContextManager = turn if turn is not None else contextlib.nullcontext()
         self.access_log = access_log  # a text stream, or None
@@ -158,7 +184,7 @@ class Conversation:
         options = site.options
         self.phase, self.deadline = IDLE, time.monotonic() + options.idle_timeout
         if not self.rfile.peek(1):  # the client closed, or it idled past a deadline or the drain
-            if self.expired and not site.service.draining:
+            if self.expired and not site.drain.draining:
                 site.metrics.timed_out(IDLE)
             self.closing = True
             return
@@ -182,10 +208,8 @@ class Conversation:
         else:
             self.phase = BUSY
             with site.turn:  # see server.py
-                # As http.server's handle_one_request calls do_<METHOD>, without a lookup per request.
-                service = site.service
-                respond = service.do_GET if request.method == "GET" or request.head else service.do_other
-                route, answer = respond(request)
+                # Every method: the route table says which a route answers (routes.match).
+                route, answer = site.service.do_GET(request)
                 if recorded is not None:  # the span covers the request until its answer is made
                     site.traces.end(recorded, request.method, route, answer.status)
                 rest = self.writer.send_now(self.reply(request, answer, started, id_line))
@@ -208,8 +232,8 @@ class Conversation:
             )
 
     def reply(self, request: Request | None, answer: Answer, started: float, id_line: bytes) -> bytes:
-        """The whole answer, status line, headers and body, for one write; ``id_line`` is its
-        X-Request-Id header line."""
+        """Builds the whole answer, status line, headers and body, as one bytes object for one
+        write (the caller writes it); ``id_line`` is its X-Request-Id header line."""
         site = self.site
         extra = answer.extra + id_line
         self.answers_left -= 1
@@ -217,7 +241,7 @@ class Conversation:
             request is None
             or not request.keep_alive
             or answer.close
-            or site.service.draining
+            or site.drain.draining
             or self.answers_left == 0
             or started >= self.retire_at
         ):
@@ -233,14 +257,11 @@ class Conversation:
         return head if request is not None and request.head else head + answer.body
 
 
-def too_many_connections(service: Service) -> bytes:
-    """The whole answer to a connection beyond the cap, sent as it is closed (no Date: the
-    answer is built once)."""
-    answer = refusal(service.unavailable("Service Unavailable: too many connections"))
-    return (
-        HEAD % (STATUS_LINES[503], answer.content_type, len(answer.body), b"", answer.extra + b"Connection: close\r\n")
-        + answer.body
-    )
+def too_many_connections(site: Site) -> bytes:
+    """The whole answer to a connection beyond the cap, sent as it is closed."""
+    answer = refusal(unavailable(site.options.retry_after, "Service Unavailable: too many connections"))
+    extra = answer.extra + b"Connection: close\r\n"
+    return HEAD % (STATUS_LINES[503], answer.content_type, len(answer.body), site.date_header, extra) + answer.body
 
 
 def log_access(
@@ -278,6 +299,19 @@ class SocketWriter:
         self.sock.sendall(data)
 
 
+class Registry(Protocol):
+    """Where a handler registers itself once its thread runs (``server.Connections``)."""
+
+    def started(self, sock: Any, handler: Any) -> None: ...
+
+
+class Host(Protocol):
+    """What a handler needs of its server (``server.UserProfileServer``)."""
+
+    site: Site
+    connections: Registry
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     """A conversation over one client socket, in its own thread: the standard library's request
     handler, whose ``handle`` loop runs ``handle_one_request`` until ``close_connection``; each
@@ -286,7 +320,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # the answer is one write
     request: socket.socket
-    server: UserProfileServer
 
     def setup(self) -> None:
         # StreamRequestHandler's setup, but reading through a FileIO on the socket's descriptor,
@@ -298,8 +331,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, True)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         self.rfile = io.BufferedReader(io.FileIO(sock.fileno(), "rb", closefd=False), io.DEFAULT_BUFFER_SIZE)
-        self.conversation = Conversation(self.rfile, SocketWriter(sock), self.server.site)
-        self.server.connections.started(sock, self)
+        host = cast(Host, self.server)
+        self.site = host.site
+        self.conversation = Conversation(self.rfile, SocketWriter(sock), self.site)
+        host.connections.started(sock, self)
 
     def handle_one_request(self) -> None:
         """Wait for one request, answer it and write the answer; close_connection once one closes."""
@@ -309,7 +344,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except OSError as exc:
             self.close_connection = True
             if conversation.expired and conversation.phase == WRITING:
-                self.server.site.metrics.timed_out(WRITING)
+                self.site.metrics.timed_out(WRITING)
             elif exc.errno not in CLIENT_GONE and not conversation.expired:
                 log(f"error: connection from {self.client_address[0]}: {exc!r}")
             return

@@ -5,7 +5,7 @@
 in tests) and returns a ``Request`` holding only what the routes use: the
 method, the path (its query string apart, unparsed), the token, and whether the
 connection stays open. A request that breaks a rule or a limit raises
-``HTTPError`` with its status; bytes that end before the request does raise
+``HTTPError`` (answers.py) with its status; bytes that end before the request does raise
 ``Incomplete``.
 
 The standard library's parser builds an ``email.message.Message`` per request,
@@ -19,24 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import unquote_to_bytes
 
-REASONS = {
-    200: "OK",
-    304: "Not Modified",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    413: "Content Too Large",
-    414: "URI Too Long",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-    505: "HTTP Version Not Supported",
-}
+from answers import HTTPError
 
 # A whole line checked by one regular expression, in C: faster than splitting and checking
 # its parts in Python, and each Python step of a request costs more than its own time in
@@ -61,17 +44,6 @@ OWS = b" \t"  # optional whitespace, RFC 9110 5.6.3: SP and HTAB, nothing else
 VERSIONS = {b"0": "HTTP/1.0", b"1": "HTTP/1.1"}
 # One set lookup for a header the other branches leave, rather than a comparison per name.
 TRACE_HEADERS = frozenset((b"traceparent", b"tracestate", b"x-request-id"))
-
-
-class HTTPError(Exception):
-    """An answer other than 200, with the message for the JSON error body."""
-
-    def __init__(self, status: int, message: str | None = None, close: bool = False, extra: bytes = b""):
-        super().__init__(status)
-        self.status = status
-        self.message = message or REASONS[status]
-        self.close = close  # the connection can no longer be trusted to frame requests
-        self.extra = extra  # more header lines
 
 
 class Reader(Protocol):
@@ -108,7 +80,8 @@ class Request:
     version: str
     keep_alive: bool  # the connection stays open after the answer
     keep_alive_10: bool  # an HTTP/1.0 client asked to keep it open: the answer says so
-    token: bytes | None  # from Authorization: Bearer, else x-access-token (Bearer wins when both are sent)
+    # From Authorization: Bearer, else x-access-token; when both are sent, Authorization wins, whatever its scheme.
+    token: bytes | None
     head: bool  # HEAD: the answer without its body
     # Kept as they came (repeated lines joined), read only by the routes that use them.
     if_none_match: bytes | None = None

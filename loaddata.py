@@ -12,6 +12,7 @@ documents already under the keys it would write, and refuses when there are any
 
 from __future__ import annotations
 
+import argparse
 import base64
 import datetime
 import importlib.util
@@ -252,11 +253,15 @@ def show_token(token: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # The store's settings (settings.STORES) as flags and environment variables, as the service has them.
-    p = settings.parser("Generate and load user profiles (see README.md).", settings.STORES)
-    p.add_argument("--count", type=int, default=10000, help="profiles to generate, ids 1..N (default 10000)")
+    p = argparse.ArgumentParser(
+        description="Generate and load user profiles (see README.md).",
+        epilog=settings.environment_only(settings.STORES),
+    )
+    p.add_argument("--count", type=int, default=10000, help="profiles to generate, ids 1..N (default %(default)s)")
     p.add_argument("--token", help="the service token to store (default: keep the stored one, or generate one)")
-    p.add_argument("--seed", type=int, default=1, help="random seed: the same seed gives the same data")
+    p.add_argument(
+        "--seed", type=int, default=1, help="random seed: the same seed gives the same data (default %(default)s)"
+    )
     p.add_argument(
         "--shape",
         choices=SHAPES,
@@ -286,6 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="print the token in force and a curl line to try it, even when not generated",
     )
+    # The store's settings (settings.STORES) as flags and environment variables, as the service has them.
+    store_flags = p.add_argument_group("the store (each flag also its environment variable, as for the service)")
+    settings.add_flags(store_flags, settings.STORES, os.environ)
     args = settings.finish(p, p.parse_args(argv), settings.STORES)
     if args.count < 0:
         p.error("--count must be 0 or more")

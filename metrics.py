@@ -2,7 +2,9 @@
 
 One lock guards the counters: it is taken once per request, for a few
 dictionary updates, and keeps the counts exact (a lost increment would make
-the metrics disagree with what a load generator sent).
+the metrics disagree with what a load generator sent). The gauges of the open
+connections and the store's own counters are read from their owners when
+scraped (``Metrics(connections, store)``), never pushed on the request path.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import os
 import resource
 import threading
 from pathlib import Path
+from typing import Protocol
 
 import buildinfo
+from connection import DEADLINES
 
 # Request latency bucket bounds, in seconds.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -30,15 +34,31 @@ def empty_histogram() -> list:
     return [0] * (len(BUCKETS) + 1) + [0.0]
 
 
+class Gauged(Protocol):
+    """The open connections (``server.Connections``)."""
+
+    def __len__(self) -> int: ...
+
+    def in_flight(self) -> int: ...
+
+
+class Counted(Protocol):
+    """A store (``Store.counters``)."""
+
+    def counters(self) -> dict[str, int]: ...
+
+
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, connections: Gauged | None = None, store: Counted | None = None) -> None:
+        self.connections = connections  # None: a service outside a server, no connection open
+        self.store = store
         self._lock = threading.Lock()
         # (route, status) -> its latency histogram (empty_histogram's layout):
         # one lookup a request; the totals by route and status are added up when rendered.
         self._requests: dict[tuple[str, int], list] = {}
         self._store_errors: dict[str, int] = {"timeout": 0, "unavailable": 0}
         self._rejected = 0
-        self._timed_out: dict[str, int] = {"idle": 0, "headers": 0, "write": 0}
+        self._timed_out: dict[str, int] = dict.fromkeys(DEADLINES, 0)
         self._auth_refusals: dict[str, int] = {}  # by reason (auth.REASONS)
         self._key_set_fetches: dict[str, int] = {}  # by outcome, in the JWT modes (jwks.py)
 
@@ -77,7 +97,10 @@ class Metrics:
         with self._lock:
             self._rejected += 1
 
-    def render(self, connections_open: int, in_flight: int, store_counters: dict[str, int] | None = None) -> bytes:
+    def render(self) -> bytes:
+        connections = self.connections
+        connections_open, in_flight = (len(connections), connections.in_flight()) if connections is not None else (0, 0)
+        store_counters = self.store.counters() if self.store is not None else {}
         with self._lock:
             by_status = {key: list(hist) for key, hist in self._requests.items()}
             store_errors = sorted(self._store_errors.items())
@@ -121,7 +144,7 @@ class Metrics:
             "# TYPE userprofile_connections_rejected_total counter",
             f"userprofile_connections_rejected_total {rejected}",
             "# HELP userprofile_connections_timed_out_total Connections closed at a deadline, by phase"
-            " (idle: no next request; headers: request not received in time; write: answer not taken).",
+            f" ({'; '.join(f'{phase}: {meaning}' for phase, meaning in DEADLINES.items())}).",
             "# TYPE userprofile_connections_timed_out_total counter",
         ]
         out += [f'userprofile_connections_timed_out_total{{phase="{p}"}} {n}' for p, n in timed_out]
@@ -141,7 +164,7 @@ class Metrics:
                 "# TYPE userprofile_auth_key_set_fetches_total counter",
             ]
             out += [f'userprofile_auth_key_set_fetches_total{{outcome="{o}"}} {n}' for o, n in key_set_fetches]
-        for name, n in sorted((store_counters or {}).items()):
+        for name, n in sorted(store_counters.items()):
             out += [
                 f"# HELP userprofile_store_{name}_total {STORE_COUNTERS[name]}",
                 f"# TYPE userprofile_store_{name}_total counter",

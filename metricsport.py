@@ -2,7 +2,7 @@
 the service port and only the scraper reach the metrics (k8s/base/networkpolicy.yaml).
 
 A plain ``http.server``: a scrape is one small GET every few seconds, from one client, and never on
-the service's request path. The exposition is the service's own (``UserProfileServer.render_metrics``),
+the service's request path. The exposition is the service's own (``metrics.Metrics.render``),
 rendered when asked. Idle or slow connections are closed after ``TIMEOUT`` seconds, so nothing holds
 a thread for long. Without METRICS_PORT, `/metrics` stays on the service port (routes.py).
 """

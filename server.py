@@ -3,7 +3,8 @@
 ``UserProfileServer``, an ``http.server.ThreadingHTTPServer``, accepts connections and runs
 each as a ``connection.Handler`` in its own thread. ``Connections`` holds the open ones and
 the rules over them, without a socket: the cap, the watchdog's sweep, which ends every phase
-past its deadline (``Conversation.overdue``), and the drain's deadline. On SIGTERM the drain
+past its deadline (``Conversation.overdue``), and the drain, whose flag the service reads
+(``service.Drain``) and whose deadline it keeps. On SIGTERM the drain
 loses nothing (``begin_drain``, ``finish_drain``): readiness fails at once, the listener
 keeps accepting while connections are open, every answer from then on closes its
 connection, an idle connection is closed once it has idled DRAIN_IDLE_SECONDS, and at
@@ -55,6 +56,7 @@ class Connections:
         self.options = options
         self.clock = clock
         self.open: dict[Any, Connected | None] = {}  # None until its thread starts; dict ops are atomic under the GIL
+        self.draining = False  # set on SIGTERM (begin_drain), for good
         self.drain_deadline = float("inf")
 
     def __len__(self) -> int:
@@ -76,17 +78,18 @@ class Connections:
     def handlers(self) -> list[Connected]:
         return [handler for handler in list(self.open.values()) if handler is not None]
 
-    def sweep(self, draining: bool) -> None:
+    def sweep(self) -> None:
         """The watchdog's round: end each connection past its phase's deadline, and, while
         draining, each one idle DRAIN_IDLE_SECONDS."""
         now = self.clock()
         # An idle connection whose idle deadline is before this has idled drain_idle.
-        idled_out = now + self.options.idle_timeout - self.options.drain_idle if draining else -1.0
+        idled_out = now + self.options.idle_timeout - self.options.drain_idle if self.draining else -1.0
         for handler in self.handlers():
             if handler.conversation.overdue(now, idled_out):
                 handler.expire()
 
     def begin_drain(self, grace: float) -> None:
+        self.draining = True
         self.drain_deadline = self.clock() + grace - min(CLOSING_TIME, grace / 4)
 
     def quiet(self) -> bool:
@@ -114,11 +117,11 @@ class UserProfileServer(http.server.ThreadingHTTPServer):
         traces: Traces | None = None,
     ) -> None:
         self.options = options
-        self.metrics = Metrics()
+        self.connections = Connections(options)
+        self.metrics = Metrics(self.connections, store)
         self.service = Service(
-            store, tokens, self.metrics, OPENAPI.read_bytes(), self.render_metrics, options, verifier=verifier
+            store, tokens, self.metrics, OPENAPI.read_bytes(), options, verifier=verifier, drain=self.connections
         )
-        self.too_many = too_many_connections(self.service)
         # An embedded store's lookup is this process's CPU, not a wait, so its requests take
         # turns from routing to the first write of the answer: threads that all hold a request
         # would otherwise contend for the interpreter lock at each of its releases, and the
@@ -129,7 +132,6 @@ class UserProfileServer(http.server.ThreadingHTTPServer):
         self.site = Site(self.service, options, turn, sys.stdout if options.access_log else None, traces)
         self.request_queue_size = options.backlog  # the standard library's 5 drops connections under load
         self.allow_reuse_port = reuse_port
-        self.connections = Connections(options)
         self._stopped = threading.Event()
         super().__init__(address, Handler)
         threading.Thread(target=self._watch, name="watchdog", daemon=True).start()
@@ -149,7 +151,7 @@ class UserProfileServer(http.server.ThreadingHTTPServer):
             self.metrics.connection_rejected()
             try:
                 request.setblocking(False)
-                request.send(self.too_many)
+                request.send(too_many_connections(self.site))
             except OSError:
                 pass
             self.shutdown_request(request)
@@ -168,14 +170,13 @@ class UserProfileServer(http.server.ThreadingHTTPServer):
     def _watch(self) -> None:
         while not self._stopped.wait(self.options.watchdog_interval):
             self.site.tick()
-            self.connections.sweep(self.service.draining)
+            self.connections.sweep()
 
     # -- the drain ----------------------------------------------------------
     def begin_drain(self, grace: float) -> None:
         """On SIGTERM; returns at once. serve_forever() returns once no connection is open."""
-        if self.service.draining:
+        if self.connections.draining:
             return
-        self.service.draining = True
         self.connections.begin_drain(grace)
         threading.Thread(target=self._wait_for_quiet, name="drain", daemon=True).start()
 
@@ -189,8 +190,7 @@ class UserProfileServer(http.server.ThreadingHTTPServer):
     def finish_drain(self, grace: float) -> None:
         """After serve_forever(): answer the connections still in the accept queue, close the
         listener, wait for open connections until the deadline, then close the rest."""
-        if not self.service.draining:  # stopped before serving
-            self.service.draining = True
+        if not self.connections.draining:  # stopped before serving
             self.connections.begin_drain(grace)
         self.socket.setblocking(False)
         while True:
@@ -211,7 +211,3 @@ class UserProfileServer(http.server.ThreadingHTTPServer):
             while self.connections and time.monotonic() < until:
                 time.sleep(0.01)
         self._stopped.set()
-
-    # -- reporting ----------------------------------------------------------
-    def render_metrics(self) -> bytes:
-        return self.metrics.render(len(self.connections), self.connections.in_flight(), self.service.store.counters())

@@ -1,14 +1,14 @@
 """The answer to a request, without a socket: the routes, the caller and the store call.
 
-``Service.do_GET`` (``do_HEAD`` is the same) takes a parsed ``httpparse.Request`` and gives an
-``Answer``: ``routes.match`` splits the path once, the caller is checked (``auth.Gate``: the
-token in constant time, or a JWT access token, cached once verified), one store call
-returns stored JSON as bytes, and every failure becomes its status, never an exception.
-What caches may do with an answer, its ETag and its gzip follow from its route
-(``routes.py``, ``negotiate.py``), with header bytes built at start-up. ``TokenKeeper``
-holds the bearer token, re-read from the store so a rotated token takes effect without a
-restart. The connection (``connection.py``) and the server (``server.py``) are built on
-top of these.
+``Service.do_GET`` takes a parsed ``httpparse.Request`` of any method and gives an ``Answer``
+(answers.py): ``routes.match`` finds the route once (or says 404, 405 or 501), the caller is
+checked (``auth.Gate``: the token in constant time, or a JWT access token, cached once
+verified), one store call returns stored JSON as bytes, and every failure becomes its status,
+never an exception. What caches may do with an answer, its ETag and its gzip follow from its
+route (``routes.py``, ``negotiate.py``), with header bytes built at start-up. Whether the server
+is draining is the server's to say (``Drain``). ``TokenKeeper`` holds the bearer token, re-read
+from the store so a rotated token takes effect without a restart. The connection
+(``connection.py``) and the server (``server.py``) are built on top of these.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import re
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import quote, unquote
 from zlib import crc32
 
@@ -30,7 +30,8 @@ import auth
 import negotiate
 import routes
 import settings
-from httpparse import HTTPError, Request, decode_param
+from answers import JSON, Answer, HTTPError, refusal, unavailable
+from httpparse import Request, decode_param
 from logs import log, masked
 from metrics import Metrics
 from negotiate import ETAG_LINE, TAG
@@ -40,11 +41,9 @@ from store import FIRST_PAGE, MAX_RECORD_ID, Page, Store, StoreTimeout, StoreUna
 if TYPE_CHECKING:
     from accesstoken import Verifier
 
-JSON = b"application/json"
 TEXT_METRICS = b"text/plain; version=0.0.4; charset=utf-8"
 HEALTHY = b'{"status":"ok"}'
 READY = b'{"status":"ready"}'
-ERROR_HEADERS = b"Cache-Control: %s\r\n" % routes.NO_STORE.encode()  # an error is of its moment
 VARY = b"Vary: Accept-Encoding\r\n"  # on a route that compresses, both ways: caches keep them apart
 GZIPPED = b"Content-Encoding: gzip\r\n"
 IMAGE_TYPE = re.compile(r"[a-z0-9.+-]{1,32}")
@@ -65,29 +64,29 @@ CURSOR = re.compile(r"-?[0-9]{1,16}")
 SHUTTING_DOWN = "Service Unavailable: shutting down"
 
 
-def error_body(message: str) -> bytes:
-    return json.dumps({"status": "failure", "message": {"error": message}}, separators=(",", ":")).encode()
-
-
 def where(exc: BaseException) -> str:
     """The frames of an exception as one line: file:line in function, outermost first."""
     frames = traceback.extract_tb(exc.__traceback__)
     return " > ".join(f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in frames)
 
 
-class Answer(NamedTuple):
-    status: int
-    body: bytes
-    content_type: bytes = JSON
-    extra: bytes = b""  # more header lines
-    close: bool = False  # the connection must close after this answer
-
-
 Content = tuple[bytes, bytes]  # what a route's handler gives: the body of a 200 and its Content-Type
 
 
-def refusal(err: HTTPError) -> Answer:
-    return Answer(err.status, error_body(err.message), extra=ERROR_HEADERS + err.extra, close=err.close)
+class Drain(Protocol):
+    """Whether the server is draining (``server.Connections`` says): set on SIGTERM, after which
+    readiness fails, so load balancers stop sending new work, and every answer closes its
+    connection (connection.py)."""
+
+    @property
+    def draining(self) -> bool: ...
+
+
+@dataclass
+class Serving:
+    """The drain of a service outside a server (tests, bench): never, unless a test sets it."""
+
+    draining: bool = False
 
 
 def route_headers(route: routes.Route, options: Options) -> bytes:
@@ -105,27 +104,24 @@ class Service:
         tokens: TokenKeeper,
         metrics: Metrics,
         openapi: bytes,
-        render_metrics: Callable[[], bytes] | None = None,
         options: Options | None = None,
         verifier: Verifier | None = None,
+        drain: Drain | None = None,
     ) -> None:
         options = options if options is not None else settings.defaults()
         self.store = store
         self.tokens = tokens
         self.metrics = metrics
         self.openapi = openapi
-        self.render_metrics = render_metrics or (lambda: metrics.render(0, 0))
         # With METRICS_PORT, /metrics is answered there alone (metricsport.py), and here is no route.
         self.metrics_elsewhere = options.metrics_port is not None
         self.handlers = {route: getattr(self, route.handler) for route in routes.ROUTES}
         # Per route, read once per answer: its header lines, whether it compresses, whether it has an ETag.
         self.shapes = {route: (route_headers(route, options), route.gzip, route.etag) for route in routes.ROUTES}
         self.compressed = {openapi: negotiate.compress(openapi)}  # the fixed bodies, gzipped once
-        self.retry_after = b"Retry-After: %d\r\n" % options.retry_after
+        self.retry_after = options.retry_after
         self.page_size, self.max_page_size = options.page_size, max(options.page_size, options.max_page_size)
-        # Set on SIGTERM: readiness fails at once, so load balancers stop sending new work,
-        # and every answer from then on closes its connection (connection.py).
-        self.draining = False
+        self.drain: Drain = drain if drain is not None else Serving()
         self._last_store_log = 0.0
         # Who may call (AUTH_MODE): a check chosen once, called before every /api/v1/ lookup.
         self.gate = auth.Gate(
@@ -134,14 +130,17 @@ class Service:
         self.authorize = self.gate.check
 
     def do_GET(self, request: Request) -> tuple[str, Answer]:
-        """The route's name (for metrics and the access log) and the answer to one request: the
-        one split of the path into its route and parameter (a table lookup: routes.py), the
-        token, and the route's handler. Named as http.server's handlers are (``do_<METHOD>``)."""
-        route, param = routes.match(request.path)
-        name = route.name if route is not None else routes.NO_ROUTE
+        """The route's name (for metrics and the access log) and the answer to one request of
+        any method: the one split of the path into its route and parameter, with the method
+        checked (a table lookup: routes.match), the token, and the route's handler. Named as
+        http.server's handlers are (``do_<METHOD>``); HEAD's answer is GET's, whose body
+        Conversation.reply leaves out, and the route table says which methods a route answers."""
         try:
-            if route is None:
-                raise HTTPError(404)
+            route, param = routes.match(request.method, request.path)
+        except routes.NoMatch as miss:
+            return miss.name, refusal(HTTPError(miss.status, extra=miss.allow))
+        name = route.name
+        try:
             if route.needs_token:
                 self.authorize(request)
             extra = b""
@@ -168,8 +167,6 @@ class Service:
             self.bug(name, exc)
             return name, refusal(HTTPError(500, close=True))
 
-    do_HEAD = do_GET  # the same answer, whose body Conversation.reply leaves out
-
     def represent(
         self, route: routes.Route, request: Request, body: bytes, content_type: bytes, extra: bytes = b""
     ) -> Answer:
@@ -193,17 +190,7 @@ class Service:
 
     def unavailable(self, message: str | None = None) -> HTTPError:
         """A 503, with when to try again."""
-        return HTTPError(503, message, extra=self.retry_after)
-
-    def do_other(self, request: Request) -> tuple[str, Answer]:
-        """Any other method: 501 for one the server does not know at all, else 405 on a route
-        (with its Allow) and 404 elsewhere."""
-        route, _ = routes.match(request.path)
-        if request.method not in routes.KNOWN_METHODS:
-            return route.name if route is not None else routes.NO_ROUTE, refusal(HTTPError(501))
-        if route is None:
-            return routes.NO_ROUTE, refusal(HTTPError(404))
-        return route.name, refusal(HTTPError(405, extra=route.allow))
+        return unavailable(self.retry_after, message)
 
     # -- the routes' handlers (routes.ROUTES names them) ----------------------
     def profile_by_id(self, record_id: str) -> Content:
@@ -253,7 +240,7 @@ class Service:
         """200, or a 503 whose message names the cause in the words of its log line (an operator
         reads it in ``kubectl describe pod``): draining, the store's own (DNS, TLS, authentication,
         timeout: what its background thread last found, so this waits for nothing), the token's."""
-        if self.draining:
+        if self.drain.draining:
             raise self.unavailable(SHUTTING_DOWN)
         try:
             self.store.ping()
@@ -268,7 +255,7 @@ class Service:
     def exposition(self) -> Content:
         if self.metrics_elsewhere:
             raise HTTPError(404)
-        return self.render_metrics(), TEXT_METRICS
+        return self.metrics.render(), TEXT_METRICS
 
     def openapi_json(self) -> Content:
         return self.openapi, JSON

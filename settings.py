@@ -236,22 +236,47 @@ STORES = tuple(
 )
 
 
+@dataclass(frozen=True)
+class Unparsed:
+    """A setting's text from its environment variable (or the table's default), parsed by
+    ``finish`` so that an error names the variable: argparse parses a default that is a
+    string itself, naming a flag never passed ("argument --port" for SERVICE_PORT=abc)."""
+
+    text: str
+
+
 def parser(
     description: str, settings: Sequence[Setting] = SETTINGS, environ: Mapping[str, str] = os.environ
 ) -> argparse.ArgumentParser:
     """An argument parser with a flag for each setting, its default from the environment."""
-    p = argparse.ArgumentParser(description=description)
+    p = argparse.ArgumentParser(description=description, epilog=environment_only(settings))
+    add_flags(p, settings, environ)
+    return p
+
+
+def add_flags(
+    p: argparse.ArgumentParser | argparse._ArgumentGroup, settings: Sequence[Setting], environ: Mapping[str, str]
+) -> None:
+    """A flag for each setting that has one, its default the environment's text, not yet parsed."""
     for s in settings:
         if s.flag is None:
             continue
-        default = environ.get(s.env, s.default)
+        text = environ.get(s.env, s.default)
+        default = Unparsed(text) if text is not None else None
         kwargs: dict = {"dest": s.name, "help": f"{s.meaning} [{s.env}, default {s.default}]".replace("%", "%%")}
         if s.type is boolean:
             kwargs.update(action=argparse.BooleanOptionalAction, default=default)
         else:
             kwargs.update(type=s.type, default=default, metavar=s.env)
         p.add_argument(s.flag, **kwargs)
-    return p
+
+
+def environment_only(settings: Sequence[Setting]) -> str | None:
+    """What --help says of the settings without a flag: where they come from."""
+    lines = [f"{s.env}: {s.meaning}".replace("%", "%%").replace("`", "") for s in settings if s.flag is None]
+    if not lines:
+        return None
+    return "From the environment only (never a flag, which a process listing shows): " + "; ".join(lines) + "."
 
 
 def finish(
@@ -260,16 +285,21 @@ def finish(
     settings: Sequence[Setting] = SETTINGS,
     environ: Mapping[str, str] = os.environ,
 ) -> argparse.Namespace:
-    """Convert what came from the environment, add the environment-only settings, check minimums."""
+    """Parse what came from the environment (an error names its variable), add the
+    environment-only settings, check minimums."""
     for s in settings:
+        # A flag's value argparse has parsed; the environment's text is parsed here.
         value: Any = getattr(args, s.name) if s.flag is not None else environ.get(s.env, s.default)
+        named = s.flag if s.flag is not None and not isinstance(value, Unparsed) else s.env  # where it came from
+        if isinstance(value, Unparsed):
+            value = value.text
         if isinstance(value, str) and s.type is not str:
             try:
                 value = s.type(value)
             except ValueError:
                 p.error(f"{s.env}: invalid {s.type.__name__} value: {value!r}")
         if value is not None and s.minimum is not None and value < s.minimum:
-            p.error(f"{s.flag or s.env} must be at least {s.minimum:g}")
+            p.error(f"{named} must be at least {s.minimum:g}")
         setattr(args, s.name, value)
     if getattr(args, "couchbase_host", None):
         try:

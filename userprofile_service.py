@@ -92,7 +92,7 @@ def serve(options: Options, reuse_port: bool = False) -> int:
     metrics_server = None
     if options.metrics_port is not None:  # /metrics on its own port (metricsport.py), not on the service's
         try:
-            metrics_server = MetricsServer((options.host, options.metrics_port), server.render_metrics, reuse_port)
+            metrics_server = MetricsServer((options.host, options.metrics_port), server.metrics.render, reuse_port)
         except OSError as exc:
             log(f"cannot listen on {options.host}:{options.metrics_port} (METRICS_PORT): {exc}")
             server.server_close()

@@ -33,6 +33,8 @@ from pathlib import Path
 from ab import checkout, start_collector
 from run import ROOT, seed, store_arguments
 
+# What the service reads beside its modules: the API description, and the version (buildinfo.py).
+SERVED = (ROOT / "openapi.json", ROOT / "pyproject.toml")
 # Run at the root of the tree measured, so that it imports that tree's modules.
 DRIVER = r"""
 import json, os, socket, sys, threading
@@ -169,7 +171,7 @@ def main(argv=None) -> int:
     if args.jwt:
         with tempfile.TemporaryDirectory(prefix="instructions-") as tmp:
             tree = Path(tmp)
-            for path in [*ROOT.glob("*.py"), ROOT / "openapi.json"]:
+            for path in [*ROOT.glob("*.py"), *SERVED]:
                 shutil.copy2(path, tree / path.name)
             (tree / "jwt.json").write_text(json.dumps(made_jwt()))
             token, jwt = per_request(tree, args, []), per_request(tree, args, ["BENCH_TOKEN=jwt"])
@@ -182,7 +184,7 @@ def main(argv=None) -> int:
         before, after = Path(tmp) / "before", Path(tmp) / "after"
         commit = checkout(args.against, before)
         after.mkdir()
-        for path in [*ROOT.glob("*.py"), ROOT / "openapi.json"]:
+        for path in [*ROOT.glob("*.py"), *SERVED]:
             shutil.copy2(path, after / path.name)
         extra = {"before": [], "after": list(args.after_env)}
         collector = start_collector(Path(tmp)) if args.otlp_collector else None

@@ -17,8 +17,9 @@ import auth
 import settings
 import userprofile_service
 from accesstoken import Verifier
+from answers import HTTPError
 from connection import Conversation, Site
-from httpparse import HTTPError, Request
+from httpparse import Request
 from metrics import Metrics
 from service import Service, TokenKeeper
 from testkit import ROOT, BytesWriter, EmptyStore
@@ -66,7 +67,7 @@ def outcome(gate: auth.Gate, req: Request) -> tuple[int, bytes]:
 
 
 def refusals(gate: auth.Gate) -> dict[str, int]:
-    text = gate.metrics.render(0, 0).decode()
+    text = gate.metrics.render().decode()
     return {
         line.split('"')[1]: int(line.rsplit(" ", 1)[1])
         for line in text.splitlines()

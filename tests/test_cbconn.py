@@ -337,7 +337,7 @@ def test_an_active_copy_that_does_not_answer_in_time_is_read_from_a_replica():
     # The copies get what is left of the kv timeout.
     assert profiles.calls[1][2][0]["timeout"] == timedelta(seconds=1.4)
     assert store.counters() == {"replica_reads": 1}
-    rendered = Metrics().render(0, 0, store.counters()).decode()
+    rendered = Metrics(store=store).render().decode()
     assert "\nuserprofile_store_replica_reads_total 1\n" in rendered
     assert "# TYPE userprofile_store_replica_reads_total counter" in rendered
 
@@ -606,7 +606,7 @@ def test_the_token_is_read_from_a_replica_too():
 
 def test_a_store_without_counters_counts_nothing():
     assert EmptyStore().counters() == {}
-    assert b"replica" not in Metrics().render(0, 0, EmptyStore().counters())
+    assert b"replica" not in Metrics(store=EmptyStore()).render()
 
 
 def test_not_connected_or_unhealthy_fails_at_once():

@@ -11,9 +11,9 @@ import time
 import pytest
 
 import settings
-from connection import Conversation, Site, keep_alive_header
+from connection import Conversation, Site, keep_alive_header, too_many_connections
 from metrics import Metrics
-from service import Service, TokenKeeper
+from service import Service, Serving, TokenKeeper
 from testkit import BytesWriter, EmptyStore
 
 pytestmark = pytest.mark.inprocess
@@ -95,8 +95,21 @@ def test_the_first_answer_past_the_connection_age_closes_it():
 
 def test_while_draining_every_answer_closes_its_connection_and_readiness_fails():
     conv, writer = conversation(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n" + HEALTHZ)
-    conv.site.service.draining = True
+    drain = conv.site.drain
+    assert isinstance(drain, Serving)
+    drain.draining = True  # as server.Connections says after SIGTERM
     run(conv)
     [answer] = heads(writer.written)
     assert answer.startswith("503 ") and "Connection: close" in answer
     assert b"shutting down" in writer.written
+
+
+def test_the_connection_caps_503_is_an_answer_like_the_others():
+    """Its Date (the site's, renewed by the watchdog), Retry-After, no-store and Connection: close."""
+    conv, _ = conversation(b"", retry_after=3)
+    head, _, body = too_many_connections(conv.site).partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"HTTP/1.1 503 Service Unavailable"
+    assert conv.site.date_header.rstrip(b"\r\n") in lines and conv.site.date_header.startswith(b"Date: ")
+    assert {b"Retry-After: 3", b"Cache-Control: no-store", b"Connection: close"} <= set(lines)
+    assert b"too many connections" in body and int(head.split(b"Content-Length: ")[1].split(b"\r")[0]) == len(body)

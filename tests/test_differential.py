@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import settings as service_settings
-from httpparse import HTTPError, Incomplete, read_request
+from answers import HTTPError
+from httpparse import Incomplete, read_request
 
 pytestmark = pytest.mark.inprocess
 

@@ -9,7 +9,8 @@ import io
 import pytest
 
 import settings
-from httpparse import HTTPError, Incomplete, read_request
+from answers import HTTPError
+from httpparse import Incomplete, read_request
 
 pytestmark = pytest.mark.inprocess
 
@@ -38,6 +39,9 @@ def test_the_token_is_bearer_first_then_x_access_token():
     both = b"GET / HTTP/1.1\r\nHost: h\r\nx-access-token: t2\r\nAuthorization: Bearer t1\r\n\r\n"
     assert parse(both).token == b"t1"
     assert parse(b"GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Basic dTpw\r\n\r\n").token == b""
+    # Authorization wins whatever its scheme: a Basic one is no token, not a fall back to x-access-token.
+    basic = b"GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Basic dTpw\r\nx-access-token: t2\r\n\r\n"
+    assert parse(basic).token == b""
     assert parse(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").token is None
 
 

@@ -145,3 +145,14 @@ def test_if_empty_skips_a_seeded_store_and_show_token_prints_a_curl_line(tmp_pat
 def test_no_progress_bar_when_not_a_terminal(tmp_path):
     result = run_loaddata({"USERPROFILE_DB": str(tmp_path / "q.db")}, "--count", "600")
     assert "#" not in result.stderr and "profiles\r" not in result.stderr
+
+
+def test_help_shows_the_loaders_own_options_before_the_stores_and_where_the_password_comes_from(capsys):
+    with pytest.raises(SystemExit):
+        loaddata.main(["--help"])
+    out = capsys.readouterr().out
+    words = " ".join(out.split("options:", 1)[1].split())  # the list, after the usage line
+    own, store = words.index("--count COUNT profiles"), words.index("--db USERPROFILE_DB")
+    assert own < words.index("--seed SEED") < store
+    assert "the same data (default 1)" in words and "(default 10000)" in words
+    assert "From the environment only" in words and "COUCHBASE_PASSWORD" in words.split("From the environment only")[1]

@@ -54,14 +54,26 @@ def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def exported() -> set[str]:
     """Every sample name the service's /metrics can show: metrics.py's exposition, every family present."""
-    m = metrics.Metrics()
+
+    class OneOpen:  # server.Connections, one connection open and busy
+        def __len__(self) -> int:
+            return 1
+
+        def in_flight(self) -> int:
+            return 1
+
+    class Counting:  # a store that counts all it can
+        def counters(self) -> dict[str, int]:
+            return dict.fromkeys(metrics.STORE_COUNTERS, 0)
+
+    m = metrics.Metrics(OneOpen(), Counting())
     m.observe("/api/v1/id", 200, 0.001)
     m.store_error("timeout")
     m.timed_out("idle")
     m.connection_rejected()
     m.expect_auth_refusals(auth.REASONS)
     m.key_set_fetch("ok")
-    text = m.render(1, 1, {name: 0 for name in metrics.STORE_COUNTERS}).decode()
+    text = m.render().decode()
     names = {s.name for family in text_string_to_metric_families(text) for s in family.samples}
     return names | KUBE_STATE_METRICS
 

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import re
 
 import pytest
 
+import loaddata
+import routes
+import settings
+from httpparse import read_request
+from metrics import Metrics
+from service import Service, TokenKeeper
+from stores import open_store
 from testkit import ROOT
 
 pytestmark = pytest.mark.inprocess
@@ -45,3 +53,37 @@ def test_every_make_target_it_names_exists():
     targets = set(re.findall(r"\bmake ([\w-]+)", README))
     assert {"run", "test", "check", "bench", "image", "loadtest"} <= targets
     assert all(re.search(rf"^{t}:", makefile, re.M) for t in targets), targets
+
+
+def test_the_api_table_is_the_route_table():
+    """Its requests are routes.ROUTES' shapes, in their order; the 405's Allow is theirs."""
+    api = README.split("## The API", 1)[1].split("\n## ", 1)[0]
+    listed = re.findall(r"^\| `GET (/[^`]*)` \|", api, re.M)
+    assert listed == [re.sub(r"\{(\w+)\}", r"<\1>", route.shape) for route in routes.ROUTES]
+    allows = {route.allow for route in routes.ROUTES}
+    assert allows == {b"Allow: GET, HEAD\r\n"} and "(`Allow: GET, HEAD`)" in api
+
+
+def test_the_example_requests_find_what_make_run_seeds(tmp_path, monkeypatch, capsys):
+    """The curl lines, answered 200 by a service on the store `make run` seeds (loaddata.py's
+    defaults: seed 1; its count), in-process."""
+    count = re.search(r"loaddata\.py --count (\d+)", (ROOT / "Makefile").read_text().split("\nrun:", 1)[1])
+    assert count is not None, "make run seeds with loaddata.py --count N"
+    db = tmp_path / "userprofile.db"
+    for name in [s.env for s in settings.SETTINGS if s.env.startswith("COUCHBASE_")]:
+        monkeypatch.delenv(name, raising=False)  # the embedded store, as make run without a cluster
+    assert loaddata.main(["--count", count[1], "--db", str(db), "--token", "readme-token"]) == 0
+    capsys.readouterr()
+    options = settings.defaults({"USERPROFILE_DB": str(db)})
+    store = open_store(options)
+    tokens = TokenKeeper(store, refresh=60)
+    tokens.read()
+    service = Service(store, tokens, Metrics(), b"{}", options)
+    examples = re.findall(r'curl (?:-H "([^"]+)" )?localhost:8080(/[^\s;]*)', README)
+    assert len(examples) >= 4 and any("nickname" in path for _, path in examples)
+    for header, path in examples:
+        line = header.replace("$TOKEN", "readme-token") + "\r\n" if header else ""
+        request = read_request(io.BytesIO(f"GET {path} HTTP/1.1\r\nHost: x\r\n{line}\r\n".encode()), options)
+        _, answer = service.do_GET(request)
+        assert answer.status == 200, (path, answer.body)
+    store.close()

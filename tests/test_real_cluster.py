@@ -17,7 +17,7 @@ import pytest
 from conftest import COUNT, SEED, TOKEN
 from test_caves import KV_PATHS
 
-from testkit import ServiceProcess, run_loaddata, wait_until
+from testkit import LAYOUT, ServiceProcess, run_loaddata, wait_until
 
 CONNSTR = os.environ.get("COUCHBASE_TEST_CONNSTR", "")
 # Skipped, and reported so, when no cluster is named; only a run that selects the tier says so.
@@ -66,7 +66,7 @@ def test_count_is_a_sql_count():
     store = cbconn.CouchbaseStore.from_environ(ENV)
     try:
         store.wait_connected(30)
-        assert wait_until(lambda: store.count("user_data") >= COUNT, INDEX_CATCH_UP)
+        assert wait_until(lambda: store.count(LAYOUT.profiles) >= COUNT, INDEX_CATCH_UP)
     finally:
         store.close()
 
@@ -84,10 +84,10 @@ def query_paths(seeded_db) -> list[str]:
         nicknames = [
             row[0]
             for row in conn.execute(
-                "SELECT nickname FROM user_data GROUP BY nickname ORDER BY count(*) DESC, nickname LIMIT 3"
+                f"SELECT nickname FROM {LAYOUT.profiles} GROUP BY nickname ORDER BY count(*) DESC, nickname LIMIT 3"
             )
         ]
-        usernames = [row[0] for row in conn.execute("SELECT user_id FROM user_data ORDER BY key LIMIT 3")]
+        usernames = [row[0] for row in conn.execute(f"SELECT user_id FROM {LAYOUT.profiles} ORDER BY key LIMIT 3")]
     return [f"/api/v1/nickname/{n}" for n in [*nicknames, "noSuchNickname"]] + [
         f"/api/v1/username/{u}" for u in [*usernames, "no-such-user"]
     ]

@@ -25,8 +25,9 @@ pytestmark = pytest.mark.inprocess
     ],
 )
 def test_a_path_finds_its_route_and_parameter(path, shape, param):
-    route, found = routes.match(path)
-    assert route is not None and route.shape == shape and found == param
+    for method in ("GET", "HEAD"):
+        route, found = routes.match(method, path)
+        assert route.shape == shape and found == param
 
 
 @pytest.mark.parametrize(
@@ -44,7 +45,30 @@ def test_a_path_finds_its_route_and_parameter(path, shape, param):
     ],
 )
 def test_a_path_of_no_route(path):
-    assert routes.match(path) == (None, None)
+    with pytest.raises(routes.NoMatch) as miss:
+        routes.match("GET", path)
+    assert (miss.value.status, miss.value.name, miss.value.allow) == (404, routes.NO_ROUTE, b"")
+
+
+@pytest.mark.parametrize(
+    "method, path, status, name, allow",
+    [
+        ("POST", "/api/v1/id/1", 405, "/api/v1/id", b"Allow: GET, HEAD\r\n"),
+        ("QUERY", "/healthz", 405, "/healthz", b"Allow: GET, HEAD\r\n"),
+        ("BREW", "/api/v1/id/1", 501, "/api/v1/id", b""),  # a method no server knows: 501 (RFC 9110 15.6.2)
+        ("BREW", "/nowhere", 501, routes.NO_ROUTE, b""),
+        ("DELETE", "/nowhere", 404, routes.NO_ROUTE, b""),
+    ],
+)
+def test_a_method_a_route_does_not_answer(method, path, status, name, allow):
+    with pytest.raises(routes.NoMatch) as miss:
+        routes.match(method, path)
+    assert (miss.value.status, miss.value.name, miss.value.allow) == (status, name, allow)
+
+
+def test_head_is_answered_wherever_get_is():
+    assert routes.Route("/x", "x", needs_token=False, cache=routes.NO_STORE).methods == ("GET", "HEAD")
+    assert routes.Route("/x", "x", needs_token=False, cache=routes.NO_STORE, methods=("POST",)).methods == ("POST",)
 
 
 def test_names_are_the_shapes_without_their_parameter_and_unique():

@@ -62,11 +62,11 @@ def test_the_watchdog_ends_every_phase_past_its_deadline_but_never_a_store_call(
     for name, handler in handlers.items():
         table.admit(name)
         table.started(name, handler)
-    table.sweep(draining=False)
+    table.sweep()
     expired = {name for name, handler in handlers.items() if handler.expired}
     assert expired == {"idle-due", "headers-due", "write-due"}
     clock.now += 10  # every deadline passed, and the store call still has none of its own here
-    table.sweep(draining=False)
+    table.sweep()
     assert {name for name, h in handlers.items() if h.expired} == {n for n in handlers if not n.startswith(BUSY)}
 
 
@@ -76,12 +76,13 @@ def test_while_draining_a_connection_idle_drain_idle_seconds_is_ended_and_a_newe
     old = FakeHandler(IDLE, clock.now - OPTIONS.drain_idle + OPTIONS.idle_timeout)
     new = FakeHandler(IDLE, clock.now - OPTIONS.drain_idle + 1 + OPTIONS.idle_timeout)
     table = connections_of(clock, old=old, new=new)
-    table.sweep(draining=False)
+    table.sweep()
     assert (old.expired, new.expired) == (0, 0)  # not draining: the idle timeout is far off
-    table.sweep(draining=True)
+    table.begin_drain(OPTIONS.shutdown_grace)
+    table.sweep()
     assert (old.expired, new.expired) == (1, 0)
     clock.now += 1
-    table.sweep(draining=True)
+    table.sweep()
     assert new.expired == 1
 
 

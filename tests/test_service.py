@@ -15,7 +15,7 @@ from conftest import TOKEN
 import httpparse
 import settings
 from metrics import Metrics
-from service import Service, TokenKeeper
+from service import Service, Serving, TokenKeeper
 from store import Store, StoreUnavailable
 from testkit import EmptyStore
 
@@ -84,9 +84,10 @@ def test_readyz_names_the_cause_draining_then_the_store_then_the_token():
     """A 503's JSON body says why, in the words of the log line that said it first: the store's
     cause before the token's (a token not read because the store is not connected is the store's)."""
     tokens = TokenKeeper(NotConnected(), refresh=60)
-    service = Service(NotConnected(), tokens, Metrics(), b"{}")
+    drain = Serving()
+    service = Service(NotConnected(), tokens, Metrics(), b"{}", drain=drain)
     assert readyz(service) == (503, f"Service Unavailable: couchbase: not connected: {WHY}")
-    service.draining = True
+    drain.draining = True  # as server.Connections says after SIGTERM
     assert readyz(service) == (503, "Service Unavailable: shutting down")
     service = Service(EmptyStore(), tokens, Metrics(), b"{}")
     assert readyz(service) == (503, "Service Unavailable: no service token has been read yet")

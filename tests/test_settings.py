@@ -45,12 +45,12 @@ def test_the_password_has_no_flag():
 @pytest.mark.parametrize(
     "env, message",
     [
-        ({"SERVICE_PORT": "eighty"}, "--port: invalid int value: 'eighty'"),
+        ({"SERVICE_PORT": "eighty"}, "SERVICE_PORT: invalid int value: 'eighty'"),
         ({"ACCESS_LOG": "maybe"}, "ACCESS_LOG: invalid boolean value: 'maybe'"),
-        ({"PROFILES_COLLECTION": "user data"}, "--profiles-collection: invalid collection_name value: 'user data'"),
-        ({"AUTH_COLLECTION": "_system"}, "--auth-collection: invalid collection_name value: '_system'"),
-        ({"WORKERS": "0"}, "--workers must be at least 1"),
-        ({"WRITE_TIMEOUT_SECONDS": "0"}, "--write-timeout must be at least 0.01"),
+        ({"PROFILES_COLLECTION": "user data"}, "PROFILES_COLLECTION: invalid collection_name value: 'user data'"),
+        ({"AUTH_COLLECTION": "_system"}, "AUTH_COLLECTION: invalid collection_name value: '_system'"),
+        ({"WORKERS": "0"}, "WORKERS must be at least 1"),
+        ({"WRITE_TIMEOUT_SECONDS": "0"}, "WRITE_TIMEOUT_SECONDS must be at least 0.01"),
         # A cluster's credentials have no default: a missing (or empty) one stops start-up.
         ({"COUCHBASE_HOST": "db.example.net"}, "COUCHBASE_USER is not set"),
         ({"COUCHBASE_HOST": "db.example.net", "COUCHBASE_USER": "app"}, "COUCHBASE_PASSWORD is not set"),
@@ -62,6 +62,7 @@ def test_the_password_has_no_flag():
     ],
 )
 def test_a_bad_value_is_a_clear_error_naming_the_setting(env, message):
+    """Named where it came from: the environment variable, never a flag that was not passed."""
     result = subprocess.run(
         [sys.executable, "-c", "import settings; settings.load()"],
         cwd=ROOT,
@@ -71,6 +72,29 @@ def test_a_bad_value_is_a_clear_error_naming_the_setting(env, message):
         timeout=30,
     )
     assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--port", "eighty"], "argument --port: invalid int value: 'eighty'"),
+        (["--workers", "0"], "--workers must be at least 1"),
+    ],
+)
+def test_a_bad_flag_is_named_as_the_flag(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        settings.load(argv, {"SERVICE_PORT": "8080"})
+    assert message in capsys.readouterr().err
+
+
+def test_help_says_which_settings_come_from_the_environment_alone(capsys):
+    with pytest.raises(SystemExit):
+        settings.load(["--help"], {})
+    epilog = " ".join(capsys.readouterr().out.split("From the environment only")[1].split())
+    assert [s.env for s in settings.SETTINGS if s.flag is None and s.env in epilog] == [
+        s.env for s in settings.SETTINGS if s.flag is None
+    ]
+    assert "COUCHBASE_PASSWORD" in epilog
 
 
 def test_the_stores_settings_are_the_loaders_options():
@@ -176,3 +200,25 @@ def test_what_the_opentelemetry_sdk_reads_by_itself_is_documented_exactly():
     assert read - declared == documented
     # Of the declared ones, the SDK reads only these two itself, to the same effect (docs/tracing.md).
     assert read & declared == {"OTEL_SERVICE_NAME", "OTEL_SDK_DISABLED"}
+
+
+def test_no_configmap_repeats_a_default():
+    """The manifests set what differs from settings.py's defaults, and nothing else: a value
+    copied from the table would go stale when the default moves. Read from the ConfigMaps
+    and from the components' patches that add to one."""
+    import yaml
+
+    defaults = {s.env: s.default for s in settings.SETTINGS}
+    values: list[tuple[str, str, str]] = []
+    for path in sorted((ROOT / "k8s").rglob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and doc.get("kind") == "ConfigMap":
+                values += [(path.name, name, str(value)) for name, value in (doc.get("data") or {}).items()]
+            for patch in doc.get("patches", []) if isinstance(doc, dict) else []:
+                operations = yaml.safe_load(patch.get("patch", "")) if isinstance(patch, dict) else None
+                for op in operations if isinstance(operations, list) else []:
+                    if str(op.get("path", "")).startswith("/data/") and "value" in op:
+                        values.append((str(path.relative_to(ROOT)), op["path"][6:], str(op["value"])))
+    assert {"METRICS_PORT", "AUTH_MODE"} <= {name for _, name, _ in values}  # the walk finds both kinds
+    repeated = [(where, name, value) for where, name, value in values if name in defaults and defaults[name] == value]
+    assert repeated == []

@@ -17,7 +17,7 @@ import time
 import pytest
 from conftest import TOKEN
 
-from testkit import ServiceProcess
+from testkit import LAYOUT, ServiceProcess
 
 pytestmark = pytest.mark.socket
 
@@ -227,6 +227,7 @@ def test_connections_beyond_the_cap_get_503_and_no_thread(seeded_db, tmp_path):
             assert b"Connection: close" in head
             assert b"\r\nRetry-After: 1\r\n" in head and b"\r\nCache-Control: no-store\r\n" in head
             assert b"\r\nX-Content-Type-Options: nosniff\r\n" in head
+            assert b"\r\nDate: " in head  # like every other answer
             assert json.loads(body) == {
                 "status": "failure",
                 "message": {"error": "Service Unavailable: too many connections"},
@@ -325,7 +326,7 @@ def never_reading_client(svc: ServiceProcess, seeded_db, receive_buffer: int | N
     and never read: the server's writes to it block once every buffer on the way is full."""
     with sqlite3.connect(seeded_db) as conn:
         (nickname,) = conn.execute(
-            "SELECT nickname FROM user_data GROUP BY nickname ORDER BY count(*) DESC LIMIT 1"
+            f"SELECT nickname FROM {LAYOUT.profiles} GROUP BY nickname ORDER BY count(*) DESC LIMIT 1"
         ).fetchone()
     request = f"GET /api/v1/nickname/{nickname} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
     s = socket.socket()
@@ -397,7 +398,7 @@ def test_thirty_pipelining_never_readers_at_once_are_all_released_within_the_wri
     svc = short_write_timeout
     with sqlite3.connect(seeded_db) as conn:
         (nickname,) = conn.execute(
-            "SELECT nickname FROM user_data GROUP BY nickname ORDER BY count(*) DESC LIMIT 1"
+            f"SELECT nickname FROM {LAYOUT.profiles} GROUP BY nickname ORDER BY count(*) DESC LIMIT 1"
         ).fetchone()
     request = f"GET /api/v1/nickname/{nickname} HTTP/1.1\r\nHost: x\r\nx-access-token: {TOKEN}\r\n\r\n".encode()
     started = time.monotonic()

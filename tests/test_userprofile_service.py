@@ -19,7 +19,7 @@ import zlib
 import pytest
 from conftest import COUNT, TOKEN
 
-from testkit import ROOT, ServiceProcess, free_port, run_loaddata
+from testkit import LAYOUT, ROOT, ServiceProcess, free_port, run_loaddata
 from testkit.caves import CREDENTIALS
 
 pytestmark = pytest.mark.socket
@@ -50,7 +50,7 @@ def test_id_returns_the_stored_profile_bytes_in_an_array(server, seeded_db):
     assert headers["Content-Type"] == "application/json"
     assert int(headers["Content-Length"]) == len(body)
     # The handler passes the stored JSON through: the body is those exact bytes.
-    assert body == b"[" + stored(seeded_db, "user_data", "user_data:1") + b"]"
+    assert body == b"[" + stored(seeded_db, LAYOUT.profiles, f"{LAYOUT.profiles}:1") + b"]"
     [profile] = json.loads(body)
     assert profile["record_id"] == 1
     assert set(profile) == {
@@ -81,7 +81,7 @@ def test_every_generated_id_is_found_and_the_next_is_not(server):
 def test_nickname_returns_every_profile_sharing_it(server, seeded_db):
     with sqlite3.connect(seeded_db) as conn:
         nickname, shared = conn.execute(
-            "SELECT nickname, count(*) AS n FROM user_data GROUP BY nickname ORDER BY n DESC LIMIT 1"
+            f"SELECT nickname, count(*) AS n FROM {LAYOUT.profiles} GROUP BY nickname ORDER BY n DESC LIMIT 1"
         ).fetchone()
     assert shared > 1, "the generator should repeat nicknames"
     status, _, body = server.get(f"/api/v1/nickname/{nickname}", TOKEN)
@@ -104,7 +104,7 @@ def test_username_returns_the_one_profile(server):
 def test_picture_record_and_raw(server, seeded_db):
     status, _, body = server.get("/api/v1/picture/record/5", TOKEN)
     assert status == 200
-    assert body == b"[" + stored(seeded_db, "user_images", "user_images:5") + b"]"
+    assert body == b"[" + stored(seeded_db, LAYOUT.images, f"{LAYOUT.images}:5") + b"]"
     [record] = json.loads(body)
 
     status, headers, raw = server.get("/api/v1/picture/raw/5", TOKEN)
@@ -292,7 +292,7 @@ def test_without_a_token_in_the_store_the_api_refuses_with_503(tmp_path):
     db = tmp_path / "empty.db"
     run_loaddata({"USERPROFILE_DB": str(db)}, "--count", "3", "--token", "t")
     with sqlite3.connect(db) as conn:
-        conn.execute("DELETE FROM service_auth")
+        conn.execute(f"DELETE FROM {LAYOUT.auth}")
     svc = ServiceProcess({"USERPROFILE_DB": str(db)}, log_path=tmp_path / "log").start()
     try:
         status, _, body = svc.get("/api/v1/id/1", "t")
@@ -469,7 +469,7 @@ def run_service(env: dict, *args: str) -> subprocess.CompletedProcess:
 def test_bad_configuration_is_a_clear_error(tmp_path):
     result = run_service({"SERVICE_PORT": "eighty", "USERPROFILE_DB": str(tmp_path / "u.db")})
     assert result.returncode == 2
-    assert "--port: invalid int value: 'eighty'" in result.stderr
+    assert "error: SERVICE_PORT: invalid int value: 'eighty'" in result.stderr  # the variable, not a flag never passed
     result = run_service({"USERPROFILE_DB": str(tmp_path / "u.db")}, "--workers", "0")
     assert result.returncode == 2 and "--workers must be at least 1" in result.stderr
 

@@ -38,7 +38,7 @@ def test_version_flag_prints_it_with_python_and_the_sdk(capsys):
 
 
 def test_build_info_gauge_names_it():
-    text = metrics.Metrics().render(0, 0).decode()
+    text = metrics.Metrics().render().decode()
     (line,) = [line for line in text.splitlines() if line.startswith("userprofile_build_info{")]
     labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
     assert labels == {"version": VERSION, "python": buildinfo.PYTHON, "sdk": buildinfo.SDK}
