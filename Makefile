@@ -108,6 +108,12 @@ bench: $(VENV)/.bench bench/express/node_modules/.package-lock.json bench/node_b
 	$(PY) bench/run.py $(BENCH_ARGS)
 	$(PY) bench/run.py --couchbase $(BENCH_ARGS)
 
+# bench/README.md's tables, made from the committed results in bench/results/ (bench/figures.py):
+# after a `make bench` that is to be committed. tests/test_docs.py checks the README agrees with them.
+.PHONY: bench-figures
+bench-figures: $(VENV)/.runtime
+	$(PY) bench/figures.py
+
 # The working tree against an earlier commit, in one run (bench/ab.py --help): ours on
 # the embedded store at 32 connections, the two alternating. AB_ARGS="--against 6946c67".
 bench-ab: $(VENV)/.runtime
