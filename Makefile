@@ -97,7 +97,8 @@ loadtest: $(VENV)/.runtime
 # The three-way benchmarks (bench/run.py --help): our service, FastAPI and Express,
 # each on one core, driven by wrk on the other; first on the embedded store, then
 # on a CAVES cluster (with a framework-free Node.js server as the SDK's ceiling).
-# Writes bench/results/. BENCH_ARGS=--quick for a smoke run, e.g. BENCH_ARGS="--repeat 3".
+# Writes bench/results/ and bench/README.md's tables from them (make bench-figures). BENCH_ARGS=--quick
+# for a smoke run (its numbers go to bench/results/raw/), e.g. BENCH_ARGS="--repeat 3".
 $(VENV)/.bench: $(VENV)/.runtime bench/requirements.txt
 	$(PIP) install -r bench/requirements.txt
 	touch $@
@@ -116,6 +117,13 @@ bench: $(VENV)/.bench bench/express/node_modules/.package-lock.json bench/node_b
 	bash tools/install_cbq_engine.sh
 	$(PY) bench/run.py $(BENCH_ARGS)
 	$(PY) bench/run.py --couchbase $(BENCH_ARGS)
+	$(PY) bench/figures.py
+
+# bench/README.md's tables, made from the results in bench/results/ (bench/figures.py), as `make bench`
+# ends; by hand after a bench/run.py of the whole set. tests/test_docs.py checks the README agrees with them.
+.PHONY: bench-figures
+bench-figures: $(VENV)/.runtime
+	$(PY) bench/figures.py
 
 # The working tree against an earlier commit, in one run (bench/ab.py --help): ours on
 # the embedded store at 32 connections, the two alternating. AB_ARGS="--against 6946c67".

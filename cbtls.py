@@ -6,7 +6,7 @@ bundles. The SDK would also trust the Mozilla bundle compiled into it; that is s
 (``disable_mozilla_ca_certificates``): the system's store holds the public CAs and is
 updated with the image, and every CA trusted is one more that can sign a node's name.
 
-Host names. SDK 4.6.3, the newest the registry serves, verifies a node's certificate chain
+Host names. SDK 4.6.3 (the newest on PyPI on 2026-12-06) verifies a node's certificate chain
 but not that it names the node (CXXCBC-838, fixed in the C++ client 1.4.0, in no Python
 release yet). So the service checks it itself with Python's ``ssl``, against the same trust:
 a handshake to each node the SDK bootstraps from (the connection string's hosts, or the targets

@@ -29,11 +29,11 @@ REQUEST_LINE = re.compile(rb"([A-Z]{1,20}) ([\x21-\x7e]+) HTTP/1\.([01])\r?\n")
 # field-line = field-name ":" OWS field-value OWS, RFC 9112 5; the name is an RFC 9110 token
 # (so obs-fold is refused), the value holds no control character but HTAB. The value's bytes are
 # named by what they may be, not what they may not: the same set, scanned 2-3x faster on long
-# values (a JWT's 700-byte Authorization line: 1.3 us against 3.5; bench/README.md).
+# values (a JWT's 700-byte Authorization line: 1.3 us against 3.5; docs/decisions/2026-12-06-jwt-cost.md).
 HEADER_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([\t\x20-\x7e\x80-\xff]*)\r?\n")
 # A long line (a JWT's Authorization: 700 bytes and more) is read as the same rule in two steps:
 # the name and OWS by a regular expression, the value's bytes through a table, in C at a few
-# instructions a byte where the expression takes 14 (bench/README.md, "JWT access tokens").
+# instructions a byte where the expression takes 14 (docs/decisions/2026-12-06-jwt-cost.md).
 LONG_LINE = 128
 HEADER_NAME = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*")
 FIELD_BYTES = bytes(1 if b == 9 or 0x20 <= b <= 0x7E or b >= 0x80 else 0 for b in range(256))

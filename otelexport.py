@@ -53,7 +53,7 @@ UNTRACED = frozenset(r.shape for r in routes.ROUTES if r.handler in ("liveness",
 class Sampling(NamedTuple):
     """OpenTelemetry's sampler of a name (settings.SAMPLERS), as two rules applied before any span
     is made: the SDK's start_span costs as much for a span its sampler drops as for one it keeps,
-    several times the rest of an unrecorded request's tracing (bench/README.md, "Traces")."""
+    several times the rest of an unrecorded request's tracing (docs/decisions/2026-12-06-trace-sampling.md)."""
 
     caller: Callable[[TraceParent], bool]  # whether a caller's trace is recorded
     new: float  # the share of new traces recorded: random() < new (1.0 always, 0.0 never)

@@ -125,7 +125,7 @@ class UserProfileServer(http.server.ThreadingHTTPServer):
         # An embedded store's lookup is this process's CPU, not a wait, so its requests take
         # turns from routing to the first write of the answer: threads that all hold a request
         # would otherwise contend for the interpreter lock at each of its releases, and the
-        # unlucky ones wait many rounds (bench/README.md has the figures). Reading a request,
+        # unlucky ones wait many rounds (docs/decisions/2026-11-27-turns.md has the figures). Reading a request,
         # and whatever the socket does not take at once, stay outside the turn: a slow client
         # never holds it. A network store's lookups wait on the network and must overlap.
         turn = Turn(patience=options.turn_patience) if store.serial else None

@@ -1,4 +1,4 @@
-"""What a JWT costs against the static token (bench/README.md, "JWT access tokens").
+"""What a JWT costs against the static token (docs/decisions/2026-12-06-jwt-cost.md).
 
 1. CPU per request of GET /api/v1/id/<id> with a JWT (the verified-token cache warm) against
    the static token, same tree, in one run: the two alternate round by round (which goes first

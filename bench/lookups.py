@@ -1,5 +1,5 @@
 """Nickname and username lookups: ours against FastAPI and Express on Couchbase's own SQL++
-engine, and pages against answering everything (the figures of bench/README.md).
+engine, and pages against answering everything (the figures: docs/decisions/2026-12-06-paging.md).
 
 Three measurements, each server pinned to core 0 and wrk to core 1, as bench/run.py does:
 

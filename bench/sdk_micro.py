@@ -20,12 +20,11 @@ Variants:
   sdk-obs-on-cluster-opts   the same with tracing and metrics on: their cost alone
   store                 cbconn.CouchbaseStore.get_profile as the service runs it
   store-obs-on          the same with COUCHBASE_SDK_OBSERVABILITY=true
-  store-bounded-8       at most 8 gets inside the SDK at once (a semaphore)
-  store-batched         concurrent gets combined: one get_multi in flight carries every key queued
   sdk-core              the SDK's C++ binding called directly, skipping its Python wrapper
-                        (a private API: here only to measure what the wrapper costs)
-  sdk-core-callbacks    no thread waits: 32 gets in flight, each answer's callback (on the SDK's
-                        I/O thread) sends the next: the floor without thread wake-ups
+                        (what cbsdk.DirectCalls does for the service's gets)
+
+The variants measured and rejected (a semaphore, batching, callbacks) are
+bench/experiments/sdk_rejected.py, with their decision note.
 """
 
 from __future__ import annotations
@@ -103,71 +102,6 @@ def store(observability: str = "false"):
     return make
 
 
-def store_bounded(limit: int):
-    def make(connstr, bucket, scope):
-        s, inside = open_store(connstr, bucket, scope), threading.BoundedSemaphore(limit)
-
-        def get(key):
-            with inside:
-                return s.get_profile(key.partition(":")[2])
-
-        return get
-
-    return make
-
-
-class Batcher:
-    """Flat combining: a get that finds no get_multi in flight sends one with every key
-    queued meanwhile; when it returns, the first get queued since sends the next."""
-
-    class Slot:
-        def __init__(self, key):
-            self.key, self.value, self.error, self.lead = key, None, None, False
-            self.done = threading.Lock()
-            self.done.acquire()
-
-    def __init__(self, coll):
-        self.coll, self.mutex, self.queue, self.busy = coll, threading.Lock(), [], False
-
-    def get(self, key):
-        slot = self.Slot(key)
-        with self.mutex:
-            lead = not self.busy
-            self.busy = True
-            if not lead:
-                self.queue.append(slot)
-        if not lead:
-            slot.done.acquire()  # answered, or made the next to send
-            if not slot.lead:
-                if slot.error:
-                    raise slot.error
-                return slot.value
-        with self.mutex:
-            batch, self.queue = [slot, *self.queue], []
-        try:
-            found = self.coll.get_multi(list({s.key for s in batch}), return_exceptions=True).results
-            for s in batch:
-                s.value = found[s.key].value if s.key in found else None
-        except Exception as exc:
-            for s in batch:
-                s.error = exc
-        for s in batch[1:]:
-            s.done.release()
-        with self.mutex:
-            following = self.queue.pop(0) if self.queue else None
-            self.busy = following is not None
-        if following is not None:
-            following.lead = True
-            following.done.release()
-        if slot.error:
-            raise slot.error
-        return slot.value
-
-
-def store_batched(connstr, bucket, scope):
-    return Batcher(open_store(connstr, bucket, scope).collections["user_data"]).get
-
-
 def core_op(connstr, bucket, scope):
     """The C++ binding's get, and a request for a key: what the SDK's wrapper builds per call."""
     from couchbase.logic.operation_types import KeyValueOperationCode
@@ -190,18 +124,6 @@ def sdk_core(connstr, bucket, scope):
     return lambda key: op(request(key)).raw_result["value"]
 
 
-def sdk_core_callbacks(connstr, bucket, scope):
-    """A sender, not a get: see run_callbacks."""
-    op, request = core_op(connstr, bucket, scope)
-
-    def send(key, done):
-        req = request(key)
-        req.callback = req.errback = done
-        op(req)
-
-    return send
-
-
 VARIANTS = {
     "sdk-default": sdk(observability=True, on_cluster=False),
     "sdk-obs-off": sdk(observability=False, on_cluster=False),
@@ -209,12 +131,8 @@ VARIANTS = {
     "sdk-obs-on-cluster-opts": sdk(observability=True, on_cluster=True),
     "store": store(),
     "store-obs-on": store("true"),
-    "store-bounded-8": store_bounded(8),
-    "store-batched": store_batched,
     "sdk-core": sdk_core,
-    "sdk-core-callbacks": sdk_core_callbacks,
 }
-CALLBACK_VARIANTS = {"sdk-core-callbacks"}
 
 
 def measure(start, stop) -> tuple[float, float, int, int]:
@@ -259,36 +177,6 @@ def run_threads(get, threads: int, seconds: float, count: int):
     return measure(start, stop)[:3]
 
 
-def run_callbacks(send, in_flight: int, seconds: float, count: int):
-    """The same figures with ``in_flight`` gets kept going by their own callbacks."""
-    rnd = random.Random(0)
-    state = {"done": 0, "errors": 0, "live": in_flight, "stopping": False}
-    finished = threading.Event()
-
-    def done(result):
-        state["done"] += 1
-        if not hasattr(result, "raw_result"):
-            state["errors"] += 1
-        if state["stopping"]:
-            state["live"] -= 1
-            if state["live"] == 0:
-                finished.set()
-            return
-        send(f"user_data:{rnd.randint(1, count)}", done)
-
-    def start():
-        for _ in range(in_flight):
-            send(f"user_data:{rnd.randint(1, count)}", done)
-        time.sleep(seconds)
-
-    def stop():
-        state["stopping"] = True
-        finished.wait(10)
-        return state["done"], state["errors"]
-
-    return measure(start, stop)[:3]
-
-
 def start_caves(count: int):
     from testkit.caves import Caves
 
@@ -310,8 +198,11 @@ def start_caves(count: int):
     return caves
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None, variants: dict | None = None, runners: dict | None = None, doc: str | None = None) -> int:
+    """Run ``variants`` (name: maker of a get), each by its runner in ``runners`` (default run_threads)."""
+    variants = VARIANTS if variants is None else variants
+    runners = runners or {}
+    p = argparse.ArgumentParser(description=doc or __doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--connstr", help="a cluster holding the profiles; else --caves")
     p.add_argument("--caves", action="store_true", help="start CAVES on core 1 and load it")
     p.add_argument("--bucket", default="sample_app")
@@ -320,20 +211,20 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=32, help="callers (gets in flight for callback variants)")
     p.add_argument("--seconds", type=float, default=5)
     p.add_argument("--rounds", type=int, default=3, help="variants run in turn, this many times")
-    p.add_argument("variants", nargs="*", default=list(VARIANTS), help="a subset, by name")
+    p.add_argument("variants", nargs="*", default=list(variants), help="a subset, by name")
     args = p.parse_args(argv)
-    unknown = set(args.variants) - set(VARIANTS)
+    unknown = set(args.variants) - set(variants)
     if unknown:
-        p.error(f"unknown variants {sorted(unknown)}: of {', '.join(VARIANTS)}")
+        p.error(f"unknown variants {sorted(unknown)}: of {', '.join(variants)}")
     caves = start_caves(args.count) if args.caves else None
     connstr = caves.connstr if caves else args.connstr
     if not connstr:
         p.error("--connstr or --caves")
     try:
-        calls = {name: VARIANTS[name](connstr, args.bucket, args.scope) for name in args.variants}
+        calls = {name: variants[name](connstr, args.bucket, args.scope) for name in args.variants}
 
         def run(name, seconds):
-            runner = run_callbacks if name in CALLBACK_VARIANTS else run_threads
+            runner = runners.get(name, run_threads)
             return runner(calls[name], args.threads, seconds, args.count)
 
         for name in calls:

@@ -16,7 +16,7 @@ non-200 answers by status, p99 latency, the replica reads (/metrics) and, after
 a node's return, how long until the replica reads stopped.
 
 ``--root DIR`` runs the service of another checkout (an earlier commit unpacked
-there) on the same cluster, for a before/after table (bench/README.md).
+there) on the same cluster, for a before/after table (docs/decisions/2026-12-01-replica-reads.md).
 """
 
 from __future__ import annotations

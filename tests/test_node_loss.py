@@ -36,7 +36,8 @@ def test_a_frozen_node_costs_no_answer_and_little_time(report):
     healthy, frozen = report["phases"]["healthy"], report["phases"]["frozen"]
     assert healthy["non_200"] == {} and healthy["answers"] > 0
     # A hedge is a get that waited out the replica delay: on a healthy cluster only a
-    # stall of the (shared) machine makes one; the Couchbase A/B (bench/README.md) shows none.
+    # stall of the (shared) machine makes one; the Couchbase A/B shows none
+    # (docs/decisions/2026-12-01-replica-reads.md).
     assert healthy["replica_reads"] <= healthy["answers"] // 100
     assert frozen["non_200"] == {}
     assert frozen["p99_ms"] <= 250

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The route of a path: the table lookup (routes.match) against an if/elif chain on the split segments.
 
-    .venv/bin/python bench/route_micro.py [--number 200000] [--repeat 7]
+    .venv/bin/python bench/experiments/route_micro.py [--number 200000] [--repeat 7]
 
 The plain way to route in a do_GET is to split the path once and run an if/elif chain on the
 segments. The service looks the path up in routes.ROUTES instead (a dict for the fixed paths, one rpartition and a dict

@@ -7,8 +7,8 @@ the working tree and at an earlier commit (--against, default main), alternating
 figure is the best of many repeats: the least the work costs, which other load on the
 machine can only add to. The whole service's CPU per request is ``make bench-ab``'s.
 
-    .venv/bin/python bench/etag_cost.py                  # against main
-    .venv/bin/python bench/etag_cost.py --against HEAD~1 --rounds 5
+    .venv/bin/python bench/experiments/etag_cost.py                  # against main
+    .venv/bin/python bench/experiments/etag_cost.py --against HEAD~1 --rounds 5
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ import timeit
 import zlib
 from pathlib import Path
 
+from testkit import ROOT
+
+sys.path.insert(0, str(ROOT / "bench"))  # an experiment beside bench's harness: its A/B checkout
 from ab import checkout
-from run import ROOT
 
 PROFILE = (
     '{"record_id":1,"name":"José Martinez","nickname":"shadowGecko","user_id":"jmartinez1","bio":"' + "x" * 1050 + '"}'
@@ -39,6 +41,7 @@ from service import Service, TokenKeeper
 DOC = %r
 class Store:
     serial = False
+    class layout: token_key = "token"  # where the token is read from, as logged
     def get_profile(self, record_id): return DOC
     def read_token(self): return "token"
     def counters(self): return {}
