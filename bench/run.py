@@ -49,9 +49,8 @@ import urllib.request
 from importlib import metadata
 from pathlib import Path
 
-from testkit import free_port
+from testkit import ROOT, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 IMPLS = {
     "ours": "ours (1 process, core 0)",

@@ -48,10 +48,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from testkit import ServiceProcess, jmeter
+from testkit import ROOT, ServiceProcess, jmeter
 from testkit.jmeter import MIX_ROUTES, mix_properties, summarise, write_lookups
 
-ROOT = Path(__file__).resolve().parent.parent
 PLAN = ROOT / "jmeter" / "userprofile.jmx"
 RESULTS = ROOT / "jmeter" / "results"  # git-ignored
 

@@ -27,9 +27,8 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-from testkit import free_port
+from testkit import ROOT, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 GOCAVES = ROOT / ".tools" / "bin" / "gocaves"
 INSTALL_HINT = "gocaves is not installed: run tools/install_caves.sh (make test does it)"
 CBQ_ENGINE = ROOT / ".tools" / "bin" / "cbq-engine"
