@@ -15,9 +15,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import settings
 from store import Layout, Page
@@ -43,12 +43,13 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
     return predicate()
 
 
-def run_loaddata(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """loaddata.py with these settings over the environment's; raises when it fails (CalledProcessError),
-    its stderr written out first, where a failing test shows it."""
+def run_loaddata(env: Mapping[str, str | None], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """loaddata.py with these settings over the environment's (None unsets one, e.g. COUCHBASE_HOST for the
+    embedded store); raises when it fails (CalledProcessError), its stderr written out first, where a
+    failing test shows it."""
     done = subprocess.run(
         [sys.executable, str(ROOT / "loaddata.py"), *args],
-        env={**os.environ, **env},
+        env=environment(env),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -58,6 +59,12 @@ def run_loaddata(env: dict, *args: str, timeout: float = 300) -> subprocess.Comp
         sys.stderr.write(f"loaddata.py {' '.join(args)} exited {done.returncode}:\n{done.stderr}")
         done.check_returncode()
     return done
+
+
+def environment(env: Mapping[str, str | None]) -> dict[str, str]:
+    """This process's environment with these settings over it; a value of None unsets that variable."""
+    merged = {**os.environ, **env}
+    return {name: value for name, value in merged.items() if value is not None}
 
 
 class BytesWriter:
@@ -111,17 +118,28 @@ class EmptyStore:
 class ServiceProcess:
     """The service started as users start it: ``python3 userprofile_service.py``, on a free port."""
 
-    def __init__(self, env: dict, *args: str, log_path: Path | None = None, root: Path = ROOT):
-        self.port = free_port()
+    def __init__(
+        self,
+        env: Mapping[str, str | None],
+        *args: str,
+        log_path: Path | None = None,
+        root: Path = ROOT,
+        port: int | None = None,
+    ):
+        self.port = port or free_port()
         self.host = "127.0.0.1"
         self.root = root
-        self.env = {**os.environ, "ACCESS_LOG": "true", **env}
+        self.env = environment({"ACCESS_LOG": "true", **env})
         self.args = ["--host", self.host, "--port", str(self.port), *args]
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
 
-    def start(self, wait_for: str = "/healthz", timeout: float = 30) -> ServiceProcess:
+    def start(self, wait_for: str = "/healthz", timeout: float = 30) -> Self:
         """Start it and wait until ``wait_for`` answers 200; raises, with its log, when it does not."""
+        return self.launch().wait_answers(wait_for, timeout)
+
+    def launch(self) -> Self:
+        """Start it, without waiting: for callers that start several and then wait (wait_answers)."""
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115  # the process keeps it
         self.proc = subprocess.Popen(
             [sys.executable, str(self.root / "userprofile_service.py"), *self.args],
@@ -130,18 +148,23 @@ class ServiceProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+        return self
+
+    def wait_answers(self, path: str = "/healthz", timeout: float = 30) -> Self:
+        """Until ``path`` answers 200; stopped and raises, with its log, when it exits or does not in time."""
+        assert self.proc is not None, "launch() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"service exited with {self.proc.returncode}: {self.log()[-4000:]}")
             try:
-                if self.get(wait_for)[0] == 200:
+                if self.get(path, timeout=2)[0] == 200:
                     return self
             except OSError:
                 pass
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"service did not answer 200 on {wait_for} in {timeout}s: {self.log()[-4000:]}")
+        raise RuntimeError(f"service did not answer 200 on {path} in {timeout}s: {self.log()[-4000:]}")
 
     @property
     def base(self) -> str:

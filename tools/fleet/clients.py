@@ -7,7 +7,7 @@ recorded, and JMeter with the project's plan.
     hint   drops a pooled connection idle longer than the Keep-Alive: timeout=N hint minus 1 s,
            as Node's http.Agent; it also notices a close that has arrived, as Node does
 
-    FLEET_TOKEN=... python3 tools/fleet_clients.py KIND --port PORT [--connections 16] [--rate 200]
+    FLEET_TOKEN=... python3 -m tools.fleet.clients KIND --port PORT [--connections 16] [--rate 200]
         # prints "started", loads until stdin ends, then prints each outcome as a JSON line
 """
 
@@ -30,10 +30,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleet_instances import PROFILES, ROOT
-
-from testkit import jmeter
+from testkit import ROOT, jmeter
 from testkit.jmeter import summarise
+
+from .instances import PROFILES
 
 BLIND_REUSE_SECONDS = 4.9  # HttpClient4's validate_after_inactivity in JMeter
 KINDS = ("check", "blind", "hint")
@@ -210,7 +210,8 @@ class ClientProcess:
         self.kind, self.label, self.token = kind, label or kind, token
         self.cmd = [
             sys.executable,
-            __file__,
+            "-m",
+            "tools.fleet.clients",
             kind,
             "--port",
             str(port),
@@ -223,7 +224,9 @@ class ClientProcess:
 
     def start(self) -> ClientProcess:
         env = {**os.environ, "FLEET_TOKEN": self.token}  # never on a command line, where ps shows it
-        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
+        self.proc = subprocess.Popen(
+            self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, cwd=ROOT
+        )
         assert self.proc.stdout is not None  # stdout=PIPE
         if self.proc.stdout.readline().strip() != "started":
             self.abort()
