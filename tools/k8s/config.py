@@ -1,6 +1,6 @@
 """The one-node cluster's files: certificates (openssl), kubeconfig, and each component's configuration.
 
-tools/k8s_cluster.py writes them into the cluster's directory before it starts anything. Every
+cluster.py writes them into the cluster's directory before it starts anything. Every
 component authenticates as the one admin (system:masters) except the aggregator's front proxy:
 this cluster lives for one test run inside a private network namespace, so per-component
 identities would add files, not safety.
@@ -11,6 +11,15 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+
+from testkit import ROOT
+
+# The Kubernetes version, declared once in tools/k8s/VERSION: tools/install_k8s.sh builds it, tools/lint.sh
+# validates the manifests against it, and the cluster runs it from BIN.
+VERSION = (ROOT / "tools" / "k8s" / "VERSION").read_text().strip()
+BIN = ROOT / ".tools" / f"k8s-{VERSION}" / "bin"
+RUN = ROOT / "data" / "k8s"  # the running cluster's files: certificates, configuration, logs, holder.pid
+NAMESPACE = "userprofile"  # the service's, as k8s/base/namespace.yaml names it
 
 NODE_IP = "10.77.0.1"  # the node's address: a veth inside the private network namespace
 NODE_NAME = "k8s-node"

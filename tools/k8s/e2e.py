@@ -1,9 +1,8 @@
-#!/usr/bin/env python3
 """The blog's experiment on a real Kubernetes: JMeter through the Service's ClusterIP while the
 cluster changes the pods (`make k8s-e2e`; tests/test_k8s.py asserts the figures).
 
 For each store (the embedded one, then CAVES as the Couchbase) it starts the one-node cluster
-(tools/k8s_cluster.py up), runs JMeter with the project's plan (paced, keep-alive) from inside the
+(cluster.py up), runs JMeter with the project's plan (paced, keep-alive) from inside the
 cluster's network namespace for the whole run, and in turn:
 
     steady      4 pods, nothing changes
@@ -28,14 +27,16 @@ import sys
 import time
 from pathlib import Path
 
-import k8s_cluster as cluster
-from fleet_clients import jmeter_plan
-from k8s_watch import Watch
-
-from testkit import jmeter
+from testkit import ROOT, jmeter
 from testkit.jmeter import mix_properties, percentile, write_lookups
+from tools.fleet.clients import jmeter_plan
 
-ROOT = cluster.ROOT
+from . import cluster
+from . import kubectl as control
+from .config import NAMESPACE, RUN
+from .kubectl import wait_for
+from .watch import Watch
+
 RESULTS = ROOT / "jmeter" / "results"
 SCENARIOS = ("steady", "rollout", "delete", "scale-in", "scale-out", "hpa")
 MIN_SHARE = 0.40
@@ -64,7 +65,7 @@ class JMeter:
             else ""
         )
         props.write_text(
-            f"token={(cluster.RUN / 'token').read_text()}\nhost={host}\nport=8080\n"
+            f"token={(RUN / 'token').read_text()}\nhost={host}\nport=8080\n"
             f"threads={threads}\nduration={duration}\nmaxid={MAXID}\nlookups={lookups}\n"
             + "".join(f"{name}={weight}\n" for name, weight in weights.items())
         )
@@ -110,21 +111,8 @@ def read_samples(jtl: Path) -> list[tuple[float, int, bool, str]]:
 
 
 def kubectl(*args: str, timeout: float = 300) -> str:
-    return subprocess.run(
-        [str(cluster.BIN / "kubectl"), f"--kubeconfig={cluster.RUN / 'kubeconfig'}", "-n", cluster.NAMESPACE, *args],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    ).stdout
-
-
-def wait(what: str, probe, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(0.5)
+    """kubectl in the service's namespace; its output."""
+    return control.kubectl("-n", NAMESPACE, *args, capture=True, timeout=timeout).stdout
 
 
 def pods_now() -> int:
@@ -157,14 +145,14 @@ def window(name: str, start: float, end: float, samples, watch: Watch, **extra) 
 
 def inside(store: str, only: list[str], rate: float, hpa_rate: float, threads: int, workdir: Path) -> list[dict]:
     """The scenarios, run inside the cluster's network namespace."""
-    watch = Watch(cluster.RUN).start()
+    watch = Watch(RUN).start()
     host = kubectl("get", "svc", "userprofile-service", "-o", "jsonpath={.spec.clusterIP}")
     # The HPA acts in its own scenario only: elsewhere it would change the pod counts the other
     # scenarios count on (a rollout's new pods, busy starting, can make it scale out), and its
     # minimum of 4 forbids the scale-in. What it set is undone first.
     kubectl("delete", "hpa", "userprofile-service", "--ignore-not-found")
     kubectl("scale", "deploy/userprofile-service", "--replicas=4")
-    wait("4 pods Ready", lambda: pods_now() == 4 and len(watch.ready_names()) == 4, 120)
+    wait_for("4 pods Ready", lambda: pods_now() == 4 and len(watch.ready_names()) == 4, 120)
     jm = JMeter(workdir, "jmeter", host, rate, duration=3600, threads=threads, mix=MIXES[store])
     marks: list[tuple[str, float, float, dict]] = []
     failed: dict = {}
@@ -179,7 +167,7 @@ def inside(store: str, only: list[str], rate: float, hpa_rate: float, threads: i
             kubectl("rollout", "restart", "deploy/userprofile-service")
             kubectl("rollout", "status", "deploy/userprofile-service", "--timeout=240s", timeout=260)
             done = time.time()
-            wait("old pods gone", lambda: pods_now() == 4, 60)
+            wait_for("old pods gone", lambda: pods_now() == 4, 60)
             time.sleep(5)
             marks.append(("rollout", t0, time.time(), {"rollout_s": round(done - t0 - 5, 1)}))
         if "delete" in only:
@@ -194,14 +182,14 @@ def inside(store: str, only: list[str], rate: float, hpa_rate: float, threads: i
             failed["scenario"], t0 = "scale-in", time.time()
             time.sleep(5)
             kubectl("scale", "deploy/userprofile-service", "--replicas=2")
-            wait("2 pods left", lambda: pods_now() == 2, 90)
+            wait_for("2 pods left", lambda: pods_now() == 2, 90)
             time.sleep(5)
             marks.append(("scale-in", t0, time.time(), {}))
         if "scale-out" in only:
             failed["scenario"], t0 = "scale-out", time.time()
             before = watch.ready_names()
             kubectl("scale", "deploy/userprofile-service", "--replicas=4")
-            wait(
+            wait_for(
                 "4 pods Ready",
                 lambda: (
                     len(watch.ready_names()) == 4
@@ -229,13 +217,13 @@ def inside(store: str, only: list[str], rate: float, hpa_rate: float, threads: i
             cluster.apply_overlay(store)  # the HPA back, as the overlay has it
             extra = JMeter(workdir, "jmeter-hpa", host, hpa_rate, duration=600)
             try:
-                wait("the HPA scaling out", lambda: watch.replicas and watch.replicas[-1][1] > 4, 240)
-                wait("the new pods Ready", lambda: watch.replicas[-1][2] == watch.replicas[-1][1], 120)
+                wait_for("the HPA scaling out", lambda: watch.replicas and watch.replicas[-1][1] > 4, 240)
+                wait_for("the new pods Ready", lambda: watch.replicas[-1][2] == watch.replicas[-1][1], 120)
                 time.sleep(10)
             finally:
                 extra.stop()
             out_at = time.time()
-            wait("the HPA scaling back in", lambda: watch.replicas[-1][1] == 4 and pods_now() == 4, 240)
+            wait_for("the HPA scaling back in", lambda: watch.replicas[-1][1] == 4 and pods_now() == 4, 240)
             time.sleep(5)
             series = [(round(t - t0), r, ready, d) for t, r, ready, d in watch.replicas if t >= t0]
             marks.append(
@@ -331,7 +319,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python3 -m tools.k8s.e2e", description=__doc__.split("\n\n")[0])
     p.add_argument("--stores", nargs="+", choices=["embedded", "caves"], default=["embedded", "caves"])
     p.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     p.add_argument(
@@ -368,13 +356,14 @@ def main(argv=None) -> int:
         t0 = time.monotonic()
         try:
             cluster.up(store)
-            pid = cluster.holder_pid()
+            pid = control.holder_pid()
             assert pid is not None, "the cluster's holder is gone"
             subprocess.run(
                 [
-                    *cluster.in_cluster(pid),
+                    *control.in_cluster(pid),
                     sys.executable,
-                    str(Path(__file__).resolve()),
+                    "-m",
+                    "tools.k8s.e2e",
                     "--inside",
                     store,
                     "--only",
@@ -392,7 +381,7 @@ def main(argv=None) -> int:
                 cwd=ROOT,
             )
             rows = json.loads((workdir / "rows.json").read_text())
-            first = float((cluster.RUN / "first_pod_ready_seconds").read_text())
+            first = float((RUN / "first_pod_ready_seconds").read_text())
         finally:
             cluster.down()
         for r in rows:

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import k8s_config as cfg
-
 from testkit.jmeter import MIX_ROUTES
 
-NAMESPACE = "userprofile"
+from . import config as cfg
+from .config import NAMESPACE
+
 COUNTER = re.compile(r"^userprofile_requests_total\{([^}]*)\}\s+([0-9.eE+-]+)", re.M)
 
 
