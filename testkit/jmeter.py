@@ -1,5 +1,5 @@
-"""JMeter for the load test (jmeter/loadtest.py), the fleet (tools/fleet_clients.py) and the
-Kubernetes e2e (tools/k8s_e2e.py): the launcher, installed on first use, the plan's request mix
+"""JMeter for the load test (jmeter/loadtest.py), the fleet (tools/fleet/clients.py) and the
+Kubernetes e2e (tools/k8s/e2e.py): the launcher, installed on first use, the plan's request mix
 and its lookups file, and the numbers of its CSV results."""
 
 from __future__ import annotations
