@@ -39,7 +39,7 @@ from pathlib import Path
 from terminator import Pki, Terminator, kv_ports  # beside this file
 
 from testkit import ROOT, free_port, run_loaddata
-from testkit.caves import Caves
+from testkit.caves import BUCKET, Caves
 
 TOKEN = "node-loss-token-8d2f61"
 COUNT = 1000
@@ -293,7 +293,7 @@ def main() -> None:
     terminator = None
     report: dict = {"root": str(args.root), "phases": {}, "second_node": ""}
     try:
-        caves.add_bucket("sample_app", replicas=1)
+        caves.add_bucket(replicas=1)
         # The connection string lists each node's key-value port: the second node's is last.
         nodes = caves.connstr.split("://", 1)[1].split(",")
         report["second_node"] = nodes[1]
@@ -304,7 +304,7 @@ def main() -> None:
         except subprocess.CalledProcessError as exc:
             raise RuntimeError(f"loaddata.py failed: {exc.stdout}{exc.stderr}") from exc
         if args.tls:
-            ports = kv_ports(caves.connstr, "sample_app")
+            ports = kv_ports(caves.connstr, BUCKET)
             pki = Pki(work)
             terminator = Terminator(work, ports, [pki.server] * len(ports)).start()
             env = {**env, "COUCHBASE_HOST": terminator.connstr, "COUCHBASE_CA_CERT": str(pki.ca)}

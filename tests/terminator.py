@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from testkit import free_port
-from testkit.caves import PASSWORD, USER
+from testkit.caves import BUCKET, PASSWORD, USER
 
 WRONG_NAME = "not-this-host.example"
 
@@ -314,7 +314,7 @@ def sdk_alone_reads(connstr: str, ca: Path) -> bool:
     except Exception:  # refused: what a newer SDK would do
         return False
     try:
-        collection = cluster.bucket("sample_app").scope("profiles").collection("service_auth")
+        collection = cluster.bucket(BUCKET).scope("profiles").collection("service_auth")
         return all(collection.get_any_replica("service_auth:1").value is not None for _ in range(5))
     except Exception:
         return False
@@ -378,8 +378,8 @@ def main() -> None:
     pki = Pki(work)
     report: dict = {}
     with Caves(log_path=work / "caves.log") as caves:
-        caves.add_bucket("sample_app", replicas=1)
-        ports = kv_ports(caves.connstr, "sample_app")
+        caves.add_bucket(replicas=1)
+        ports = kv_ports(caves.connstr, BUCKET)
         plain_env = caves.env(COUCHBASE_CONNECT_TIMEOUT=str(args.connect_timeout))
         run_loaddata(plain_env, "--count", str(args.count), "--token", token)
         paths = [

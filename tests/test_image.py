@@ -412,7 +412,7 @@ def sigterm_under_load(c: Container, grace: float) -> None:
 @pytest.fixture()
 def cluster(tmp_path):
     caves = Caves(log_path=tmp_path / "caves.log").start()
-    caves.add_bucket("sample_app")
+    caves.add_bucket()
     yield caves
     caves.stop()
 
