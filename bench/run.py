@@ -49,7 +49,7 @@ import urllib.request
 from importlib import metadata
 from pathlib import Path
 
-from testkit import ROOT, free_port
+from testkit import ROOT, free_port, run_loaddata
 
 BENCH = ROOT / "bench"
 IMPLS = {
@@ -152,13 +152,8 @@ def seed(db: str, count: int, token: str) -> str:
     """Fill the store with loaddata.py when it holds too few profiles; return the stored token."""
     if stored_profiles(db) < count:
         print(f"seeding {db} with {count} profiles", flush=True)
-        loader = [sys.executable, str(ROOT / "loaddata.py"), "--count", str(count), "--seed", "1"]
-        subprocess.run(
-            [*loader, "--token", token, "--overwrite"],  # the benchmark's own file, topped up
-            env={**os.environ, "USERPROFILE_DB": db},
-            cwd=ROOT,
-            check=True,
-        )
+        # the benchmark's own file, topped up
+        run_loaddata({"USERPROFILE_DB": db}, "--count", str(count), "--seed", "1", "--token", token, "--overwrite")
     with sqlite3.connect(db) as conn:
         row = conn.execute("SELECT doc FROM service_auth WHERE key = 'service_auth:1'").fetchone()
     return json.loads(row[0])["token"]
@@ -788,19 +783,10 @@ def start_caves(args, envs: dict):
         caves = Caves().start()
     finally:
         os.sched_setaffinity(0, cores)
-    caves.add_bucket("sample_app")
-    cluster = caves.env()
     for impl in COUCHBASE_IMPLS:
-        envs[impl] = cluster
+        envs[impl] = caves.env()
     print(f"loading {args.count} profiles into CAVES", flush=True)
-    subprocess.run(
-        [sys.executable, str(ROOT / "loaddata.py"), "--count", str(args.count), "--seed", "1", "--token", args.token],
-        env={**os.environ, **cluster},
-        cwd=ROOT,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    return caves
+    return caves.loaded("--count", str(args.count), "--seed", "1", "--token", args.token)
 
 
 def main(argv=None) -> int:

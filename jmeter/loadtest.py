@@ -48,7 +48,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from testkit import ROOT, ServiceProcess, jmeter
+from testkit import ROOT, ServiceProcess, jmeter, run_loaddata
 from testkit.jmeter import MIX_ROUTES, mix_properties, summarise, write_lookups
 
 PLAN = ROOT / "jmeter" / "userprofile.jmx"
@@ -86,16 +86,11 @@ def api_requests(base: str, tls: ssl.SSLContext | None = None) -> int:
 # -- the service ---------------------------------------------------------------
 def seed(db: Path, maxid: int) -> str:
     """Make sure the embedded store at db holds ids 1..maxid; return its token."""
-    env = {**os.environ, "USERPROFILE_DB": str(db)}
-    env.pop("COUCHBASE_HOST", None)  # this mode is the embedded store, whatever the shell has
     db.parent.mkdir(parents=True, exist_ok=True)
-    # --if-empty: an existing store is reused as it is (seeding is idempotent but not free).
-    subprocess.run(
-        [sys.executable, str(ROOT / "loaddata.py"), "--count", str(maxid), "--seed", "1", "--if-empty"],
-        env=env,
-        cwd=ROOT,
-        check=True,
-        stdout=subprocess.DEVNULL,
+    # --if-empty: an existing store is reused as it is (seeding is idempotent but not free); no
+    # COUCHBASE_HOST: this mode is the embedded store, whatever the shell has.
+    run_loaddata(
+        {"USERPROFILE_DB": str(db), "COUCHBASE_HOST": None}, "--count", str(maxid), "--seed", "1", "--if-empty"
     )
     import settings  # the project's own store API
     from stores import open_store
@@ -115,10 +110,9 @@ def seed(db: Path, maxid: int) -> str:
 
 
 def start_service(db: Path, workers: int, log_path: Path, auth: dict | None = None) -> ServiceProcess:
-    svc = ServiceProcess(
-        {"USERPROFILE_DB": str(db), "ACCESS_LOG": "false", **(auth or {})}, "--workers", str(workers), log_path=log_path
-    )
-    svc.env.pop("COUCHBASE_HOST", None)  # this mode is the embedded store, whatever the shell has
+    # No COUCHBASE_HOST: this mode is the embedded store, whatever the shell has.
+    store = {"USERPROFILE_DB": str(db), "COUCHBASE_HOST": None, "ACCESS_LOG": "false"}
+    svc = ServiceProcess({**store, **(auth or {})}, "--workers", str(workers), log_path=log_path)
     try:
         return svc.start(wait_for="/readyz")
     except RuntimeError as exc:

@@ -72,14 +72,12 @@ class CavesStore:
     def __init__(self, workdir: Path, timeout: float):
         from testkit.caves import Caves
 
-        self.caves = Caves(log_path=workdir / "caves.log").start()
-        self.caves.add_bucket("sample_app")
+        self.caves = Caves(log_path=workdir / "caves.log").start().loaded("--count", str(COUNT), "--token", TOKEN)
         self.env = self.caves.env(
             COUCHBASE_KV_TIMEOUT=str(timeout),
             COUCHBASE_QUERY_TIMEOUT=str(timeout),
             COUCHBASE_HEALTH_INTERVAL="0.5",
         )
-        run_loaddata(self.env, "--count", str(COUNT), "--token", TOKEN)
 
     def fault(self) -> None:
         self.caves.freeze()

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from testkit import LAYOUT, ROOT, run_loaddata
+from testkit import LAYOUT, ROOT
 from testkit.caves import Caves, QueryEngine
 
 from . import config as cfg
@@ -56,12 +56,10 @@ def serve(run: Path) -> int:
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     try:
-        caves.add_bucket("sample_app")
         kv = int(caves.connstr.rsplit(":", 1)[1])
         assert caves.proc is not None  # started
         ports = listening_ports(caves.proc.pid)
-        env = {"COUCHBASE_HOST": caves.connstr, "COUCHBASE_USER": "Administrator", "COUCHBASE_PASSWORD": "password"}
-        run_loaddata(env, "--count", "10000", "--seed", "1", "--token", (run / "token").read_text())
+        caves.loaded("--count", "10000", "--seed", "1", "--token", (run / "token").read_text())
         (run / "caves.json").write_text(json.dumps({"kv": kv, "ports": ports}))
         while not stop:
             time.sleep(0.5)
