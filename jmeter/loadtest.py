@@ -51,7 +51,6 @@ from typing import Any
 from testkit import ROOT, ServiceProcess, jmeter, run_loaddata
 from testkit.jmeter import MIX_ROUTES, mix_properties, summarise, write_lookups
 
-PLAN = ROOT / "jmeter" / "userprofile.jmx"
 RESULTS = ROOT / "jmeter" / "results"  # git-ignored
 
 # userprofile_requests_total{route="/api/v1/id",status="200"} 123  (labels in any order)
@@ -152,7 +151,7 @@ def run_jmeter(protocol: str, host: str, port: int, token: str, args, jtl: Path,
             for key, value in props.items():
                 f.write(f"{key}={value}\n")
         jtl.unlink(missing_ok=True)  # JMeter appends to an existing file
-        cmd = jmeter.command(PLAN, jtl, jmeter_log, Path(props_path), max_heap="1g")
+        cmd = jmeter.command(jmeter.PLAN, jtl, jmeter_log, Path(props_path), max_heap="1g")
         target = f"{protocol}://{host}:{port}"
         log(f"JMeter: {args.threads} threads, {args.duration} s, {target}, ids 1..{args.maxid}, mix {args.mix}")
         # Its console summary goes to stderr, so stdout stays the report alone.

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import math
 import os
@@ -31,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from testkit import ROOT, jmeter
-from testkit.jmeter import summarise
 
 from .instances import PROFILES
 
@@ -253,67 +251,12 @@ def serve_client(kind: str, port: int, connections: int, rate: float) -> None:
         print(json.dumps([o.start, o.ms, o.result, o.reused, o.close, o.idle]))
 
 
-def jmeter_plan(workdir: Path, rate: float) -> Path:
-    """The plan in jmeter/, with a Constant Throughput Timer added: `rate` requests/s in all,
-    so that JMeter shares the machine with the fleet instead of taking all of it."""
-    timer = (
-        '<ConstantThroughputTimer guiclass="TestBeanGUI" testclass="ConstantThroughputTimer" '
-        'testname="fleet pacing"><intProp name="calcMode">1</intProp>'
-        f"<doubleProp><name>throughput</name><value>{rate * 60:.1f}</value><savedValue>0.0</savedValue>"
-        "</doubleProp></ConstantThroughputTimer>\n        <hashTree/>\n        "
-    )
-    text = (ROOT / "jmeter" / "userprofile.jmx").read_text()
-    marker = "<HTTPSamplerProxy "
-    assert text.count(marker) == 1
-    plan = workdir / "userprofile-paced.jmx"
-    plan.write_text(text.replace(marker, timer + marker))
-    return plan
-
-
-class JMeter:
-    """JMeter (the project's plan, HttpClient4) as a client of a balancer, in the background."""
-
-    def __init__(self, workdir: Path, port: int, token: str, duration: int, threads: int = 16, rate: float = 200):
-        self.jtl = workdir / "jmeter.jtl"
-        props = workdir / "jmeter.properties"  # the token in a private file, never on a command line
-        props.touch(mode=0o600)
-        props.write_text(
-            f"token={token}\nhost=127.0.0.1\nport={port}\nthreads={threads}\nduration={duration}\nmaxid={PROFILES}\n"
-        )
-        self.cmd = jmeter.command(
-            jmeter_plan(workdir, rate), self.jtl, workdir / "jmeter.log", props, "-Jsummariser.out=false"
-        )
-        self.duration, self.workdir = duration, workdir
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> JMeter:
-        with open(self.workdir / "jmeter.out", "ab") as out:
-            self.proc = subprocess.Popen(self.cmd, cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT)
-        return self
-
-    def first_sample(self, timeout: float = 60) -> None:
-        """JMeter takes seconds to start: wait for its first results."""
-        assert self.proc is not None, "start() first"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.jtl.exists() and self.jtl.read_text().count("\n") > 50:
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"JMeter exited with {self.proc.returncode}")
-            time.sleep(0.2)
-        raise RuntimeError("JMeter wrote no samples")
-
-    def finish(self) -> dict:
-        assert self.proc is not None, "start() first"
-        self.proc.wait(self.duration + 120)
-        summary = summarise(self.jtl)
-        summary["error_kinds"] = {}
-        with open(self.jtl, newline="") as f:
-            for r in csv.DictReader(f):
-                if r["success"] != "true":
-                    kind = f"{r['responseCode']} {r['responseMessage']}".splitlines()[0][:80]
-                    summary["error_kinds"][kind] = summary["error_kinds"].get(kind, 0) + 1
-        return summary
+def jmeter_client(
+    workdir: Path, port: int, token: str, duration: int, threads: int = 16, rate: float = 200
+) -> jmeter.Background:
+    """JMeter (the project's plan, HttpClient4, paced at ``rate`` requests/s) as a client of a balancer."""
+    properties = {"token": token, "host": "127.0.0.1", "port": port, "threads": threads, "duration": duration}
+    return jmeter.Background(workdir, "jmeter", jmeter.paced_plan(workdir, rate), {**properties, "maxid": PROFILES})
 
 
 def main(argv=None) -> int:

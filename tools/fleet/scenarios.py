@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from .balancers import ENDPOINT_DELAY_SECONDS, Fleet
-from .clients import KINDS, Client, ClientProcess, JMeter
+from .clients import KINDS, Client, ClientProcess, jmeter_client
 from .delay import DelayProxyProcess
 from .instances import Instance, grace_seconds, log, metric, seed_store
 from .report import STEADY_WINDOW, Row, row
@@ -34,10 +34,11 @@ def scenario_rolling(
     fleet = Fleet("rolling", db, workdir, balancers, 4, capacity=8, nginx_follows=nginx_follows)
     clients: list[tuple[str, ClientProcess]] = []
     jmeter = None
+    jmeter_seconds = int(steady + 60)
     try:
         if with_jmeter:
-            jmeter = JMeter(fleet.dir, fleet.by_name["haproxy-tcp"].port, token, duration=int(steady + 60)).start()
-            jmeter.first_sample()
+            port = fleet.by_name["haproxy-tcp"].port
+            jmeter = jmeter_client(fleet.dir, port, token, jmeter_seconds).start().wait_samples(50, 60)
         for b in fleet.balancers:
             for kind in KINDS:
                 client = ClientProcess(kind, b.port, token, rate=rate, label=f"{b.name}/{kind}")
@@ -66,7 +67,7 @@ def scenario_rolling(
             for name, c in clients
         ]
         if jmeter:
-            s = jmeter.finish()
+            s = jmeter.finish(jmeter_seconds + 120)
             kinds = s["error_kinds"]
             rows.append(
                 Row(
@@ -84,8 +85,8 @@ def scenario_rolling(
     finally:
         for _, c in clients:
             c.abort()
-        if jmeter and jmeter.proc and jmeter.proc.poll() is None:
-            jmeter.proc.terminate()
+        if jmeter:
+            jmeter.stop()
         fleet.stop()
 
 

@@ -20,7 +20,6 @@ writes jmeter/results/k8s-e2e.json; exit status 0 when every figure is met.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import subprocess
 import sys
@@ -28,8 +27,7 @@ import time
 from pathlib import Path
 
 from testkit import ROOT, jmeter
-from testkit.jmeter import mix_properties, percentile, write_lookups
-from tools.fleet.clients import jmeter_plan
+from testkit.jmeter import mix_properties, percentile, read_samples, write_lookups
 
 from . import cluster
 from . import kubectl as control
@@ -47,67 +45,17 @@ MAXID = 10000
 MIXES = {"embedded": "id=1", "caves": "id=1998,nickname=1,username=1"}
 
 
-class JMeter:
-    """The project's plan with a Constant Throughput Timer (rate requests/s in all), in the background;
-    every sample flushed at once, so the results are whole when it is stopped."""
-
-    def __init__(
-        self, workdir: Path, name: str, host: str, rate: float, duration: int, threads: int = 16, mix: str = "id=1"
-    ):
-        self.jtl = workdir / f"{name}.jtl"
-        self.jtl.unlink(missing_ok=True)  # JMeter appends: an earlier run's samples would count as this one's
-        props = workdir / f"{name}.properties"  # the token in a private file, never on a command line
-        props.touch(mode=0o600)
-        weights = mix_properties(mix)
-        lookups = (
-            write_lookups(workdir / "lookups.csv", MAXID, seed=1)
-            if weights["weight_id"] != sum(weights.values())
-            else ""
-        )
-        props.write_text(
-            f"token={(RUN / 'token').read_text()}\nhost={host}\nport=8080\n"
-            f"threads={threads}\nduration={duration}\nmaxid={MAXID}\nlookups={lookups}\n"
-            + "".join(f"{name}={weight}\n" for name, weight in weights.items())
-        )
-        plan = jmeter_plan(workdir, rate).rename(workdir / f"{name}.jmx")
-        self.cmd = jmeter.command(
-            plan,
-            self.jtl,
-            workdir / f"{name}.log",
-            props,
-            "-Jjmeter.save.saveservice.autoflush=true",
-            "-Jsummariser.out=false",
-        )
-        with open(workdir / f"{name}.out", "ab") as out:
-            self.proc = subprocess.Popen(self.cmd, cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 90
-        while not (self.jtl.exists() and self.jtl.read_text().count("\n") > 20):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"JMeter {name} wrote no samples (see {workdir / name}.log)")
-            time.sleep(0.2)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
-def read_samples(jtl: Path) -> list[tuple[float, int, bool, str]]:
-    """(start, ms, success, error) of every sample in a JMeter CSV results file."""
-    with open(jtl, newline="") as f:
-        return [
-            (
-                int(r["timeStamp"]) / 1000,
-                int(r["elapsed"]),
-                r["success"] == "true",
-                "" if r["success"] == "true" else f"{r['responseCode']} {r['responseMessage']}"[:80],
-            )
-            for r in csv.DictReader(f)
-            if r.get("elapsed", "").isdigit()
-        ]
+def start_jmeter(
+    workdir: Path, name: str, host: str, rate: float, duration: int, threads: int = 16, mix: str = "id=1"
+) -> jmeter.Background:
+    """The project's plan paced at ``rate`` requests/s in all, in the background, once it has samples."""
+    weights = mix_properties(mix)
+    only_ids = weights["weight_id"] == sum(weights.values())
+    lookups = "" if only_ids else write_lookups(workdir / "lookups.csv", MAXID, seed=1)
+    properties = {"token": (RUN / "token").read_text(), "host": host, "port": 8080, "threads": threads}
+    properties |= {"duration": duration, "maxid": MAXID, "lookups": lookups, **weights}
+    plan = jmeter.paced_plan(workdir, rate, name)
+    return jmeter.Background(workdir, name, plan, properties).start().wait_samples(20, 90)
 
 
 def kubectl(*args: str, timeout: float = 300) -> str:
@@ -153,7 +101,7 @@ def inside(store: str, only: list[str], rate: float, hpa_rate: float, threads: i
     kubectl("delete", "hpa", "userprofile-service", "--ignore-not-found")
     kubectl("scale", "deploy/userprofile-service", "--replicas=4")
     wait_for("4 pods Ready", lambda: pods_now() == 4 and len(watch.ready_names()) == 4, 120)
-    jm = JMeter(workdir, "jmeter", host, rate, duration=3600, threads=threads, mix=MIXES[store])
+    jm = start_jmeter(workdir, "jmeter", host, rate, duration=3600, threads=threads, mix=MIXES[store])
     marks: list[tuple[str, float, float, dict]] = []
     failed: dict = {}
     try:
@@ -215,7 +163,7 @@ def inside(store: str, only: list[str], rate: float, hpa_rate: float, threads: i
         if "hpa" in only:
             failed["scenario"], t0 = "hpa", time.time()
             cluster.apply_overlay(store)  # the HPA back, as the overlay has it
-            extra = JMeter(workdir, "jmeter-hpa", host, hpa_rate, duration=600)
+            extra = start_jmeter(workdir, "jmeter-hpa", host, hpa_rate, duration=600)
             try:
                 wait_for("the HPA scaling out", lambda: watch.replicas and watch.replicas[-1][1] > 4, 240)
                 wait_for("the new pods Ready", lambda: watch.replicas[-1][2] == watch.replicas[-1][1], 120)
