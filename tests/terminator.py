@@ -22,12 +22,9 @@ from pathlib import Path
 
 from testkit import free_port
 from testkit.caves import BUCKET, PASSWORD, USER
+from testkit.pki import certificate_authority, issue
 
 WRONG_NAME = "not-this-host.example"
-
-
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 
 
 class Pki:
@@ -38,22 +35,7 @@ class Pki:
     def __init__(self, work: Path):
         self.dir = work
         for ca in ("ca", "other-ca"):
-            openssl(
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                f"/CN=test {ca}",
-                "-keyout",
-                f"{ca}.key",
-                "-out",
-                f"{ca}.pem",
-                cwd=work,
-            )
+            certificate_authority(work, ca, f"/CN=test {ca}")
         self.ca, self.other_ca = work / "ca.pem", work / "other-ca.pem"
         self.server = self.certificate("server", "IP:127.0.0.1,DNS:localhost")
         self.wrong_name = self.certificate("wrong-name", f"DNS:{WRONG_NAME}")
@@ -61,38 +43,7 @@ class Pki:
     def certificate(self, name: str, san: str) -> Path:
         """``<name>.pem``, a certificate and its key for the subjectAltName ``san``, signed by the CA."""
         work = self.dir
-        openssl(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            f"/CN={san.split(':')[1].split(',')[0]}",
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.csr",
-            cwd=work,
-        )
-        (work / f"{name}.ext").write_text(f"subjectAltName={san}\n")
-        openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            f"{name}.ext",
-            "-out",
-            f"{name}.crt",
-            cwd=work,
-        )
+        issue(work, name, f"/CN={san.split(':')[1].split(',')[0]}", f"subjectAltName={san}", "ca.pem", "ca.key")
         (work / f"{name}.pem").write_text((work / f"{name}.crt").read_text() + (work / f"{name}.key").read_text())
         return work / f"{name}.pem"
 
