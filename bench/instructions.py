@@ -31,7 +31,9 @@ import tempfile
 from pathlib import Path
 
 from ab import checkout, start_collector
-from run import ROOT, seed, store_arguments
+from measure import seed, store_arguments
+
+from testkit import ROOT
 
 # Run at the root of the tree measured, so that it imports that tree's modules.
 DRIVER = r"""

@@ -41,10 +41,10 @@ import urllib.request
 from pathlib import Path
 
 from ab import checkout
-from run import BENCH, ROOT, WRK_CORE, Server, git_commit, process_cpu, seed, wait_quiet, wrk
+from measure import BENCH, WRK_CORE, Server, git_commit, process_cpu, seed, wait_quiet, wrk
 
 import loaddata
-from testkit import LAYOUT, run_loaddata
+from testkit import LAYOUT, ROOT, run_loaddata
 from testkit.caves import Caves, QueryEngine
 
 PEERS = ("ours-cb", "fastapi-cb", "express-cb")
