@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import ssl
 import subprocess
 import sys
@@ -50,11 +49,11 @@ from typing import Any
 
 from testkit import ROOT, ServiceProcess, jmeter, run_loaddata
 from testkit.jmeter import MIX_ROUTES, mix_properties, summarise, write_lookups
+from testkit.scrape import metric
 
 RESULTS = ROOT / "jmeter" / "results"  # git-ignored
 
 # userprofile_requests_total{route="/api/v1/id",status="200"} 123  (labels in any order)
-COUNTER_LINE = re.compile(r"^userprofile_requests_total\{([^}]*)\}\s+([0-9.eE+-]+)")
 
 
 def log(msg: str) -> None:
@@ -74,12 +73,8 @@ def api_requests(base: str, tls: ssl.SSLContext | None = None) -> int:
     status, body = http_get(base + "/metrics", tls=tls)
     if status != 200:
         raise RuntimeError(f"GET /metrics answered {status}")
-    total = 0.0
-    for line in body.decode().splitlines():
-        m = COUNTER_LINE.match(line)
-        if m and any(f'route="{route}"' in m.group(1) for route in MIX_ROUTES.values()):
-            total += float(m.group(2))
-    return int(total)
+    text = body.decode()
+    return int(sum(metric(text, "userprofile_requests_total", route=route) for route in MIX_ROUTES.values()))
 
 
 # -- the service ---------------------------------------------------------------

@@ -27,7 +27,6 @@ import itertools
 import json
 import os
 import random
-import re
 import subprocess
 import sys
 import tempfile
@@ -38,14 +37,13 @@ from pathlib import Path
 
 from terminator import Pki, Terminator, kv_ports  # beside this file
 
-from testkit import ROOT, free_port, run_loaddata
+from testkit import ROOT, free_port, run_loaddata, scrape
 from testkit.caves import BUCKET, Caves
 
 TOKEN = "node-loss-token-8d2f61"
 COUNT = 1000
 STARTUP_IDS = 200  # asked after each of the repeated start-ups
 KV_TIMEOUT = 2.5  # the service's default, as in the figures
-REPLICA_READS = re.compile(rb"^userprofile_store_replica_reads_total (\d+)$", re.M)
 
 
 class Service:
@@ -90,10 +88,11 @@ class Service:
 
     def replica_reads(self) -> int | None:
         try:
-            found = REPLICA_READS.search(self.get("/metrics", timeout=2)[1])
+            text = self.get("/metrics", timeout=2)[1].decode()
         except OSError:
             return None
-        return int(found.group(1)) if found else None
+        counted = [value for name, _, value in scrape.samples(text) if name == "userprofile_store_replica_reads_total"]
+        return int(counted[0]) if counted else None
 
     def stop(self) -> None:
         self.proc.terminate()

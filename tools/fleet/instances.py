@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from testkit import ROOT, ServiceProcess, run_loaddata
+from testkit.scrape import metric
 
 PROFILES = 1000  # ids 1..PROFILES in the store the fleet serves
 
@@ -31,20 +32,6 @@ def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout: float =
             return
         time.sleep(0.05)
     raise RuntimeError(f"{what} did not listen on {port} in {timeout} s")
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """The sum of a metric's samples whose labels include the given ones."""
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name) or line.startswith("#"):
-            continue
-        key, _, value = line.rpartition(" ")
-        if key.partition("{")[0] != name:
-            continue
-        if all(f'{k}="{v}"' in key for k, v in labels.items()):
-            total += float(value)
-    return total
 
 
 def seed_store(workdir: Path, token: str) -> Path:

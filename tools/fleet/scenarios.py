@@ -13,10 +13,12 @@ import threading
 import time
 from pathlib import Path
 
+from testkit.scrape import metric
+
 from .balancers import ENDPOINT_DELAY_SECONDS, Fleet
 from .clients import KINDS, Client, ClientProcess, jmeter_client
 from .delay import DelayProxyProcess
-from .instances import Instance, grace_seconds, log, metric, seed_store
+from .instances import Instance, grace_seconds, log, seed_store
 from .report import STEADY_WINDOW, Row, row
 
 
