@@ -43,6 +43,19 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
     return predicate()
 
 
+def end(proc: subprocess.Popen, timeout: float, sig: int = signal.SIGTERM) -> int:
+    """Signal a process (SIGTERM unless told) and wait for it; SIGKILL when it outlasts timeout. Its exit
+    code: negative, the signal that ended it (-9: killed)."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 def run_loaddata(env: Mapping[str, str | None], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """loaddata.py with these settings over the environment's (None unsets one, e.g. COUCHBASE_HOST for the
     embedded store); raises when it fails (CalledProcessError), its stderr written out first, where a
@@ -192,13 +205,5 @@ class ServiceProcess:
             conn.close()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
-        """Signal it (SIGTERM: the drain) and wait for its exit code; killed when it outlasts timeout."""
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
+        """Signal it (SIGTERM: the drain) and wait for its exit code; killed (-9) when it outlasts timeout."""
+        return end(self.proc, timeout, sig) if self.proc else 0

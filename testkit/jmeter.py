@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Self
 
-from testkit import LAYOUT, ROOT
+from testkit import LAYOUT, ROOT, end
 
 INSTALL = ROOT / "tools" / "install_jmeter.sh"
 PLAN = ROOT / "jmeter" / "userprofile.jmx"  # the blog's plan, the project's one
@@ -152,13 +152,8 @@ class Background:
         return summarise(self.jtl)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            end(self.proc, 20)
 
 
 def error_kind(row: dict) -> str:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from terminator import Pki, Terminator, kv_ports  # beside this file
 
+import testkit
 from testkit import ROOT, free_port, run_loaddata, scrape
 from testkit.caves import BUCKET, Caves
 
@@ -95,12 +96,7 @@ class Service:
         return int(counted[0]) if counted else None
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        testkit.end(self.proc, 30)
 
 
 class Firewall:

@@ -29,7 +29,6 @@ import random
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -57,10 +56,7 @@ class Service(ServiceProcess):
             raise SystemExit(f"soak: no lookup answered 200 in {timeout}s:\n{self.log()[-2000:]}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        try:
-            return super().stop(sig, timeout)
-        except subprocess.TimeoutExpired:
-            return -9
+        return super().stop(sig, timeout)
 
 
 # -- the store and its fault ---------------------------------------------------------

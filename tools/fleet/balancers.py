@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from testkit import free_port
+from testkit import end, free_port
 
 from .instances import Instance, wait_for_port
 
@@ -184,13 +184,8 @@ class Nginx:
             self.reload()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)  # graceful
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            end(self.proc, 10, signal.SIGQUIT)  # graceful
 
 
 def make_balancer(kind: str, workdir: Path, slots: list[int], nginx_follows: str):
