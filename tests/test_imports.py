@@ -12,6 +12,8 @@ package's ``__init__`` first, so that is an edge too.
 from __future__ import annotations
 
 import ast
+import functools
+import os
 from pathlib import Path
 
 import pytest
@@ -25,9 +27,11 @@ SKIPPED = {".venv", ".venv-3.13", ".tools", "node_modules", "data", ".git", "exp
 
 
 def python_files() -> list[Path]:
-    return sorted(
-        p for p in ROOT.rglob("*.py") if not SKIPPED & set(p.relative_to(ROOT).parts[:-1]) and p.name != "setup.py"
-    )
+    found = []
+    for folder, subfolders, names in os.walk(ROOT):
+        subfolders[:] = [name for name in subfolders if name not in SKIPPED and not name.endswith(".egg-info")]
+        found += [Path(folder) / name for name in names if name.endswith(".py")]
+    return sorted(found)
 
 
 def package_of(path: Path) -> list[str]:
@@ -41,7 +45,8 @@ def package_of(path: Path) -> list[str]:
     return parts if folder == ROOT else []
 
 
-def module_file(base: Path, dotted: list[str]) -> Path | None:
+@functools.cache
+def module_file(base: Path, dotted: tuple[str, ...]) -> Path | None:
     """The file a dotted name under base names: a module, or a package's __init__."""
     target = base.joinpath(*dotted)
     for candidate in (target.with_suffix(".py"), target / "__init__.py"):
@@ -50,12 +55,22 @@ def module_file(base: Path, dotted: list[str]) -> Path | None:
     return None
 
 
-def running(node: ast.AST) -> list[ast.Import | ast.ImportFrom]:
+BLOCKS = ("body", "orelse", "finalbody", "handlers", "cases")
+
+
+def running(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
     """The imports that run: all of them but those under `if TYPE_CHECKING:`."""
-    if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-        return [n for n in node.orelse for n in running(n)]
-    own = [node] if isinstance(node, ast.Import | ast.ImportFrom) else []
-    return own + [found for child in ast.iter_child_nodes(node) for found in running(child)]
+    found: list[ast.Import | ast.ImportFrom] = []
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            stack += node.orelse
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            found.append(node)
+        else:  # imports are statements: only the blocks of statements can hold one
+            stack += [child for block in BLOCKS for child in getattr(node, block, ())]
+    return found
 
 
 def targets(path: Path) -> set[Path]:
@@ -64,7 +79,7 @@ def targets(path: Path) -> set[Path]:
     bases = [ROOT] if package else [path.parent, ROOT]  # a script's own directory comes first on sys.path
 
     def resolve(dotted: list[str]) -> Path | None:
-        return next((found for base in bases if (found := module_file(base, dotted))), None)
+        return next((found for base in bases if (found := module_file(base, tuple(dotted)))), None)
 
     found: set[Path] = set()
     for node in running(ast.parse(path.read_text(), str(path))):
@@ -82,6 +97,12 @@ def targets(path: Path) -> set[Path]:
                 if (target := resolve(dotted[:depth])) and target != path:
                     found.add(target)
     return found
+
+
+@functools.cache
+def tree_graph() -> dict[Path, set[Path]]:
+    """Every file of the tree and the files it imports."""
+    return {p: targets(p) for p in python_files()}
 
 
 def cycle(graph: dict[Path, set[Path]]) -> list[Path]:
@@ -111,7 +132,7 @@ def cycle(graph: dict[Path, set[Path]]) -> list[Path]:
 def test_the_walk_sees_every_part_of_the_tree():
     seen = {p.relative_to(ROOT).parts[0] if len(p.relative_to(ROOT).parts) > 1 else "." for p in python_files()}
     assert {".", "testkit", "tests", "tools", "bench", "jmeter"} <= seen
-    graph = {p: targets(p) for p in python_files()}
+    graph = tree_graph()
     # Edges the walk must find: a function-level import, a relative one, a script's neighbour, a package's __init__.
     assert ROOT / "tools" / "fleet" / "instances.py" in graph[ROOT / "tools" / "fleet" / "balancers.py"]
     assert ROOT / "testkit" / "__init__.py" in graph[ROOT / "tools" / "soak.py"]
@@ -121,8 +142,7 @@ def test_the_walk_sees_every_part_of_the_tree():
 
 
 def test_no_import_cycle_anywhere():
-    graph = {p: targets(p) for p in python_files()}
-    found = cycle(graph)
+    found = cycle(tree_graph())
     assert not found, "an import cycle: " + " -> ".join(str(p.relative_to(ROOT)) for p in found)
 
 
