@@ -1,9 +1,12 @@
-"""What tests, tools, bench and jmeter share to run the service: a free port, the service
-process as users start it, the loader, polling, a connection writer that keeps bytes and
-an empty store.
+"""What tests, tools, bench and jmeter share to run the service: the tree's root, a free port, the
+service process as users start it, the loader, polling, ending a process, a connection writer that
+keeps bytes and an empty store.
 
-Installed with the project (pyproject.toml), so each imports it as ``testkit`` without
-touching sys.path; ``testkit.caves`` drives the Couchbase emulator.
+Installed with the project (pyproject.toml), so each imports it as ``testkit`` without touching
+sys.path. Its modules, one harness piece each: ``caves`` (the Couchbase emulator and its SQL++
+engine, loaded), ``jmeter`` (the plan, paced or not, a run in the background, its results),
+``scrape`` (/metrics read back), ``pki`` (a CA and the certificates it signs), ``netns`` (an
+``unshare -n`` driver), ``dns``, ``idp``, ``issuer`` and ``otelcol``.
 """
 
 from __future__ import annotations
