@@ -138,14 +138,14 @@ soak: $(VENV)/.dev
 
 # A fleet of instances behind haproxy (TCP and HTTP modes) and nginx, loaded by three kinds of
 # keep-alive clients and JMeter through a rolling restart, scale-out, scale-in, the idle race and
-# a pipelining client (tools/fleet.py --help); prints the summary table k8s/README.md shows.
+# a pipelining client (python3 -m tools.fleet --help); prints the summary table k8s/README.md shows.
 # FLEET_ARGS="--only rolling idle" for some scenarios. tests/test_fleet.py asserts the figures.
 fleet: $(VENV)/.runtime
 	bash tools/install_jmeter.sh >/dev/null
 	bash tools/install_fleet.sh
-	$(PY) tools/fleet.py $(FLEET_ARGS)
+	$(PY) -m tools.fleet $(FLEET_ARGS)
 
-# A real one-node Kubernetes (tools/k8s/VERSION) in a private network namespace (tools/k8s_cluster.py; needs root):
+# A real one-node Kubernetes (tools/k8s/VERSION) in a private network namespace (tools/k8s/cluster.py; needs root):
 # builds what is not cached (tools/install_k8s.sh), loads the image, applies k8s/overlays/$(K8S_STORE)
 # and prints the time from nothing to the first pod Ready. `make k8s-down` leaves nothing behind.
 K8S_STORE ?= embedded
@@ -153,13 +153,13 @@ k8s: $(VENV)/.runtime
 	bash tools/install_k8s.sh
 	bash tools/install_caves.sh
 	bash tools/image.sh
-	$(PY) tools/k8s_cluster.py up --store $(K8S_STORE)
+	$(PY) -m tools.k8s.cluster up --store $(K8S_STORE)
 
 k8s-down: $(VENV)/.runtime
-	$(PY) tools/k8s_cluster.py down
+	$(PY) -m tools.k8s.cluster down
 
 # The blog's experiment on that cluster, on the embedded store and on CAVES: JMeter through the
-# Service's ClusterIP during a rollout, a deleted pod, scale-in and -out and the HPA (tools/k8s_e2e.py);
+# Service's ClusterIP during a rollout, a deleted pod, scale-in and -out and the HPA (tools/k8s/e2e.py);
 # tests/test_k8s.py (the k8s tier, not in `make test`) asserts the figures. About 12 minutes.
 k8s-e2e: $(VENV)/.dev
 	bash tools/install_k8s.sh

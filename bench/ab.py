@@ -42,9 +42,8 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from run import (
+from measure import (
     BENCH,
-    ROOT,
     WRK_CORE,
     Server,
     git_commit,
@@ -56,6 +55,8 @@ from run import (
     wait_quiet,
     wrk,
 )
+
+from testkit import ROOT
 
 SIDES = ("before", "after")
 

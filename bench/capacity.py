@@ -20,7 +20,7 @@ import json
 import math
 from pathlib import Path
 
-from run import COUCHBASE_IMPLS, IMPLS
+from measure import COUCHBASE_IMPLS, IMPLS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ONE_CPU = ("ours", "fastapi", "express", "ours-cb", "fastapi-cb", "express-cb", "node-cb")  # not ours-2w

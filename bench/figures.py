@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from capacity import table as capacity_table
-from run import COUCHBASE_IMPLS, IMPLS, TARGETS
+from measure import COUCHBASE_IMPLS, IMPLS, TARGETS
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"

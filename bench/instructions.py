@@ -31,7 +31,9 @@ import tempfile
 from pathlib import Path
 
 from ab import checkout, start_collector
-from run import ROOT, seed, store_arguments
+from measure import seed, store_arguments
+
+from testkit import ROOT
 
 # What the service reads beside its modules: the API description, and the version (buildinfo.py).
 SERVED = (ROOT / "openapi.json", ROOT / "pyproject.toml")

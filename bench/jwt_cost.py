@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from run import BENCH, Server, seed, start_caves, store_arguments, wait_quiet, wrk
+from measure import BENCH, Server, seed, start_caves, store_arguments, wait_quiet, wrk
 
 import settings
 from auth import verifier

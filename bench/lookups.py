@@ -33,7 +33,6 @@ import datetime
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,10 +41,10 @@ import urllib.request
 from pathlib import Path
 
 from ab import checkout
-from run import BENCH, ROOT, WRK_CORE, Server, git_commit, process_cpu, seed, wait_quiet, wrk
+from measure import BENCH, WRK_CORE, Server, git_commit, process_cpu, seed, wait_quiet, wrk
 
 import loaddata
-from testkit import LAYOUT
+from testkit import LAYOUT, ROOT, run_loaddata
 from testkit.caves import Caves, QueryEngine
 
 PEERS = ("ours-cb", "fastapi-cb", "express-cb")
@@ -93,35 +92,9 @@ def start_cluster(count: int, shape: str, images: int, token: str, workdir: Path
         caves = Caves(engine=engine).start()  # no logs: CAVES logs every packet
     finally:
         os.sched_setaffinity(0, cores)
-    caves.add_bucket("sample_app")
     print(f"loading {count} profiles ({shape}) into CAVES", flush=True)
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "loaddata.py"),
-            "--count",
-            str(count),
-            "--seed",
-            "1",
-            "--token",
-            token,
-            "--shape",
-            shape,
-            "--images",
-            str(images),
-        ],
-        env={
-            **os.environ,
-            "COUCHBASE_HOST": caves.connstr,
-            "COUCHBASE_USER": "Administrator",
-            "COUCHBASE_PASSWORD": "password",
-        },
-        cwd=ROOT,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return caves
+    loader = ("--count", str(count), "--seed", "1", "--token", token, "--shape", shape, "--images", str(images))
+    return caves.loaded(*loader)
 
 
 def measure(server: Server, target: str, args, conns: int, caves: Caves | None) -> dict:
@@ -176,7 +149,7 @@ def peers(args, workdir: Path, rng: random.Random) -> list[str]:
     }
     caves = start_cluster(args.count, "default", args.count, args.token, workdir)
     lines = [f"peers: {args.count} profiles (loaddata.py's shape), {args.conns} connections", "", *HEADER]
-    env = {"COUCHBASE_HOST": caves.connstr, "COUCHBASE_USER": "Administrator", "COUCHBASE_PASSWORD": "password"}
+    env = caves.env()
     try:
         for impl in PEERS:
             server = Server(impl, env, workdir)
@@ -217,17 +190,12 @@ def before_after(args, workdir: Path, rng: random.Random, kinds: list[str]) -> l
         caves = None
         if store == "caves":
             caves = start_cluster(args.count, "blog", args.images, args.token, workdir)
-            env = {
-                "COUCHBASE_HOST": caves.connstr,
-                "COUCHBASE_USER": "Administrator",
-                "COUCHBASE_PASSWORD": "password",
-                "COUCHBASE_QUERY_TIMEOUT": str(args.timeout),
-            }
+            env = caves.env(COUCHBASE_QUERY_TIMEOUT=str(args.timeout))
         else:
             db = str(ROOT / "data" / f"bench-blog-{args.count}.db")
             if not Path(db).exists():
                 loader = ["--shape", "blog", "--count", str(args.count), "--images", str(args.images), "--seed", "1"]
-                subprocess.run([sys.executable, str(ROOT / "loaddata.py"), *loader, "--token", args.token, "--db", db])
+                run_loaddata({}, *loader, "--token", args.token, "--db", db)
             seed(db, args.count, args.token)
             env = {"USERPROFILE_DB": db}
         try:

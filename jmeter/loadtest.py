@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import ssl
 import subprocess
 import sys
@@ -48,15 +47,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from testkit import ServiceProcess, jmeter
+from testkit import ROOT, ServiceProcess, jmeter, run_loaddata
 from testkit.jmeter import MIX_ROUTES, mix_properties, summarise, write_lookups
+from testkit.scrape import metric
 
-ROOT = Path(__file__).resolve().parent.parent
-PLAN = ROOT / "jmeter" / "userprofile.jmx"
 RESULTS = ROOT / "jmeter" / "results"  # git-ignored
 
 # userprofile_requests_total{route="/api/v1/id",status="200"} 123  (labels in any order)
-COUNTER_LINE = re.compile(r"^userprofile_requests_total\{([^}]*)\}\s+([0-9.eE+-]+)")
 
 
 def log(msg: str) -> None:
@@ -76,27 +73,18 @@ def api_requests(base: str, tls: ssl.SSLContext | None = None) -> int:
     status, body = http_get(base + "/metrics", tls=tls)
     if status != 200:
         raise RuntimeError(f"GET /metrics answered {status}")
-    total = 0.0
-    for line in body.decode().splitlines():
-        m = COUNTER_LINE.match(line)
-        if m and any(f'route="{route}"' in m.group(1) for route in MIX_ROUTES.values()):
-            total += float(m.group(2))
-    return int(total)
+    text = body.decode()
+    return int(sum(metric(text, "userprofile_requests_total", route=route) for route in MIX_ROUTES.values()))
 
 
 # -- the service ---------------------------------------------------------------
 def seed(db: Path, maxid: int) -> str:
     """Make sure the embedded store at db holds ids 1..maxid; return its token."""
-    env = {**os.environ, "USERPROFILE_DB": str(db)}
-    env.pop("COUCHBASE_HOST", None)  # this mode is the embedded store, whatever the shell has
     db.parent.mkdir(parents=True, exist_ok=True)
-    # --if-empty: an existing store is reused as it is (seeding is idempotent but not free).
-    subprocess.run(
-        [sys.executable, str(ROOT / "loaddata.py"), "--count", str(maxid), "--seed", "1", "--if-empty"],
-        env=env,
-        cwd=ROOT,
-        check=True,
-        stdout=subprocess.DEVNULL,
+    # --if-empty: an existing store is reused as it is (seeding is idempotent but not free); no
+    # COUCHBASE_HOST: this mode is the embedded store, whatever the shell has.
+    run_loaddata(
+        {"USERPROFILE_DB": str(db), "COUCHBASE_HOST": None}, "--count", str(maxid), "--seed", "1", "--if-empty"
     )
     import settings  # the project's own store API
     from stores import open_store
@@ -116,10 +104,9 @@ def seed(db: Path, maxid: int) -> str:
 
 
 def start_service(db: Path, workers: int, log_path: Path, auth: dict | None = None) -> ServiceProcess:
-    svc = ServiceProcess(
-        {"USERPROFILE_DB": str(db), "ACCESS_LOG": "false", **(auth or {})}, "--workers", str(workers), log_path=log_path
-    )
-    svc.env.pop("COUCHBASE_HOST", None)  # this mode is the embedded store, whatever the shell has
+    # No COUCHBASE_HOST: this mode is the embedded store, whatever the shell has.
+    store = {"USERPROFILE_DB": str(db), "COUCHBASE_HOST": None, "ACCESS_LOG": "false"}
+    svc = ServiceProcess({**store, **(auth or {})}, "--workers", str(workers), log_path=log_path)
     try:
         return svc.start(wait_for="/readyz")
     except RuntimeError as exc:
@@ -159,7 +146,7 @@ def run_jmeter(protocol: str, host: str, port: int, token: str, args, jtl: Path,
             for key, value in props.items():
                 f.write(f"{key}={value}\n")
         jtl.unlink(missing_ok=True)  # JMeter appends to an existing file
-        cmd = jmeter.command(PLAN, jtl, jmeter_log, Path(props_path), max_heap="1g")
+        cmd = jmeter.command(jmeter.PLAN, jtl, jmeter_log, Path(props_path), max_heap="1g")
         target = f"{protocol}://{host}:{port}"
         log(f"JMeter: {args.threads} threads, {args.duration} s, {target}, ids 1..{args.maxid}, mix {args.mix}")
         # Its console summary goes to stderr, so stdout stays the report alone.

@@ -27,9 +27,9 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-from testkit import free_port
+import settings
+from testkit import ROOT, free_port, run_loaddata
 
-ROOT = Path(__file__).resolve().parent.parent
 GOCAVES = ROOT / ".tools" / "bin" / "gocaves"
 INSTALL_HINT = "gocaves is not installed: run tools/install_caves.sh (make test does it)"
 CBQ_ENGINE = ROOT / ".tools" / "bin" / "cbq-engine"
@@ -38,6 +38,7 @@ ENGINE_HINT = "cbq-engine is not installed: run tools/install_cbq_engine.sh (mak
 # credentials, so every test, tool and benchmark passes these, from here.
 USER, PASSWORD = "Administrator", "password"
 CREDENTIALS = {"COUCHBASE_USER": USER, "COUCHBASE_PASSWORD": PASSWORD}
+BUCKET = settings.defaults().couchbase_bucket  # the bucket the service reads when none is configured
 
 
 def installed(variable: str, default: Path, hint: str) -> Path:
@@ -209,8 +210,8 @@ class Caves(Faults):
         self.ctl.sendall(json.dumps(cmd).encode() + b"\0")
         return self._recv()
 
-    def add_bucket(self, name: str, replicas: int = 0) -> None:
-        """A couchbase bucket besides the ``default`` one CAVES creates."""
+    def add_bucket(self, name: str = BUCKET, replicas: int = 0) -> None:
+        """A couchbase bucket besides the ``default`` one CAVES creates: the service's default one unless named."""
         self.command(
             {
                 "type": "addbucket",
@@ -220,6 +221,13 @@ class Caves(Faults):
                 "replicas": replicas,
             }
         )
+
+    def loaded(self, *loaddata_args: str, replicas: int = 0, **more: str) -> Caves:
+        """The service's default bucket added, and loaddata.py run into it with these arguments and
+        settings (``more`` over ``env()``'s): the one way tests, tools and bench load CAVES."""
+        self.add_bucket(replicas=replicas)
+        run_loaddata(self.env(**more), *loaddata_args)
+        return self
 
     def stop(self) -> None:
         """CAVES, and its query engine if it has one."""

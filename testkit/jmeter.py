@@ -1,17 +1,21 @@
-"""JMeter for the load test (jmeter/loadtest.py), the fleet (tools/fleet_clients.py) and the
-Kubernetes e2e (tools/k8s_e2e.py): the launcher, installed on first use, the plan's request mix
-and its lookups file, and the numbers of its CSV results."""
+"""JMeter for the load test (jmeter/loadtest.py), the fleet (tools/fleet/clients.py) and the
+Kubernetes e2e (tools/k8s/e2e.py): the launcher, installed on first use, the plan (paced or not),
+its request mix, properties and lookups file, a run in the background, and the numbers of its CSV
+results."""
 
 from __future__ import annotations
 
 import csv
 import math
 import subprocess
+import time
 from pathlib import Path
+from typing import Self
 
-from testkit import LAYOUT, ROOT
+from testkit import LAYOUT, ROOT, end
 
 INSTALL = ROOT / "tools" / "install_jmeter.sh"
+PLAN = ROOT / "jmeter" / "userprofile.jmx"  # the blog's plan, the project's one
 # The routes of the plan's mix (its weight_<name> properties) and the /metrics route of each.
 MIX_ROUTES = {
     "id": "/api/v1/id",
@@ -79,6 +83,99 @@ def command(plan: Path, jtl: Path, log: Path, properties: Path, *extra: str, max
     ]
 
 
+def paced_plan(workdir: Path, rate: float, name: str = "userprofile-paced") -> Path:
+    """The plan with a Constant Throughput Timer added: ``rate`` requests/s in all, so that JMeter
+    shares the machine with what it loads instead of taking all of it."""
+    timer = (
+        '<ConstantThroughputTimer guiclass="TestBeanGUI" testclass="ConstantThroughputTimer" '
+        'testname="pacing"><intProp name="calcMode">1</intProp>'
+        f"<doubleProp><name>throughput</name><value>{rate * 60:.1f}</value><savedValue>0.0</savedValue>"
+        "</doubleProp></ConstantThroughputTimer>\n        <hashTree/>\n        "
+    )
+    text = PLAN.read_text()
+    marker = "<HTTPSamplerProxy "
+    assert text.count(marker) == 1
+    plan = workdir / f"{name}.jmx"
+    plan.write_text(text.replace(marker, timer + marker))
+    return plan
+
+
+def write_properties(path: Path, properties: dict) -> Path:
+    """The plan's properties in a file only its owner reads: the token is among them, and never goes
+    on a command line (where ps shows it) nor in a -J (which JMeter writes to its log)."""
+    path.unlink(missing_ok=True)
+    path.touch(mode=0o600)
+    path.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
+    return path
+
+
+class Background:
+    """JMeter running a plan in the background, every sample flushed at once to ``<name>.jtl`` in
+    workdir, so that the results are whole whenever it is stopped or read."""
+
+    def __init__(self, workdir: Path, name: str, plan: Path, properties: dict, *extra: str):
+        self.workdir, self.name = workdir, name
+        self.jtl = workdir / f"{name}.jtl"
+        self.jtl.unlink(missing_ok=True)  # JMeter appends: an earlier run's samples would count as this one's
+        props = write_properties(workdir / f"{name}.properties", properties)
+        self.cmd = command(
+            plan,
+            self.jtl,
+            workdir / f"{name}.log",
+            props,
+            "-Jjmeter.save.saveservice.autoflush=true",
+            "-Jsummariser.out=false",
+            *extra,
+        )
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Self:
+        with open(self.workdir / f"{self.name}.out", "ab") as out:
+            self.proc = subprocess.Popen(self.cmd, cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT)
+        return self
+
+    def wait_samples(self, count: int, timeout: float) -> Self:
+        """JMeter takes seconds to start: until its results hold more than ``count`` samples."""
+        assert self.proc is not None, "start() first"
+        deadline = time.monotonic() + timeout
+        while not (self.jtl.exists() and self.jtl.read_text().count("\n") > count):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"JMeter {self.name} wrote no samples (see {self.workdir / self.name}.log)")
+            time.sleep(0.2)
+        return self
+
+    def finish(self, timeout: float) -> dict:
+        """Until it ends by itself (its duration): the summary of its results."""
+        assert self.proc is not None, "start() first"
+        self.proc.wait(timeout)
+        return summarise(self.jtl)
+
+    def stop(self) -> None:
+        if self.proc:
+            end(self.proc, 20)
+
+
+def error_kind(row: dict) -> str:
+    """A failed sample's cause in one short line (assertion messages run over several)."""
+    return f"{row['responseCode']} {row['responseMessage']}".splitlines()[0][:80]
+
+
+def read_samples(jtl: Path) -> list[tuple[float, int, bool, str]]:
+    """(start, ms, success, error kind) of every sample in a JMeter CSV results file."""
+    with open(jtl, newline="") as f:
+        return [
+            (
+                int(r["timeStamp"]) / 1000,
+                int(r["elapsed"]),
+                r["success"] == "true",
+                "" if r["success"] == "true" else error_kind(r),
+            )
+            for r in csv.DictReader(f)
+            if r.get("elapsed", "").isdigit()
+        ]
+
+
 def percentile(sorted_values: list[int], p: float) -> float:
     """Nearest-rank percentile, as JMeter's aggregate report computes it."""
     if not sorted_values:
@@ -97,6 +194,9 @@ def summarise(jtl: Path) -> dict:
     errors = [r for r in rows if r["success"] != "true"]
     codes: dict[str, int] = {}
     routes: dict[str, int] = {}
+    kinds: dict[str, int] = {}
+    for r in errors:
+        kinds[error_kind(r)] = kinds.get(error_kind(r), 0) + 1
     for r in rows:
         codes[r["responseCode"]] = codes.get(r["responseCode"], 0) + 1
         route = r.get("URL", "").partition("/api/v1/")[2].rpartition("/")[0]
@@ -114,6 +214,7 @@ def summarise(jtl: Path) -> dict:
         "error_messages": sorted({f"{r['responseCode']} {r['responseMessage']}".splitlines()[0][:120] for r in errors})[
             :5
         ],
+        "error_kinds": kinds,  # failed samples by cause
         "response_codes": codes,
         "routes": routes,  # samples by the route of their URL: id, nickname, username, picture/raw
         "seconds": round(span, 3),

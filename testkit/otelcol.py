@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from testkit import ROOT, free_port, wait_until
+from testkit import ROOT, end, free_port, wait_until
 
 INSTALL = ROOT / "tools" / "install_otelcol.sh"
 
@@ -113,13 +113,8 @@ class Collector:
         return self.spans()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            end(self.proc, 10)
         self.proc = None
 
     def __enter__(self) -> Collector:

@@ -34,7 +34,7 @@ from node_loss import Firewall, Load  # beside this file
 from terminator import Pki, Terminator, kv_ports
 
 from testkit import ServiceProcess, run_loaddata, wait_until
-from testkit.caves import Caves
+from testkit.caves import BUCKET, Caves
 from testkit.dns import ADDRESS, Dnsmasq
 
 TOKEN = "dns-srv-token-3b7c52"
@@ -117,12 +117,12 @@ def main() -> None:
     firewalls: list[Firewall] = []
     try:
         for cluster in (a, b):
-            cluster.add_bucket("sample_app", replicas=1)
+            cluster.add_bucket(replicas=1)
             try:
                 run_loaddata(cluster.env(), "--count", str(COUNT), "--token", TOKEN)
             except subprocess.CalledProcessError as exc:
                 raise RuntimeError(f"loaddata.py failed: {exc.stdout}{exc.stderr}") from exc
-        ports_a, ports_b = kv_ports(a.connstr, "sample_app"), kv_ports(b.connstr, "sample_app")
+        ports_a, ports_b = kv_ports(a.connstr, BUCKET), kv_ports(b.connstr, BUCKET)
         for n, (ports, certificate) in enumerate(((ports_a, named), (ports_b, misnamed))):
             (work / f"term-{n}").mkdir()
             terminators.append(Terminator(work / f"term-{n}", ports, [certificate] * len(ports)).start())

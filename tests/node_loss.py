@@ -27,7 +27,7 @@ import itertools
 import json
 import os
 import random
-import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -38,43 +38,21 @@ from pathlib import Path
 
 from terminator import Pki, Terminator, kv_ports  # beside this file
 
-from testkit import ROOT, free_port, run_loaddata
-from testkit.caves import Caves
+from testkit import ROOT, ServiceProcess, run_loaddata, scrape
+from testkit.caves import BUCKET, Caves
 
 TOKEN = "node-loss-token-8d2f61"
 COUNT = 1000
 STARTUP_IDS = 200  # asked after each of the repeated start-ups
 KV_TIMEOUT = 2.5  # the service's default, as in the issue's figures
-REPLICA_READS = re.compile(rb"^userprofile_store_replica_reads_total (\d+)$", re.M)
 
 
-class Service:
+class Service(ServiceProcess):
+    """The service of the checkout under test (--root), launched at once: ready_within times its start."""
+
     def __init__(self, root: Path, env: dict, log_path: Path):
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(root / "userprofile_service.py"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--no-access-log",
-            ],
-            env={**os.environ, **env},
-            cwd=root,
-            stdout=open(log_path, "ab"),  # noqa: SIM115  # the service keeps it
-            stderr=subprocess.STDOUT,
-        )
-
-    def get(self, path: str, timeout: float = 5) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            conn.request("GET", path, headers={"Authorization": f"Bearer {TOKEN}"})
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        finally:
-            conn.close()
+        super().__init__({**env, "ACCESS_LOG": "false"}, log_path=log_path, root=root)
+        self.launch()
 
     def ready_within(self, limit: float) -> float | None:
         """Seconds until /readyz answered 200, or None."""
@@ -90,18 +68,14 @@ class Service:
 
     def replica_reads(self) -> int | None:
         try:
-            found = REPLICA_READS.search(self.get("/metrics", timeout=2)[1])
+            text = self.get("/metrics", timeout=2)[2].decode()
         except OSError:
             return None
-        return int(found.group(1)) if found else None
+        counted = [value for name, _, value in scrape.samples(text) if name == "userprofile_store_replica_reads_total"]
+        return int(counted[0]) if counted else None
 
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        return super().stop(sig, timeout)
 
 
 class Firewall:
@@ -213,7 +187,7 @@ def startup(root: Path, env: dict, work: Path, firewall: Firewall, limit: float,
         if ready is not None:
             for record_id in range(1, ids + 1):
                 try:
-                    status = service.get(f"/api/v1/id/{record_id}")[0]
+                    status = service.get(f"/api/v1/id/{record_id}", TOKEN)[0]
                 except OSError:
                     status = 0
                 statuses[str(status)] = statuses.get(str(status), 0) + 1
@@ -293,7 +267,7 @@ def main() -> None:
     terminator = None
     report: dict = {"root": str(args.root), "phases": {}, "second_node": ""}
     try:
-        caves.add_bucket("sample_app", replicas=1)
+        caves.add_bucket(replicas=1)
         # The connection string lists each node's key-value port: the second node's is last.
         nodes = caves.connstr.split("://", 1)[1].split(",")
         report["second_node"] = nodes[1]
@@ -304,7 +278,7 @@ def main() -> None:
         except subprocess.CalledProcessError as exc:
             raise RuntimeError(f"loaddata.py failed: {exc.stdout}{exc.stderr}") from exc
         if args.tls:
-            ports = kv_ports(caves.connstr, "sample_app")
+            ports = kv_ports(caves.connstr, BUCKET)
             pki = Pki(work)
             terminator = Terminator(work, ports, [pki.server] * len(ports)).start()
             env = {**env, "COUCHBASE_HOST": terminator.connstr, "COUCHBASE_CA_CERT": str(pki.ca)}

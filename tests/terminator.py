@@ -21,13 +21,10 @@ import time
 from pathlib import Path
 
 from testkit import free_port
-from testkit.caves import PASSWORD, USER
+from testkit.caves import BUCKET, PASSWORD, USER
+from testkit.pki import certificate_authority, issue
 
 WRONG_NAME = "not-this-host.example"
-
-
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 
 
 class Pki:
@@ -38,22 +35,7 @@ class Pki:
     def __init__(self, work: Path):
         self.dir = work
         for ca in ("ca", "other-ca"):
-            openssl(
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                f"/CN=test {ca}",
-                "-keyout",
-                f"{ca}.key",
-                "-out",
-                f"{ca}.pem",
-                cwd=work,
-            )
+            certificate_authority(work, ca, f"/CN=test {ca}")
         self.ca, self.other_ca = work / "ca.pem", work / "other-ca.pem"
         self.server = self.certificate("server", "IP:127.0.0.1,DNS:localhost")
         self.wrong_name = self.certificate("wrong-name", f"DNS:{WRONG_NAME}")
@@ -61,38 +43,7 @@ class Pki:
     def certificate(self, name: str, san: str) -> Path:
         """``<name>.pem``, a certificate and its key for the subjectAltName ``san``, signed by the CA."""
         work = self.dir
-        openssl(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            f"/CN={san.split(':')[1].split(',')[0]}",
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.csr",
-            cwd=work,
-        )
-        (work / f"{name}.ext").write_text(f"subjectAltName={san}\n")
-        openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            f"{name}.ext",
-            "-out",
-            f"{name}.crt",
-            cwd=work,
-        )
+        issue(work, name, f"/CN={san.split(':')[1].split(',')[0]}", f"subjectAltName={san}", "ca.pem", "ca.key")
         (work / f"{name}.pem").write_text((work / f"{name}.crt").read_text() + (work / f"{name}.key").read_text())
         return work / f"{name}.pem"
 
@@ -314,7 +265,7 @@ def sdk_alone_reads(connstr: str, ca: Path) -> bool:
     except Exception:  # refused: what a newer SDK would do
         return False
     try:
-        collection = cluster.bucket("sample_app").scope("profiles").collection("service_auth")
+        collection = cluster.bucket(BUCKET).scope("profiles").collection("service_auth")
         return all(collection.get_any_replica("service_auth:1").value is not None for _ in range(5))
     except Exception:
         return False
@@ -378,8 +329,8 @@ def main() -> None:
     pki = Pki(work)
     report: dict = {}
     with Caves(log_path=work / "caves.log") as caves:
-        caves.add_bucket("sample_app", replicas=1)
-        ports = kv_ports(caves.connstr, "sample_app")
+        caves.add_bucket(replicas=1)
+        ports = kv_ports(caves.connstr, BUCKET)
         plain_env = caves.env(COUCHBASE_CONNECT_TIMEOUT=str(args.connect_timeout))
         run_loaddata(plain_env, "--count", str(args.count), "--token", token)
         paths = [

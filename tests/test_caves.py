@@ -43,7 +43,7 @@ def couchbase_env(caves: Caves) -> dict:
 
 def start_caves(tmp_path) -> Caves:
     caves = Caves(log_path=tmp_path / "caves.log").start()
-    caves.add_bucket("sample_app")
+    caves.add_bucket()
     return caves
 
 

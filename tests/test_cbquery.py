@@ -67,15 +67,8 @@ def start_cluster(workdir, count: int = COUNT, query_timeout: float = 10, names:
     layout = {"PROFILES_COLLECTION": LAYOUT.profiles, **(names or {})}
     engine = QueryEngine(workdir / "datastore", [layout["PROFILES_COLLECTION"]], log_path=workdir / "cbq.log")
     caves = Caves(log_path=workdir / "caves.log", engine=engine.start()).start()
-    caves.add_bucket("sample_app")
-    env = {
-        "COUCHBASE_HOST": caves.connstr,
-        "COUCHBASE_USER": "Administrator",
-        "COUCHBASE_PASSWORD": "password",
-        "COUCHBASE_QUERY_TIMEOUT": str(query_timeout),
-        "COUCHBASE_CONNECT_TIMEOUT": "3",
-        **layout,
-    }
+    env = caves.env(COUCHBASE_QUERY_TIMEOUT=str(query_timeout), COUCHBASE_CONNECT_TIMEOUT="3", **layout)
+    caves.add_bucket()
     loaded = run_loaddata(env, "--count", str(count), "--seed", str(SEED), "--token", TOKEN)
     return Cluster(caves, engine, env, loaded)
 

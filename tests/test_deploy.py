@@ -21,9 +21,10 @@ from typing import Any
 import pytest
 import yaml
 
+from testkit import ROOT
+
 pytestmark = pytest.mark.inprocess
 
-ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
 BASE = K8S / "base"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -493,10 +494,10 @@ def test_the_docs_apply_declaratively():
     """No imperative patch or relaxed loader in the docs or the tools: a GitOps tool applies what
     kustomize builds, and `kubectl scale` would be undone by the HPA."""
     texts = {p: p.read_text() for p in [ROOT / "README.md", K8S / "README.md", *K8S.rglob("*.yaml")]}
-    texts |= {p: p.read_text() for p in (ROOT / "tools").glob("k8s_*.py")}
+    texts |= {p: p.read_text() for p in (ROOT / "tools" / "k8s").glob("*.py")}
     for path, text in texts.items():
         assert "kubectl patch" not in text and "load-restrictor" not in text, path
-        if path.suffix != ".py":  # tools/k8s_e2e.py scales by hand, with the HPA removed, as its scenarios
+        if path.suffix != ".py":  # tools/k8s/e2e.py scales by hand, with the HPA removed, as its scenarios
             assert "--replicas" not in text, path
 
 
@@ -513,9 +514,16 @@ def test_the_kubernetes_version_is_declared_once():
     name a Kubernetes version name that one."""
     version = (ROOT / "tools" / "k8s" / "VERSION").read_text().strip()
     assert re.fullmatch(r"v1\.\d+\.\d+", version), version
-    for reader in ("tools/install_k8s.sh", "tools/k8s_cluster.py", "tools/lint.sh"):
+    for reader in ("tools/install_k8s.sh", "tools/k8s/config.py", "tools/lint.sh"):
         assert "tools/k8s/VERSION" in (ROOT / reader).read_text() or '"k8s" / "VERSION"' in (ROOT / reader).read_text()
-    sources = [*ROOT.glob("tools/*"), *ROOT.glob("tests/*.py"), ROOT / "Makefile", *ROOT.glob("*.md"), *K8S.rglob("*")]
+    sources = [
+        *ROOT.glob("tools/*"),
+        *ROOT.glob("tools/*/*"),
+        *ROOT.glob("tests/*.py"),
+        ROOT / "Makefile",
+        *ROOT.glob("*.md"),
+        *K8S.rglob("*"),
+    ]
     for path in sources:
         if path.is_file() and path.suffix in (".py", ".sh", ".md", ".yaml", "") and path.name != "VERSION":
             lines = [

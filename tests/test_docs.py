@@ -22,16 +22,6 @@ DOCS = sorted(
 )
 # What the project's commands make, named in the docs as where their output goes: never in git.
 MADE_BY_COMMANDS = (".tools", ".venv", ".venv-3.13", "data/", "bench/results/raw/", "jmeter/results/")
-# Tools packages being made (issue 34, harness34): the docs already name tools/fleet/ and
-# tools/k8s/'s modules. Removed at the merge, when they exist.
-TOOLS_PACKAGES_BEING_MADE = {
-    "tools/fleet/",
-    "tools/k8s/cluster.py",
-    "tools/k8s/e2e.py",
-    "tools/k8s/caves.py",
-    "tools/k8s/config.py",
-    "tools/k8s/watch.py",
-}
 # Names that read as files and are not the project's: Express's method, the reader's own CA files.
 NOT_OURS = {"res.json", "ca.pem", "couchbase-ca.pem"}
 PATH_SUFFIXES = (".py", ".md", ".yaml", ".yml", ".json", ".sh", ".lua", ".js", ".jmx", ".toml", ".txt", ".png", ".pem")
@@ -78,7 +68,7 @@ FILE_NAMES = file_names()
 
 
 def exists(name: str, doc: Path) -> bool:
-    if name in TOOLS_PACKAGES_BEING_MADE or name.startswith(MADE_BY_COMMANDS):
+    if name.startswith(MADE_BY_COMMANDS):
         return True
     if "/" not in name:
         return name in FILE_NAMES

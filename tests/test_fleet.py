@@ -1,4 +1,4 @@
-"""The fleet while it changes: a rollout, scale-out and scale-in lose nothing (tools/fleet.py).
+"""The fleet while it changes: a rollout, scale-out and scale-in lose nothing (tools/fleet/).
 
 One run of every scenario at once, about two minutes: 4 instances behind HAProxy in TCP mode
 (as kube-proxy or an NLB), HAProxy in HTTP mode (as an ingress) and nginx (an HTTP/1.1
@@ -13,29 +13,30 @@ k8s/README.md holds a measured one.
 
 from __future__ import annotations
 
-import fleet  # tools/fleet.py: pyproject.toml puts tools/ on the test path
 import pytest
 
 import settings
+from tools.fleet import scenarios as fleet  # the root is on the test path (pyproject.toml)
+from tools.fleet.report import Row, table
 
 pytestmark = pytest.mark.external
 
 
 @pytest.fixture(scope="module")
-def rows(tmp_path_factory) -> list[fleet.Row]:
+def rows(tmp_path_factory) -> list[Row]:
     measured = fleet.run(workdir=tmp_path_factory.mktemp("fleet"))
-    print("\n" + fleet.table(measured))
+    print("\n" + table(measured))
     return measured
 
 
-def select(rows, scenario: str, balancer: str | None = None) -> list[fleet.Row]:
+def select(rows, scenario: str, balancer: str | None = None) -> list[Row]:
     found = [r for r in rows if r.scenario == scenario and (balancer is None or r.balancer == balancer)]
     assert found, f"no {scenario} ({balancer}) in the results"
     return found
 
 
-def failures(found: list[fleet.Row], rows) -> str:
-    return "\n" + fleet.table([r for r in found if r.failed]) + "\n\nall results:\n" + fleet.table(rows)
+def failures(found: list[Row], rows) -> str:
+    return "\n" + table([r for r in found if r.failed]) + "\n\nall results:\n" + table(rows)
 
 
 def test_every_client_group_was_really_loaded(rows):

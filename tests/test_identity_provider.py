@@ -29,6 +29,7 @@ from testkit import ROOT, ServiceProcess, wait_until
 from testkit.idp import OTHER_CLIENT, OTHER_SECRET, SCOPE, SHORT_CLIENT, SHORT_SECRET, Keycloak
 from testkit.issuer import AUDIENCE, SigningKey, claims, hs256_with, segment, unsigned
 from testkit.jmeter import summarise
+from testkit.scrape import samples
 
 pytestmark = pytest.mark.integration
 
@@ -97,8 +98,9 @@ def refused(svc: ServiceProcess, token: str, headers: dict | None = None) -> tup
 
 
 def metric(svc: ServiceProcess, name: str, label: str) -> int:
-    found = re.search(rf'^{name}{{[a-z]+="{label}"}} (\d+)$', svc.get("/metrics")[2].decode(), re.M)
-    return int(found.group(1)) if found else 0
+    """The count of a metric's sample whose one label has this value (a reason, an outcome)."""
+    found = samples(svc.get("/metrics")[2].decode())
+    return int(sum(value for sample, labels, value in found if sample == name and label in labels.values()))
 
 
 def parts(token: str) -> tuple[dict, dict, str]:

@@ -38,12 +38,11 @@ import pytest
 import yaml
 from conftest import TOKEN
 
-from testkit import free_port, wait_until
+from testkit import ROOT, free_port, wait_until
 from testkit.caves import PASSWORD, USER, Caves
 
 pytestmark = pytest.mark.external
 
-ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s" / "base"
 CONF = ROOT / "tools" / "containers.conf"
 ENV = {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(CONF))}
@@ -413,7 +412,7 @@ def sigterm_under_load(c: Container, grace: float) -> None:
 @pytest.fixture()
 def cluster(tmp_path):
     caves = Caves(log_path=tmp_path / "caves.log").start()
-    caves.add_bucket("sample_app")
+    caves.add_bucket()
     yield caves
     caves.stop()
 

@@ -1,4 +1,4 @@
-"""The blog's experiment on a real one-node Kubernetes (tools/k8s_e2e.py), its figures asserted.
+"""The blog's experiment on a real one-node Kubernetes (tools/k8s/e2e.py), its figures asserted.
 
 The `k8s` tier: root, iptables and unshare, and about 12 minutes; `make k8s-e2e` runs it, `make test`
 does not (pyproject.toml deselects the tier). Where the machine cannot run the cluster, the test fails
@@ -12,13 +12,13 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from testkit import ROOT
+
 pytestmark = pytest.mark.k8s
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "jmeter" / "results" / "k8s-e2e.json"
 
 
@@ -30,7 +30,7 @@ def report() -> dict:
         pytest.fail(f"a real Kubernetes cannot run here: missing {', '.join(missing)} (tests/README.md, k8s tier)")
     RESULTS.unlink(missing_ok=True)
     run = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "k8s_e2e.py"), "--json", str(RESULTS)],
+        [sys.executable, "-m", "tools.k8s.e2e", "--json", str(RESULTS)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -38,7 +38,7 @@ def report() -> dict:
     )
     print(run.stdout[-6000:], run.stderr[-4000:])
     if not RESULTS.exists():
-        pytest.fail(f"k8s_e2e.py wrote no results (exit {run.returncode}):\n{run.stderr[-3000:]}")
+        pytest.fail(f"tools.k8s.e2e wrote no results (exit {run.returncode}):\n{run.stderr[-3000:]}")
     return json.loads(RESULTS.read_text())
 
 

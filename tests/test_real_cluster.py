@@ -18,6 +18,7 @@ from conftest import COUNT, SEED, TOKEN
 from test_caves import KV_PATHS
 
 from testkit import LAYOUT, ServiceProcess, run_loaddata, wait_until
+from testkit.caves import BUCKET
 
 CONNSTR = os.environ.get("COUCHBASE_TEST_CONNSTR", "")
 # Skipped, and reported so, when no cluster is named; only a run that selects the tier says so.
@@ -34,7 +35,7 @@ ENV = {
     "COUCHBASE_HOST": CONNSTR,
     "COUCHBASE_USER": os.environ.get("COUCHBASE_TEST_USER", "Administrator"),
     "COUCHBASE_PASSWORD": os.environ.get("COUCHBASE_TEST_PASSWORD", "password"),
-    "COUCHBASE_BUCKET": os.environ.get("COUCHBASE_TEST_BUCKET", "sample_app"),
+    "COUCHBASE_BUCKET": os.environ.get("COUCHBASE_TEST_BUCKET", BUCKET),
     "COUCHBASE_SCOPE": os.environ.get("COUCHBASE_TEST_SCOPE", "userprofile_test"),
 }
 INDEX_CATCH_UP = 30  # seconds for the indexes to see freshly loaded documents

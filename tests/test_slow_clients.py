@@ -17,7 +17,7 @@ import time
 import pytest
 from conftest import TOKEN
 
-from testkit import LAYOUT, ServiceProcess
+from testkit import LAYOUT, ServiceProcess, scrape
 
 pytestmark = pytest.mark.socket
 
@@ -56,10 +56,13 @@ def get_when_admitted(svc: ServiceProcess, path: str, timeout: float = 5) -> byt
 
 
 def metric(svc: ServiceProcess, name: str) -> float:
+    """The value of one sample, named as /metrics writes it: ``name`` or ``name{label="value",...}``."""
     text = get_when_admitted(svc, "/metrics").decode()
-    found = re.search(rf"^{name} (\S+)$", text, re.M)
+    bare, _, labels = name.partition("{")
+    wanted = dict(scrape.LABEL.findall(labels))
+    found = [value for sample, have, value in scrape.samples(text) if sample == bare and have == wanted]
     assert found, f"no {name} in /metrics"
-    return float(found.group(1))
+    return found[0]
 
 
 def read_until_closed(sock: socket.socket, timeout: float) -> bytes:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from datetime import datetime
@@ -25,6 +24,7 @@ import pytest
 import cbsdk
 import cbtls
 from testkit import ROOT, netns
+from testkit.pki import certificate_authority
 
 pytestmark = pytest.mark.external
 
@@ -99,29 +99,9 @@ def test_a_node_answers_a_noop_over_tls(tmp_path):
     """The probe of a lost node on a TLS port (couchbases://): a handshake, then the NOOP; a
     plain NOOP to a TLS port, or a node that completes the handshake but never answers: no.
     (The plain probe: test_cbconn_socket.py.)"""
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=node",
-            "-keyout",
-            str(tmp_path / "key.pem"),
-            "-out",
-            str(tmp_path / "cert.pem"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    cert = certificate_authority(tmp_path, "node", "/CN=node")  # self-signed: the probe verifies nothing
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    context.load_cert_chain(cert, tmp_path / "node.key")
     refusal = bytes([0x81, 0x0A]) + bytes(4) + b"\x00\x24" + bytes(16)  # NOOP's answer: no access
 
     def listener(answer: bool):

@@ -99,7 +99,7 @@ def test_a_request_s_span_continues_the_caller_s_trace(collector, seeded_db, tmp
 
 def test_the_couchbase_sdk_s_spans_are_children_of_the_service_s(collector, tmp_path):
     with Caves(log_path=tmp_path / "caves.log") as caves:
-        caves.add_bucket("sample_app")
+        caves.add_bucket()
         store = caves.env(COUCHBASE_CONNECT_TIMEOUT="3")
         run_loaddata(store, "--count", "20", "--token", TOKEN)
         env = exporting(collector, **store, COUCHBASE_HEALTH_INTERVAL="0.2")

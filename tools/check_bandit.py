@@ -16,7 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from testkit import ROOT
+
 BANDIT = Path(sys.executable).parent / "bandit"
 TOP_EXCLUDED = {"tests", "data", ".tools", ".git"}  # tests: asserts and fixed test secrets are their job
 MUST_SCAN = {path.name for path in ROOT.glob("*.py")}  # the service's modules: no exclusion may drop one

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # From Debian's archive, what the fleet and node-loss tests run: the load balancers
-# tests/test_fleet.py and `make fleet` (tools/fleet.py) put in front of the service, haproxy
+# tests/test_fleet.py and `make fleet` (python3 -m tools.fleet) put in front of the service, haproxy
 # (TCP and HTTP modes) and nginx-light (an HTTP/1.1 keep-alive upstream pool), both unprivileged
 # on loopback ports, started by the test itself; and iptables and iproute2 (ip), with which
 # tests/test_node_loss.py freezes and kills a Couchbase node in a private network namespace.

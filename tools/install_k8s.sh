@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything tools/k8s_cluster.py needs, each part only when missing (and it says which):
+# Everything tools/k8s/cluster.py needs, each part only when missing (and it says which):
 # - Debian's etcd-server, containerd, runc, CNI plugins, iptables, conntrack (tools/install_debs.sh);
 # - the Kubernetes binaries, from the Go module proxy, into .tools/k8s-$VERSION/bin (cold: ~6 min for
 #   the five components and kubectl, ~3 min for metrics-server, on 2 busy cores; a warm Go cache makes
@@ -15,7 +15,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# Declared once, in tools/k8s/VERSION: this script, tools/k8s_cluster.py and tools/lint.sh read it.
+# Declared once, in tools/k8s/VERSION: this script, tools/k8s/config.py and tools/lint.sh read it.
 VERSION="$(cat "$ROOT/tools/k8s/VERSION")"
 METRICS_SERVER="${METRICS_SERVER_VERSION:-v0.8.0}"
 DEST="$ROOT/.tools/k8s-$VERSION"

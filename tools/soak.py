@@ -29,7 +29,6 @@ import random
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -57,10 +56,7 @@ class Service(ServiceProcess):
             raise SystemExit(f"soak: no lookup answered 200 in {timeout}s:\n{self.log()[-2000:]}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        try:
-            return super().stop(sig, timeout)
-        except subprocess.TimeoutExpired:
-            return -9
+        return super().stop(sig, timeout)
 
 
 # -- the store and its fault ---------------------------------------------------------
@@ -72,14 +68,12 @@ class CavesStore:
     def __init__(self, workdir: Path, timeout: float):
         from testkit.caves import Caves
 
-        self.caves = Caves(log_path=workdir / "caves.log").start()
-        self.caves.add_bucket("sample_app")
+        self.caves = Caves(log_path=workdir / "caves.log").start().loaded("--count", str(COUNT), "--token", TOKEN)
         self.env = self.caves.env(
             COUCHBASE_KV_TIMEOUT=str(timeout),
             COUCHBASE_QUERY_TIMEOUT=str(timeout),
             COUCHBASE_HEALTH_INTERVAL="0.5",
         )
-        run_loaddata(self.env, "--count", str(COUNT), "--token", TOKEN)
 
     def fault(self) -> None:
         self.caves.freeze()

@@ -7,7 +7,7 @@ recorded, and JMeter with the project's plan.
     hint   drops a pooled connection idle longer than the Keep-Alive: timeout=N hint minus 1 s,
            as Node's http.Agent; it also notices a close that has arrived, as Node does
 
-    FLEET_TOKEN=... python3 tools/fleet_clients.py KIND --port PORT [--connections 16] [--rate 200]
+    FLEET_TOKEN=... python3 -m tools.fleet.clients KIND --port PORT [--connections 16] [--rate 200]
         # prints "started", loads until stdin ends, then prints each outcome as a JSON line
 """
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import math
 import os
@@ -30,10 +29,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleet_instances import PROFILES, ROOT
+from testkit import ROOT, jmeter
 
-from testkit import jmeter
-from testkit.jmeter import summarise
+from .instances import PROFILES
 
 BLIND_REUSE_SECONDS = 4.9  # HttpClient4's validate_after_inactivity in JMeter
 KINDS = ("check", "blind", "hint")
@@ -210,7 +208,8 @@ class ClientProcess:
         self.kind, self.label, self.token = kind, label or kind, token
         self.cmd = [
             sys.executable,
-            __file__,
+            "-m",
+            "tools.fleet.clients",
             kind,
             "--port",
             str(port),
@@ -223,7 +222,9 @@ class ClientProcess:
 
     def start(self) -> ClientProcess:
         env = {**os.environ, "FLEET_TOKEN": self.token}  # never on a command line, where ps shows it
-        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
+        self.proc = subprocess.Popen(
+            self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, cwd=ROOT
+        )
         assert self.proc.stdout is not None  # stdout=PIPE
         if self.proc.stdout.readline().strip() != "started":
             self.abort()
@@ -250,67 +251,12 @@ def serve_client(kind: str, port: int, connections: int, rate: float) -> None:
         print(json.dumps([o.start, o.ms, o.result, o.reused, o.close, o.idle]))
 
 
-def jmeter_plan(workdir: Path, rate: float) -> Path:
-    """The plan in jmeter/, with a Constant Throughput Timer added: `rate` requests/s in all,
-    so that JMeter shares the machine with the fleet instead of taking all of it."""
-    timer = (
-        '<ConstantThroughputTimer guiclass="TestBeanGUI" testclass="ConstantThroughputTimer" '
-        'testname="fleet pacing"><intProp name="calcMode">1</intProp>'
-        f"<doubleProp><name>throughput</name><value>{rate * 60:.1f}</value><savedValue>0.0</savedValue>"
-        "</doubleProp></ConstantThroughputTimer>\n        <hashTree/>\n        "
-    )
-    text = (ROOT / "jmeter" / "userprofile.jmx").read_text()
-    marker = "<HTTPSamplerProxy "
-    assert text.count(marker) == 1
-    plan = workdir / "userprofile-paced.jmx"
-    plan.write_text(text.replace(marker, timer + marker))
-    return plan
-
-
-class JMeter:
-    """JMeter (the project's plan, HttpClient4) as a client of a balancer, in the background."""
-
-    def __init__(self, workdir: Path, port: int, token: str, duration: int, threads: int = 16, rate: float = 200):
-        self.jtl = workdir / "jmeter.jtl"
-        props = workdir / "jmeter.properties"  # the token in a private file, never on a command line
-        props.touch(mode=0o600)
-        props.write_text(
-            f"token={token}\nhost=127.0.0.1\nport={port}\nthreads={threads}\nduration={duration}\nmaxid={PROFILES}\n"
-        )
-        self.cmd = jmeter.command(
-            jmeter_plan(workdir, rate), self.jtl, workdir / "jmeter.log", props, "-Jsummariser.out=false"
-        )
-        self.duration, self.workdir = duration, workdir
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> JMeter:
-        with open(self.workdir / "jmeter.out", "ab") as out:
-            self.proc = subprocess.Popen(self.cmd, cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT)
-        return self
-
-    def first_sample(self, timeout: float = 60) -> None:
-        """JMeter takes seconds to start: wait for its first results."""
-        assert self.proc is not None, "start() first"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.jtl.exists() and self.jtl.read_text().count("\n") > 50:
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"JMeter exited with {self.proc.returncode}")
-            time.sleep(0.2)
-        raise RuntimeError("JMeter wrote no samples")
-
-    def finish(self) -> dict:
-        assert self.proc is not None, "start() first"
-        self.proc.wait(self.duration + 120)
-        summary = summarise(self.jtl)
-        summary["error_kinds"] = {}
-        with open(self.jtl, newline="") as f:
-            for r in csv.DictReader(f):
-                if r["success"] != "true":
-                    kind = f"{r['responseCode']} {r['responseMessage']}".splitlines()[0][:80]
-                    summary["error_kinds"][kind] = summary["error_kinds"].get(kind, 0) + 1
-        return summary
+def jmeter_client(
+    workdir: Path, port: int, token: str, duration: int, threads: int = 16, rate: float = 200
+) -> jmeter.Background:
+    """JMeter (the project's plan, HttpClient4, paced at ``rate`` requests/s) as a client of a balancer."""
+    properties = {"token": token, "host": "127.0.0.1", "port": port, "threads": threads, "duration": duration}
+    return jmeter.Background(workdir, "jmeter", jmeter.paced_plan(workdir, rate), {**properties, "maxid": PROFILES})
 
 
 def main(argv=None) -> int:

@@ -8,7 +8,7 @@ names the node's address. CAVES picks its ports when it starts and its cluster m
 service by port with no host (the SDK then uses the address it bootstrapped from), so the Service
 carries every port CAVES listens on, plus 11210 for the bootstrap.
 
-    k8s_caves.py serve DIR     (run inside the cluster's network namespace by tools/k8s_cluster.py)
+    python3 -m tools.k8s.caves serve DIR     (run inside the cluster's network namespace by cluster.py)
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ import sys
 import time
 from pathlib import Path
 
-import k8s_config as cfg
-
-from testkit import LAYOUT
+from testkit import LAYOUT, ROOT
 from testkit.caves import Caves, QueryEngine
 
-ROOT = Path(__file__).resolve().parent.parent
+from . import config as cfg
+from .kubectl import in_cluster, kubectl, wait_for
+
 CLUSTER_IP = "10.96.0.50"  # k8s/overlays/caves names it in COUCHBASE_HOST
 BOOTSTRAP_PORT = 11210
 
@@ -56,25 +56,10 @@ def serve(run: Path) -> int:
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     try:
-        caves.add_bucket("sample_app")
         kv = int(caves.connstr.rsplit(":", 1)[1])
         assert caves.proc is not None  # started
         ports = listening_ports(caves.proc.pid)
-        env = {
-            **os.environ,
-            "COUCHBASE_HOST": caves.connstr,
-            "COUCHBASE_USER": "Administrator",
-            "COUCHBASE_PASSWORD": "password",
-        }
-        token = (run / "token").read_text()
-        subprocess.run(
-            [sys.executable, str(ROOT / "loaddata.py"), "--count", "10000", "--seed", "1", "--token", token],
-            env=env,
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
+        caves.loaded("--count", "10000", "--seed", "1", "--token", (run / "token").read_text())
         (run / "caves.json").write_text(json.dumps({"kv": kv, "ports": ports}))
         while not stop:
             time.sleep(0.5)
@@ -88,7 +73,7 @@ def manifests(kv: int, ports: list[int]) -> str:
     service = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": "couchbase", "namespace": "userprofile"},
+        "metadata": {"name": "couchbase", "namespace": cfg.NAMESPACE},
         "spec": {"clusterIP": CLUSTER_IP, "ports": [{"name": n, "port": p, "targetPort": t} for n, p, t in named]},
     }
     # A selector-less Service's endpoints match its ports by name; their port is where they go.
@@ -97,7 +82,7 @@ def manifests(kv: int, ports: list[int]) -> str:
         "kind": "EndpointSlice",
         "metadata": {
             "name": "couchbase-caves",
-            "namespace": "userprofile",
+            "namespace": cfg.NAMESPACE,
             "labels": {"kubernetes.io/service-name": "couchbase"},
         },
         "addressType": "IPv4",
@@ -109,19 +94,18 @@ def manifests(kv: int, ports: list[int]) -> str:
 
 def start(pid: int, run: Path) -> None:
     """CAVES in the cluster's network namespace, loaded; then its Service and EndpointSlice."""
-    import k8s_cluster
-
     with open(run / "logs" / "caves-holder.log", "ab") as out:
         subprocess.Popen(
-            [*k8s_cluster.in_cluster(pid), sys.executable, str(Path(__file__).resolve()), "serve", str(run)],
+            [*in_cluster(pid), sys.executable, "-m", "tools.k8s.caves", "serve", str(run)],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            cwd=ROOT,
         )
-    k8s_cluster.wait_for("CAVES loaded", lambda: (run / "caves.json").exists(), 120)
+    wait_for("CAVES loaded", lambda: (run / "caves.json").exists(), 120)
     info = json.loads((run / "caves.json").read_text())
-    k8s_cluster.kubectl("apply", "-f", "-", stdin=manifests(info["kv"], info["ports"]), capture=True)
+    kubectl("apply", "-f", "-", stdin=manifests(info["kv"], info["ports"]), capture=True)
 
 
 if __name__ == "__main__":

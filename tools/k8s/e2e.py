@@ -1,9 +1,8 @@
-#!/usr/bin/env python3
 """The blog's experiment on a real Kubernetes: JMeter through the Service's ClusterIP while the
 cluster changes the pods (`make k8s-e2e`; tests/test_k8s.py asserts the figures).
 
 For each store (the embedded one, then CAVES as the Couchbase) it starts the one-node cluster
-(tools/k8s_cluster.py up), runs JMeter with the project's plan (paced, keep-alive) from inside the
+(cluster.py up), runs JMeter with the project's plan (paced, keep-alive) from inside the
 cluster's network namespace for the whole run, and in turn:
 
     steady      4 pods, nothing changes
@@ -21,21 +20,21 @@ writes jmeter/results/k8s-e2e.json; exit status 0 when every figure is met.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import k8s_cluster as cluster
-from fleet_clients import jmeter_plan
-from k8s_watch import Watch
+from testkit import ROOT, jmeter
+from testkit.jmeter import mix_properties, percentile, read_samples, write_lookups
 
-from testkit import jmeter
-from testkit.jmeter import mix_properties, percentile, write_lookups
+from . import cluster
+from . import kubectl as control
+from .config import NAMESPACE, RUN
+from .kubectl import wait_for
+from .watch import Watch
 
-ROOT = cluster.ROOT
 RESULTS = ROOT / "jmeter" / "results"
 SCENARIOS = ("steady", "rollout", "delete", "scale-in", "scale-out", "hpa")
 MIN_SHARE = 0.40
@@ -46,85 +45,22 @@ MAXID = 10000
 MIXES = {"embedded": "id=1", "caves": "id=1998,nickname=1,username=1"}
 
 
-class JMeter:
-    """The project's plan with a Constant Throughput Timer (rate requests/s in all), in the background;
-    every sample flushed at once, so the results are whole when it is stopped."""
-
-    def __init__(
-        self, workdir: Path, name: str, host: str, rate: float, duration: int, threads: int = 16, mix: str = "id=1"
-    ):
-        self.jtl = workdir / f"{name}.jtl"
-        self.jtl.unlink(missing_ok=True)  # JMeter appends: an earlier run's samples would count as this one's
-        props = workdir / f"{name}.properties"  # the token in a private file, never on a command line
-        props.touch(mode=0o600)
-        weights = mix_properties(mix)
-        lookups = (
-            write_lookups(workdir / "lookups.csv", MAXID, seed=1)
-            if weights["weight_id"] != sum(weights.values())
-            else ""
-        )
-        props.write_text(
-            f"token={(cluster.RUN / 'token').read_text()}\nhost={host}\nport=8080\n"
-            f"threads={threads}\nduration={duration}\nmaxid={MAXID}\nlookups={lookups}\n"
-            + "".join(f"{name}={weight}\n" for name, weight in weights.items())
-        )
-        plan = jmeter_plan(workdir, rate).rename(workdir / f"{name}.jmx")
-        self.cmd = jmeter.command(
-            plan,
-            self.jtl,
-            workdir / f"{name}.log",
-            props,
-            "-Jjmeter.save.saveservice.autoflush=true",
-            "-Jsummariser.out=false",
-        )
-        with open(workdir / f"{name}.out", "ab") as out:
-            self.proc = subprocess.Popen(self.cmd, cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 90
-        while not (self.jtl.exists() and self.jtl.read_text().count("\n") > 20):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"JMeter {name} wrote no samples (see {workdir / name}.log)")
-            time.sleep(0.2)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
-def read_samples(jtl: Path) -> list[tuple[float, int, bool, str]]:
-    """(start, ms, success, error) of every sample in a JMeter CSV results file."""
-    with open(jtl, newline="") as f:
-        return [
-            (
-                int(r["timeStamp"]) / 1000,
-                int(r["elapsed"]),
-                r["success"] == "true",
-                "" if r["success"] == "true" else f"{r['responseCode']} {r['responseMessage']}"[:80],
-            )
-            for r in csv.DictReader(f)
-            if r.get("elapsed", "").isdigit()
-        ]
+def start_jmeter(
+    workdir: Path, name: str, host: str, rate: float, duration: int, threads: int = 16, mix: str = "id=1"
+) -> jmeter.Background:
+    """The project's plan paced at ``rate`` requests/s in all, in the background, once it has samples."""
+    weights = mix_properties(mix)
+    only_ids = weights["weight_id"] == sum(weights.values())
+    lookups = "" if only_ids else write_lookups(workdir / "lookups.csv", MAXID, seed=1)
+    properties = {"token": (RUN / "token").read_text(), "host": host, "port": 8080, "threads": threads}
+    properties |= {"duration": duration, "maxid": MAXID, "lookups": lookups, **weights}
+    plan = jmeter.paced_plan(workdir, rate, name)
+    return jmeter.Background(workdir, name, plan, properties).start().wait_samples(20, 90)
 
 
 def kubectl(*args: str, timeout: float = 300) -> str:
-    return subprocess.run(
-        [str(cluster.BIN / "kubectl"), f"--kubeconfig={cluster.RUN / 'kubeconfig'}", "-n", cluster.NAMESPACE, *args],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    ).stdout
-
-
-def wait(what: str, probe, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(0.5)
+    """kubectl in the service's namespace; its output."""
+    return control.kubectl("-n", NAMESPACE, *args, capture=True, timeout=timeout).stdout
 
 
 def pods_now() -> int:
@@ -157,15 +93,15 @@ def window(name: str, start: float, end: float, samples, watch: Watch, **extra) 
 
 def inside(store: str, only: list[str], rate: float, hpa_rate: float, threads: int, workdir: Path) -> list[dict]:
     """The scenarios, run inside the cluster's network namespace."""
-    watch = Watch(cluster.RUN).start()
+    watch = Watch(RUN).start()
     host = kubectl("get", "svc", "userprofile-service", "-o", "jsonpath={.spec.clusterIP}")
     # The HPA acts in its own scenario only: elsewhere it would change the pod counts the other
     # scenarios count on (a rollout's new pods, busy starting, can make it scale out), and its
     # minimum of 4 forbids the scale-in. What it set is undone first.
     kubectl("delete", "hpa", "userprofile-service", "--ignore-not-found")
     kubectl("scale", "deploy/userprofile-service", "--replicas=4")
-    wait("4 pods Ready", lambda: pods_now() == 4 and len(watch.ready_names()) == 4, 120)
-    jm = JMeter(workdir, "jmeter", host, rate, duration=3600, threads=threads, mix=MIXES[store])
+    wait_for("4 pods Ready", lambda: pods_now() == 4 and len(watch.ready_names()) == 4, 120)
+    jm = start_jmeter(workdir, "jmeter", host, rate, duration=3600, threads=threads, mix=MIXES[store])
     marks: list[tuple[str, float, float, dict]] = []
     failed: dict = {}
     try:
@@ -179,7 +115,7 @@ def inside(store: str, only: list[str], rate: float, hpa_rate: float, threads: i
             kubectl("rollout", "restart", "deploy/userprofile-service")
             kubectl("rollout", "status", "deploy/userprofile-service", "--timeout=240s", timeout=260)
             done = time.time()
-            wait("old pods gone", lambda: pods_now() == 4, 60)
+            wait_for("old pods gone", lambda: pods_now() == 4, 60)
             time.sleep(5)
             marks.append(("rollout", t0, time.time(), {"rollout_s": round(done - t0 - 5, 1)}))
         if "delete" in only:
@@ -194,14 +130,14 @@ def inside(store: str, only: list[str], rate: float, hpa_rate: float, threads: i
             failed["scenario"], t0 = "scale-in", time.time()
             time.sleep(5)
             kubectl("scale", "deploy/userprofile-service", "--replicas=2")
-            wait("2 pods left", lambda: pods_now() == 2, 90)
+            wait_for("2 pods left", lambda: pods_now() == 2, 90)
             time.sleep(5)
             marks.append(("scale-in", t0, time.time(), {}))
         if "scale-out" in only:
             failed["scenario"], t0 = "scale-out", time.time()
             before = watch.ready_names()
             kubectl("scale", "deploy/userprofile-service", "--replicas=4")
-            wait(
+            wait_for(
                 "4 pods Ready",
                 lambda: (
                     len(watch.ready_names()) == 4
@@ -227,15 +163,15 @@ def inside(store: str, only: list[str], rate: float, hpa_rate: float, threads: i
         if "hpa" in only:
             failed["scenario"], t0 = "hpa", time.time()
             cluster.apply_overlay(store)  # the HPA back, as the overlay has it
-            extra = JMeter(workdir, "jmeter-hpa", host, hpa_rate, duration=600)
+            extra = start_jmeter(workdir, "jmeter-hpa", host, hpa_rate, duration=600)
             try:
-                wait("the HPA scaling out", lambda: watch.replicas and watch.replicas[-1][1] > 4, 240)
-                wait("the new pods Ready", lambda: watch.replicas[-1][2] == watch.replicas[-1][1], 120)
+                wait_for("the HPA scaling out", lambda: watch.replicas and watch.replicas[-1][1] > 4, 240)
+                wait_for("the new pods Ready", lambda: watch.replicas[-1][2] == watch.replicas[-1][1], 120)
                 time.sleep(10)
             finally:
                 extra.stop()
             out_at = time.time()
-            wait("the HPA scaling back in", lambda: watch.replicas[-1][1] == 4 and pods_now() == 4, 240)
+            wait_for("the HPA scaling back in", lambda: watch.replicas[-1][1] == 4 and pods_now() == 4, 240)
             time.sleep(5)
             series = [(round(t - t0), r, ready, d) for t, r, ready, d in watch.replicas if t >= t0]
             marks.append(
@@ -331,7 +267,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python3 -m tools.k8s.e2e", description=__doc__.split("\n\n")[0])
     p.add_argument("--stores", nargs="+", choices=["embedded", "caves"], default=["embedded", "caves"])
     p.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     p.add_argument(
@@ -368,13 +304,14 @@ def main(argv=None) -> int:
         t0 = time.monotonic()
         try:
             cluster.up(store)
-            pid = cluster.holder_pid()
+            pid = control.holder_pid()
             assert pid is not None, "the cluster's holder is gone"
             subprocess.run(
                 [
-                    *cluster.in_cluster(pid),
+                    *control.in_cluster(pid),
                     sys.executable,
-                    str(Path(__file__).resolve()),
+                    "-m",
+                    "tools.k8s.e2e",
                     "--inside",
                     store,
                     "--only",
@@ -392,7 +329,7 @@ def main(argv=None) -> int:
                 cwd=ROOT,
             )
             rows = json.loads((workdir / "rows.json").read_text())
-            first = float((cluster.RUN / "first_pod_ready_seconds").read_text())
+            first = float((RUN / "first_pod_ready_seconds").read_text())
         finally:
             cluster.down()
         for r in rows:

@@ -13,7 +13,9 @@ import threading
 import time
 from pathlib import Path
 
-from fleet_instances import Instance, free_port, wait_for_port
+from testkit import end, free_port
+
+from .instances import Instance, wait_for_port
 
 PRESTOP_SECONDS = 5  # k8s/base/deployment.yaml's preStop sleep
 ENDPOINT_DELAY_SECONDS = 1  # a new pod ready -> an old pod leaves the endpoints
@@ -182,13 +184,8 @@ class Nginx:
             self.reload()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)  # graceful
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            end(self.proc, 10, signal.SIGQUIT)  # graceful
 
 
 def make_balancer(kind: str, workdir: Path, slots: list[int], nginx_follows: str):
@@ -240,7 +237,7 @@ class Fleet:
         if self.count == len(self.ports):
             raise RuntimeError(f"{self.name}: more instances than the {len(self.ports)} the fleet was made for")
         self.count += 1
-        return Instance(f"{self.name}-{self.count}", self.db, self.dir, self.env, self.ports[self.count - 1]).start()
+        return Instance(f"{self.name}-{self.count}", self.db, self.dir, self.env, self.ports[self.count - 1]).launch()
 
     def scale_up(self) -> Instance:
         """A new pod: started, ready, then in the endpoints."""

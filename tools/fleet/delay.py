@@ -1,7 +1,7 @@
 """A TCP proxy that delays each direction, for the idle race: the network between a client and
 the service that makes a reuse and the service's close cross.
 
-    python3 tools/fleet_delay.py PORT [--delay 0.05]   # prints its own port, serves until stdin ends
+    python3 -m tools.fleet.delay PORT [--delay 0.05]   # prints its own port, serves until stdin ends
 """
 
 from __future__ import annotations
@@ -14,17 +14,19 @@ import subprocess
 import sys
 import threading
 
+from testkit import ROOT
+
 
 class DelayProxyProcess:
     """The DelayProxy in a process of its own: the clients' threads here would delay its loop."""
 
     def __init__(self, target_port: int, delay: float = 0.05):
-        self.cmd = [sys.executable, __file__, str(target_port), "--delay", str(delay)]
+        self.cmd = [sys.executable, "-m", "tools.fleet.delay", str(target_port), "--delay", str(delay)]
         self.port = 0
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> DelayProxyProcess:
-        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
         assert self.proc.stdout is not None  # stdout=PIPE
         try:
             self.port = int(self.proc.stdout.readline())

@@ -1,6 +1,6 @@
 """The one-node cluster's files: certificates (openssl), kubeconfig, and each component's configuration.
 
-tools/k8s_cluster.py writes them into the cluster's directory before it starts anything. Every
+cluster.py writes them into the cluster's directory before it starts anything. Every
 component authenticates as the one admin (system:masters) except the aggregator's front proxy:
 this cluster lives for one test run inside a private network namespace, so per-component
 identities would add files, not safety.
@@ -9,8 +9,17 @@ identities would add files, not safety.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
+
+from testkit import ROOT
+from testkit.pki import certificate_authority, issue, openssl
+
+# The Kubernetes version, declared once in tools/k8s/VERSION: tools/install_k8s.sh builds it, tools/lint.sh
+# validates the manifests against it, and the cluster runs it from BIN.
+VERSION = (ROOT / "tools" / "k8s" / "VERSION").read_text().strip()
+BIN = ROOT / ".tools" / f"k8s-{VERSION}" / "bin"
+RUN = ROOT / "data" / "k8s"  # the running cluster's files: certificates, configuration, logs, holder.pid
+NAMESPACE = "userprofile"  # the service's, as k8s/base/namespace.yaml names it
 
 NODE_IP = "10.77.0.1"  # the node's address: a veth inside the private network namespace
 NODE_NAME = "k8s-node"
@@ -21,30 +30,11 @@ API_PORT = 6443
 METRICS_PORT = 4443  # metrics-server, on the node's address
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
 def make_pki(pki: Path) -> None:
     """A CA, the apiserver's serving certificate, the admin's and the front proxy's client certificates,
     and the service-account signing key."""
     pki.mkdir(parents=True, exist_ok=True)
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=userprofile-k8s-ca",
-        cwd=pki,
-    )
+    certificate_authority(pki, "ca", "/CN=userprofile-k8s-ca", cert="ca.crt")
     sans = (
         f"subjectAltName=IP:{NODE_IP},IP:{API_SERVICE_IP},IP:127.0.0.1,DNS:kubernetes,"
         "DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
@@ -54,40 +44,9 @@ def make_pki(pki: Path) -> None:
         ("admin", "/O=system:masters/CN=admin", "extendedKeyUsage=clientAuth"),
         ("front-proxy", "/CN=front-proxy-client", "extendedKeyUsage=clientAuth"),
     ):
-        _openssl(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.csr",
-            "-subj",
-            subject,
-            cwd=pki,
-        )
-        (pki / f"{name}.ext").write_text(ext + "\n")
-        _openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            f"{name}.crt",
-            "-days",
-            "2",
-            "-extfile",
-            f"{name}.ext",
-            cwd=pki,
-        )
-    _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
-    _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
+        issue(pki, name, subject, ext, "ca.crt", "ca.key")
+    openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
+    openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
 
 
 def kubeconfig(pki: Path) -> str:

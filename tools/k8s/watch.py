@@ -10,7 +10,6 @@ from __future__ import annotations
 import bisect
 import contextlib
 import json
-import re
 import ssl
 import threading
 import time
@@ -19,12 +18,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import k8s_config as cfg
-
 from testkit.jmeter import MIX_ROUTES
+from testkit.scrape import samples
 
-NAMESPACE = "userprofile"
-COUNTER = re.compile(r"^userprofile_requests_total\{([^}]*)\}\s+([0-9.eE+-]+)", re.M)
+from . import config as cfg
+from .config import NAMESPACE
 
 
 def api_context(pki: Path) -> ssl.SSLContext:
@@ -36,12 +34,12 @@ def api_context(pki: Path) -> ssl.SSLContext:
 def counts(metrics: str) -> tuple[int, int]:
     """(answers 200, answers of any other status) on the lookup routes JMeter's mix sends, from a pod's /metrics."""
     ok = other = 0
-    for labels, value in COUNTER.findall(metrics):
-        if any(f'route="{route}"' in labels for route in MIX_ROUTES.values()):
-            if 'status="200"' in labels:
-                ok += int(float(value))
+    for name, labels, value in samples(metrics):
+        if name == "userprofile_requests_total" and labels.get("route") in MIX_ROUTES.values():
+            if labels.get("status") == "200":
+                ok += int(value)
             else:
-                other += int(float(value))
+                other += int(value)
     return ok, other
 
 

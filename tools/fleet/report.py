@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from fleet_clients import Outcome
+from .clients import Outcome
 
 
 def p99(outcomes: list[Outcome]) -> float:

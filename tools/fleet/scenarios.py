@@ -1,49 +1,25 @@
-#!/usr/bin/env python3
-"""A fleet of service instances behind real load balancers, and what clients see while it changes.
-
-Everything runs on loopback: N instances of ``userprofile_service.py`` on one embedded store
-(seeded once with loaddata.py), HAProxy from Debian in TCP mode (as kube-proxy or a cloud NLB:
-connections pinned to an instance, no retries) and in HTTP mode (as an ingress), nginx with an
-HTTP/1.1 keep-alive upstream pool, and clients of three kinds that keep their connections
-(check, blind, hint: tools/fleet_clients.py) and JMeter.
-
-The endpoint changes are made as a Kubernetes Deployment makes them (k8s/README.md): an
-instance joins the balancer once its /readyz answers 200, leaves it 1 s after its replacement
-joined, and gets SIGTERM after the 5 s preStop. HAProxy's servers change through its admin
-socket; nginx changes without a reload, as ingress-nginx does: its upstream lists a port for
-every instance the scenario will start (fleet_balancers.Nginx says why; --nginx-follows reloads
-reloads it at each change instead, the way that loses requests).
-
-    python3 tools/fleet.py                      # every scenario, then the summary table
-    python3 tools/fleet.py --only rolling idle   # some of them (names: see SCENARIOS)
-
-tests/test_fleet.py runs the same scenarios and asserts the figures of k8s/README.md.
-This module holds the scenarios, runs them and prints the table; the parts are its neighbours:
-fleet_instances.py (the service's processes), fleet_balancers.py (HAProxy, nginx and the Fleet
-behind them), fleet_clients.py (the clients and JMeter), fleet_delay.py (the delaying proxy)
-and fleet_report.py (the rows and the table). They import each other as modules of tools/.
-"""
+"""The fleet's scenarios (this package's __init__ describes them) and `run`, which runs those asked for
+side by side where they do not disturb each other."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import secrets
 import select
 import shutil
 import socket
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from fleet_balancers import ENDPOINT_DELAY_SECONDS, NGINX_FOLLOWS, Fleet
-from fleet_clients import KINDS, Client, ClientProcess, JMeter
-from fleet_delay import DelayProxyProcess
-from fleet_instances import Instance, grace_seconds, log, metric, seed_store
-from fleet_report import STEADY_WINDOW, Row, row, table
+from testkit.scrape import metric
+
+from .balancers import ENDPOINT_DELAY_SECONDS, Fleet
+from .clients import KINDS, Client, ClientProcess, jmeter_client
+from .delay import DelayProxyProcess
+from .instances import Instance, grace_seconds, log, seed_store
+from .report import STEADY_WINDOW, Row, row
 
 
 def scenario_rolling(
@@ -60,10 +36,11 @@ def scenario_rolling(
     fleet = Fleet("rolling", db, workdir, balancers, 4, capacity=8, nginx_follows=nginx_follows)
     clients: list[tuple[str, ClientProcess]] = []
     jmeter = None
+    jmeter_seconds = int(steady + 60)
     try:
         if with_jmeter:
-            jmeter = JMeter(fleet.dir, fleet.by_name["haproxy-tcp"].port, token, duration=int(steady + 60)).start()
-            jmeter.first_sample()
+            port = fleet.by_name["haproxy-tcp"].port
+            jmeter = jmeter_client(fleet.dir, port, token, jmeter_seconds).start().wait_samples(50, 60)
         for b in fleet.balancers:
             for kind in KINDS:
                 client = ClientProcess(kind, b.port, token, rate=rate, label=f"{b.name}/{kind}")
@@ -92,7 +69,7 @@ def scenario_rolling(
             for name, c in clients
         ]
         if jmeter:
-            s = jmeter.finish()
+            s = jmeter.finish(jmeter_seconds + 120)
             kinds = s["error_kinds"]
             rows.append(
                 Row(
@@ -110,8 +87,8 @@ def scenario_rolling(
     finally:
         for _, c in clients:
             c.abort()
-        if jmeter and jmeter.proc and jmeter.proc.poll() is None:
-            jmeter.proc.terminate()
+        if jmeter:
+            jmeter.stop()
         fleet.stop()
 
 
@@ -192,7 +169,7 @@ def scenario_idle_race(
     """Requests after pauses swept across the server's idle timeout, through 2 x 50 ms of network."""
     d = workdir / "idle"
     d.mkdir(parents=True, exist_ok=True)
-    inst = Instance("idle-1", db, d, {"IDLE_TIMEOUT_SECONDS": str(idle)}).start().ready_or_stop()
+    inst = Instance("idle-1", db, d, {"IDLE_TIMEOUT_SECONDS": str(idle)}).launch().ready_or_stop()
     try:
         proxy = DelayProxyProcess(inst.port, delay).start()
     except BaseException:
@@ -243,7 +220,7 @@ def scenario_pipelining(
     """Clients that pipeline requests and never read: how long until the service lets them go."""
     d = workdir / "pipelining"
     d.mkdir(parents=True, exist_ok=True)
-    inst = Instance("pipe-1", db, d, {"WRITE_TIMEOUT_SECONDS": str(write_timeout)}).start().ready_or_stop()
+    inst = Instance("pipe-1", db, d, {"WRITE_TIMEOUT_SECONDS": str(write_timeout)}).launch().ready_or_stop()
     try:
         served_before = inst.served()
         request = f"GET /api/v1/id/7 HTTP/1.1\r\nHost: fleet\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
@@ -397,36 +374,3 @@ def run(
     if own_dir:
         shutil.rmtree(workdir, ignore_errors=True)
     return [r for name in ("rolling", "reloads", "scale", "idle", "pipelining") for r in results.get(name, [])]
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
-    p.add_argument("--rate", type=float, default=200, help="requests/s of each client group (default 200)")
-    p.add_argument(
-        "--balancers",
-        nargs="+",
-        choices=BALANCERS,
-        default=list(BALANCERS),
-        help="the balancers of the rolling restart (default all three, at once)",
-    )
-    p.add_argument(
-        "--nginx-follows",
-        choices=NGINX_FOLLOWS,
-        default="slots",
-        help="how nginx follows the rolling restart's endpoints: slots declared up front, "
-        "no reload (default), or a reload at each change",
-    )
-    p.add_argument("--json", type=Path, help="also write the rows as JSON here")
-    args = p.parse_args(argv)
-    started = time.monotonic()
-    rows = run(args.only, args.rate, args.balancers, nginx_follows=args.nginx_follows)
-    print(table(rows))
-    print(f"\n{time.monotonic() - started:.0f} s in all; `make fleet` (tools/fleet.py)")
-    if args.json:
-        args.json.write_text(json.dumps([r.__dict__ for r in rows], indent=2, default=str) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

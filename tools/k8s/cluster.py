@@ -1,9 +1,8 @@
-#!/usr/bin/env python3
 """A real one-node Kubernetes (tools/k8s/VERSION) for the service, inside a private network and mount namespace.
 
-    tools/k8s_cluster.py up [--store embedded|caves]   start it, load the images, apply k8s/overlays/<store>
-    tools/k8s_cluster.py kubectl -n userprofile get pods     kubectl inside the cluster's network
-    tools/k8s_cluster.py down                           stop everything; nothing is left behind
+    python3 -m tools.k8s.cluster up [--store embedded|caves]   start it, load the images, apply k8s/overlays/<store>
+    python3 -m tools.k8s.cluster kubectl -n userprofile get pods     kubectl inside the cluster's network
+    python3 -m tools.k8s.cluster down                           stop everything; nothing is left behind
 
 A holder process (this file's `_holder`, started under `unshare --net --mount`) owns the namespaces:
 loopback and a veth for the node's address, the CNI bridge, and as its children etcd, kube-apiserver,
@@ -30,14 +29,14 @@ import time
 import tomllib
 from pathlib import Path
 
-import k8s_config as cfg
+from testkit import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-VERSION = (ROOT / "tools" / "k8s" / "VERSION").read_text().strip()  # declared once (install_k8s.sh, lint.sh)
-BIN = ROOT / ".tools" / f"k8s-{VERSION}" / "bin"
-RUN = ROOT / "data" / "k8s"
+from . import caves
+from . import config as cfg
+from .config import BIN, NAMESPACE, RUN
+from .kubectl import holder_pid, in_cluster, kubectl, log, wait_for
+
 LOGS_KEPT = ROOT / "data" / "k8s-logs"
-NAMESPACE = "userprofile"
 # The image `make image` builds, with pyproject.toml's version as its tag, as k8s/overlays/one-node names it.
 SERVICE_IMAGE = (
     f"localhost/userprofile-service:{tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']['version']}"
@@ -56,10 +55,6 @@ DAEMONS = [
     "kube-proxy",
     "metrics-server",
 ]
-
-
-def log(msg: str) -> None:
-    print(f"k8s: {msg}", file=sys.stderr, flush=True)
 
 
 def need_host() -> None:
@@ -81,36 +76,6 @@ def need_host() -> None:
             + ", ".join(missing)
             + " (tools/install_k8s.sh installs the programs; root is needed for namespaces)"
         )
-
-
-def holder_pid() -> int | None:
-    try:
-        pid = int((RUN / "holder.pid").read_text())
-        os.kill(pid, 0)
-        return pid
-    except (OSError, ValueError):
-        return None
-
-
-def in_cluster(pid: int, mount: bool = False) -> list[str]:
-    """The prefix that runs a command in the holder's network (and mount) namespace."""
-    return ["nsenter", "-t", str(pid), "-n"] + (["-m"] if mount else []) + ["--"]
-
-
-def kubectl(
-    *args: str, check: bool = True, capture: bool = False, stdin: str | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess:
-    pid = holder_pid()
-    if pid is None:
-        raise SystemExit("k8s: no cluster is running (tools/k8s_cluster.py up)")
-    return subprocess.run(
-        [*in_cluster(pid), str(BIN / "kubectl"), f"--kubeconfig={RUN / 'kubeconfig'}", *args],
-        check=check,
-        text=True,
-        input=stdin,
-        timeout=timeout,
-        capture_output=capture,
-    )
 
 
 # -- the holder: runs inside the namespaces ---------------------------------------------------
@@ -290,7 +255,7 @@ def down() -> int:
 # -- up: from the host ------------------------------------------------------------------
 def prepare(store: str) -> None:
     if holder_pid():
-        raise SystemExit("k8s: a cluster is already running: tools/k8s_cluster.py down first")
+        raise SystemExit("k8s: a cluster is already running: python3 -m tools.k8s.cluster down first")
     if RUN.exists():
         shutil.rmtree(RUN)
     for d in ("logs", "mem", "cni", "images"):
@@ -332,7 +297,8 @@ def start_holder() -> int:
                 "private",
                 "--",
                 sys.executable,
-                str(Path(__file__).resolve()),
+                "-m",
+                "tools.k8s.cluster",
                 "_holder",
             ],
             stdout=out,
@@ -382,14 +348,6 @@ def apply_overlay(store: str) -> None:
     """The overlay as kubectl's own kustomize builds it, plainly (the base is a resource directory)."""
     rendered = kubectl("kustomize", str(ROOT / "k8s" / "overlays" / store), capture=True).stdout
     kubectl("apply", "-f", "-", stdin=rendered, capture=True)
-
-
-def wait_for(what: str, probe, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"k8s: {what}: not in {timeout:.0f} s (logs in {RUN / 'logs'})")
-        time.sleep(0.3)
 
 
 def ready_pods() -> list[str]:
@@ -445,9 +403,7 @@ def up(store: str) -> int:
     )
     # The Couchbase credentials: none on the embedded store, CAVES's own in the caves overlay.
     if store == "caves":
-        import k8s_caves
-
-        k8s_caves.start(pid, RUN)
+        caves.start(pid, RUN)
     apply_overlay(store)
     wait_for("the first pod Ready", ready_pods, 180)
     first = time.monotonic() - started
@@ -471,7 +427,7 @@ def up(store: str) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python3 -m tools.k8s.cluster", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     u = sub.add_parser("up", help="start the cluster and deploy the service")
     u.add_argument(
