@@ -32,24 +32,21 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import subprocess
 import sys
 import threading
 import time
 from datetime import timedelta
-from pathlib import Path
 
 from couchbase.auth import PasswordAuthenticator
 from couchbase.cluster import Cluster
 from couchbase.options import ClusterOptions, ClusterTimeoutOptions, GetOptions
 
 import cbconn  # the service's own store (the project is installed: make)
+import settings
 from testkit import caves as emulator
 
 # COUCHBASE_USER and COUCHBASE_PASSWORD from the environment (--connstr), else the emulator's (--caves).
 CREDENTIALS = {name: os.environ.get(name, value) for name, value in emulator.CREDENTIALS.items()}
-
-ROOT = Path(__file__).resolve().parent.parent
 
 KV_TIMEOUT = timedelta(seconds=2.5)
 
@@ -186,15 +183,7 @@ def start_caves(count: int):
         caves = Caves().start()
     finally:
         os.sched_setaffinity(0, cores)
-    caves.add_bucket("sample_app")
-    subprocess.run(
-        [sys.executable, str(ROOT / "loaddata.py"), "--count", str(count), "--seed", "1"],
-        env={**os.environ, **caves.env()},
-        cwd=ROOT,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    caves.loaded("--count", str(count), "--seed", "1")
     return caves
 
 
@@ -205,8 +194,8 @@ def main(argv=None, variants: dict | None = None, runners: dict | None = None, d
     p = argparse.ArgumentParser(description=doc or __doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--connstr", help="a cluster holding the profiles; else --caves")
     p.add_argument("--caves", action="store_true", help="start CAVES on core 1 and load it")
-    p.add_argument("--bucket", default="sample_app")
-    p.add_argument("--scope", default="profiles")
+    p.add_argument("--bucket", default=emulator.BUCKET)
+    p.add_argument("--scope", default=settings.defaults().couchbase_scope)
     p.add_argument("--count", type=int, default=10000, help="profile ids 1..N to pick from")
     p.add_argument("--threads", type=int, default=32, help="callers (gets in flight for callback variants)")
     p.add_argument("--seconds", type=float, default=5)
