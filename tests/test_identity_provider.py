@@ -1,6 +1,6 @@
 """The service as an OAuth 2.0 resource server in front of a real identity provider: Keycloak
 (testkit/idp.py) over HTTPS with the tests' own CA, tokens got by the client-credentials grant
-as a calling service gets them. Each case of issue 31 is a test.
+as a calling service gets them. Each rule a resource server must hold is a case.
 
 Tokens no provider would issue (not yet valid, another issuer) are signed with a key the test
 made and imported into the provider, so the service finds it in the provider's own key set;

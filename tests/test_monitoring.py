@@ -5,8 +5,8 @@ Prometheus' own promtool.
   alerts-test.yaml, whose cases make each alert fire and stay quiet; every alert has both.
 - The dashboard: every panel's query, its Grafana variables given values, parses as PromQL
   (each wrapped as a recording rule for `promtool check rules`).
-- Both name only metrics the service exports (metrics.py's exposition), kube-state-metrics', or
-  the refusal counter issue 31's branch adds; their `route` labels are routes of routes.py.
+- Both name only metrics the service exports (metrics.py's exposition, the token check's refusals
+  included) or kube-state-metrics'; their `route` labels are routes of routes.py.
 
 promtool comes from Debian's `prometheus` package (make test installs it); without it these tests
 fail, saying so.
