@@ -79,7 +79,7 @@ $(VENV313)/.dev: requirements.txt requirements-dev.txt requirements-tracing.txt 
 test-3.13: $(VENV313)/.dev
 	$(VENV313)/bin/python -m pytest -q -m "inprocess or socket"
 
-# The inner loop, under 30 s: the linters and the in-process tier, the tests that need
+# The inner loop, under a minute (about 40 s here): the linters and the in-process tier, the tests that need
 # no service process and no socket (tests/README.md: the tiers and how to run each).
 check: $(VENV)/.dev
 	bash tools/lint.sh
