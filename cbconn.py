@@ -248,6 +248,8 @@ class CouchbaseStore(Reading, Loading, Querying, Store):
             self._renew_after = time.monotonic() + 5
             if self._reconnect():
                 self.health.after_ping(*self._ping())
+            else:  # the node answers, the new connection not yet: again at the next ping, not 5 s on
+                self._renew_after = 0.0
         # A new connection through the names DNS gives now, when the cluster moved or every node
         # was lost, once they are checked.
         trusted = None if self.names is None else set() if self.names.refused else self.names.checked
