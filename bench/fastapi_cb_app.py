@@ -80,16 +80,18 @@ async def get_by_id(record_id: str):
 
 
 PAGE = 100
-STATEMENT = (  # cbquery.py's, for the default collection names
-    "SELECT RAW [META().id, record_id] FROM `user_data` WHERE {field} = ${param}"
-    " AND record_id > $after ORDER BY record_id LIMIT $limit"
-)
+STATEMENTS = {  # cbquery.py's, for the default collection names; every value a named parameter
+    "nickname": "SELECT RAW [META().id, record_id] FROM `user_data` WHERE nickname = $nickname"
+    " AND record_id > $after ORDER BY record_id LIMIT $limit",
+    "username": "SELECT RAW [META().id, record_id] FROM `user_data` WHERE user_id = $username"
+    " AND record_id > $after ORDER BY record_id LIMIT $limit",
+}
 
 
-async def find(field: str, param: str, value: str) -> list[dict]:
-    """The first page of the profiles whose ``field`` is ``value``: the statement, then the documents."""
+async def find(param: str, value: str) -> list[dict]:
+    """The first page of the profiles ``param`` names: the statement, then the documents."""
     options = QueryOptions(named_parameters={param: value, "after": -(2**53), "limit": PAGE + 1}, adhoc=False)
-    result = state["scope"].query(STATEMENT.format(field=field, param=param), options)
+    result = state["scope"].query(STATEMENTS[param], options)
     keys = [row[0] async for row in result.rows()][:PAGE]
     found = await asyncio.gather(*(state["collections"]["user_data"].get(key) for key in keys))
     return [doc.content_as[dict] for doc in found]
@@ -97,12 +99,12 @@ async def find(field: str, param: str, value: str) -> list[dict]:
 
 @app.get("/api/v1/nickname/{nickname}", response_model=list[Profile], dependencies=Authorized)
 async def get_by_nickname(nickname: str):
-    return found(await find("nickname", "nickname", nickname))
+    return found(await find("nickname", nickname))
 
 
 @app.get("/api/v1/username/{username}", response_model=list[Profile], dependencies=Authorized)
 async def get_by_username(username: str):
-    return found(await find("user_id", "username", username))
+    return found(await find("username", username))
 
 
 @app.get("/api/v1/picture/record/{record_id}", response_model=list[Image], dependencies=Authorized)
